@@ -1,0 +1,1 @@
+//! Lab tests live in `tests/`; this library is empty on purpose.
