@@ -8,6 +8,9 @@
 //!
 //! This crate holds types and schema only: no I/O, no allocation logic.
 
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod selector;
 pub mod validation;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};

@@ -1,0 +1,708 @@
+//! The controller's state and decisions: an index of Services, pools and namespaces fed by watch
+//! events, the allocator, and the reconcile step that turns changes into [`Action`]s.
+//!
+//! Synchronous and free of I/O: the shell (`run.rs`) feeds it events and performs the actions it
+//! returns. One task owns it. It never writes what the cluster already shows, so a resync or a restart
+//! with nothing changed produces no action at all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ferrolb_allocator::{AllocError, Allocator, Assignment, Request, ServiceKey};
+use ferrolb_crds::IPAddressPoolStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::pools::{self, PoolView};
+use crate::service::{self, ServiceView, SvcKey};
+
+/// Settings that decide which Services are ours.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// `spec.loadBalancerClass` we serve.
+    pub lb_class: String,
+    /// Leave Services without a class to another load balancer.
+    pub ignore_classless: bool,
+}
+
+/// Which object an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A Service.
+    Service {
+        namespace: String,
+        name: String,
+        uid: Option<String>,
+    },
+    /// An IPAddressPool.
+    Pool { name: String, uid: Option<String> },
+}
+
+/// Something the shell must do against the API server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Server-side apply of the Service's `status.loadBalancer.ingress` and our condition. An empty
+    /// `ingress` and no condition remove what ferrolb owned.
+    ServiceStatus {
+        namespace: String,
+        name: String,
+        ingress: Vec<IpAddr>,
+        condition: Option<Condition>,
+    },
+    /// Server-side apply of the `ip-allocated-from-pool` annotation (`None` removes it).
+    ServiceAnnotation {
+        namespace: String,
+        name: String,
+        pools: Option<String>,
+    },
+    /// Server-side apply of a pool's status.
+    PoolStatus {
+        name: String,
+        status: IPAddressPoolStatus,
+    },
+    /// A Kubernetes event.
+    Event {
+        target: Target,
+        warning: bool,
+        reason: String,
+        note: String,
+    },
+}
+
+/// What ferrolb wants a Service to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Desired {
+    ingress: Vec<String>,
+    /// (status, reason, message) of our condition; `None` removes it.
+    condition: Option<(String, String, String)>,
+    pools: Option<String>,
+}
+
+/// Counters the shell exports as metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Successful allocations that changed a Service's IPs.
+    pub allocations: u64,
+    /// Failed allocations by reason.
+    pub failures: BTreeMap<String, u64>,
+}
+
+/// The controller's in-memory world.
+#[derive(Debug)]
+pub struct Core {
+    cfg: CoreConfig,
+    services: BTreeMap<SvcKey, ServiceView>,
+    pools: BTreeMap<String, PoolView>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    alloc: Allocator,
+    synced: [bool; 3],
+    leader: bool,
+    /// Whether the allocator reflects the cluster (rebuilt since we last became ready and leader).
+    built: bool,
+    dirty: BTreeSet<SvcKey>,
+    /// Services whose allocation failed: retried whenever addresses may have been freed.
+    pending: BTreeSet<SvcKey>,
+    /// What we wrote and the watch has not echoed yet: suppresses duplicate writes.
+    in_flight: HashMap<SvcKey, Desired>,
+    pools_dirty: bool,
+    stats: Stats,
+}
+
+/// Index into `Core::synced`.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Services.
+    Services = 0,
+    /// IPAddressPools.
+    Pools = 1,
+    /// Namespaces.
+    Namespaces = 2,
+}
+
+fn camel(reason: &str) -> String {
+    reason
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+impl Core {
+    /// An empty core; nothing is decided until every kind has synced and we lead.
+    pub fn new(cfg: CoreConfig) -> Core {
+        Core {
+            cfg,
+            services: BTreeMap::new(),
+            pools: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            alloc: Allocator::new(),
+            synced: [false; 3],
+            leader: false,
+            built: false,
+            dirty: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            in_flight: HashMap::new(),
+            pools_dirty: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// A Service was added or changed.
+    pub fn upsert_service(&mut self, view: ServiceView) {
+        let key = view.key();
+        if self.services.get(&key) != Some(&view) {
+            self.services.insert(key.clone(), view);
+            self.dirty.insert(key);
+        }
+    }
+
+    /// A Service is gone.
+    pub fn delete_service(&mut self, key: &str) {
+        if self.services.remove(key).is_some()
+            || self.alloc.assignment(&ServiceKey(key.into())).is_some()
+        {
+            self.dirty.insert(key.to_string());
+        }
+    }
+
+    /// A pool was added or changed.
+    pub fn upsert_pool(&mut self, view: PoolView) {
+        let config_changed = self.pools.get(&view.name).is_none_or(|old| {
+            old.config != view.config
+                || old.allocation != view.allocation
+                || old.bad_entries != view.bad_entries
+        });
+        self.pools.insert(view.name.clone(), view);
+        self.pools_dirty = true;
+        if config_changed {
+            self.pools_changed();
+        }
+    }
+
+    /// A pool is gone.
+    pub fn delete_pool(&mut self, name: &str) {
+        if self.pools.remove(name).is_some() {
+            self.pools_changed();
+        }
+    }
+
+    /// A namespace's labels changed (for `namespaceSelectors`).
+    pub fn upsert_namespace(&mut self, name: String, labels: BTreeMap<String, String>) {
+        if self.namespaces.get(&name) != Some(&labels) {
+            self.namespaces.insert(name.clone(), labels);
+            let prefix = format!("{name}/");
+            let keys: Vec<_> = self
+                .services
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
+            self.dirty.extend(keys);
+        }
+    }
+
+    /// A namespace is gone.
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// After a (re)list: drop every object of `kind` not seen in it, then mark the kind synced.
+    pub fn resynced(&mut self, kind: Kind, seen: &BTreeSet<String>) {
+        match kind {
+            Kind::Services => {
+                let gone: Vec<_> = self
+                    .services
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.delete_service(&k);
+                }
+            }
+            Kind::Pools => {
+                let gone: Vec<_> = self
+                    .pools
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.delete_pool(&k);
+                }
+            }
+            Kind::Namespaces => self.namespaces.retain(|k, _| seen.contains(k)),
+        }
+        self.synced[kind as usize] = true;
+    }
+
+    /// Leadership changed. A new leader rebuilds from the cluster's truth before deciding anything.
+    pub fn set_leader(&mut self, leader: bool) {
+        if leader != self.leader {
+            self.leader = leader;
+            self.built = false;
+            self.in_flight.clear();
+        }
+    }
+
+    /// Whether every watch has delivered its initial list.
+    pub fn ready(&self) -> bool {
+        self.synced.iter().all(|s| *s)
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The allocator, for pool metrics.
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    /// Number of Services indexed.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// A write failed: forget it was in flight and try again on the next reconcile.
+    pub fn write_failed(&mut self, namespace: &str, name: &str) {
+        let key = format!("{namespace}/{name}");
+        self.in_flight.remove(&key);
+        self.dirty.insert(key);
+    }
+
+    /// Whether pool statuses may need a write.
+    pub fn pools_dirty(&self) -> bool {
+        self.pools_dirty
+    }
+
+    fn pools_changed(&mut self) {
+        self.alloc
+            .set_pools(self.pools.values().map(|p| p.config.clone()).collect());
+        self.pools_dirty = true;
+        // A pool edit may free or add room for any Service, and may orphan IPs: look at all of them.
+        self.dirty.extend(self.services.keys().cloned());
+    }
+
+    fn candidate_pools(&self, view: &ServiceView) -> Vec<String> {
+        pools::candidates(
+            self.pools.values(),
+            &view.namespace,
+            self.namespaces.get(&view.namespace),
+            &view.labels,
+        )
+    }
+
+    /// A request for restoring published IPs even when the Service's annotations are broken.
+    fn restore_request(&self, view: &ServiceView) -> Request {
+        let mut req = match service::build_request(view) {
+            Ok(b) => b.request,
+            Err(_) => {
+                let fams: Vec<_> = view
+                    .current_ips()
+                    .into_iter()
+                    .map(ferrolb_allocator::Family::of)
+                    .collect();
+                let policy = match fams.as_slice() {
+                    [a, b] if a != b => ferrolb_allocator::FamilyPolicy::PreferDual([*a, *b]),
+                    [a, ..] => ferrolb_allocator::FamilyPolicy::Single(*a),
+                    [] => ferrolb_allocator::FamilyPolicy::Single(ferrolb_allocator::Family::V4),
+                };
+                let mut r = Request::new(policy);
+                r.current = view.current_ips();
+                r
+            }
+        };
+        req.candidate_pools = self.candidate_pools(view);
+        req
+    }
+
+    /// Rebuilds the allocator from what the cluster publishes: every Service we own keeps the IPs in
+    /// its status (the older Service wins a conflict), and only then is anything new allocated.
+    fn rebuild(&mut self) {
+        self.alloc = Allocator::new();
+        self.alloc
+            .set_pools(self.pools.values().map(|p| p.config.clone()).collect());
+        let mut published: Vec<&ServiceView> = self
+            .services
+            .values()
+            .filter(|v| {
+                v.is_ours(&self.cfg.lb_class, self.cfg.ignore_classless) && !v.ingress.is_empty()
+            })
+            .collect();
+        published.sort_by(|a, b| {
+            let t = |v: &ServiceView| v.created.as_ref().map(|t| t.0);
+            t(a).cmp(&t(b)).then_with(|| a.key().cmp(&b.key()))
+        });
+        let requests: Vec<(SvcKey, Request)> = published
+            .iter()
+            .map(|v| (v.key(), self.restore_request(v)))
+            .collect();
+        for (key, req) in requests {
+            self.alloc.restore(&ServiceKey(key), &req);
+        }
+        self.dirty.extend(self.services.keys().cloned());
+        self.pools_dirty = true;
+        self.built = true;
+    }
+
+    /// Decides every changed Service. Returns nothing until all watches synced and we lead.
+    pub fn reconcile(&mut self, now: &Time) -> Vec<Action> {
+        if !self.ready() || !self.leader {
+            return Vec::new();
+        }
+        if !self.built {
+            self.rebuild();
+        }
+        let mut actions = Vec::new();
+        // Loop because a release can make room for a pending Service.
+        for _ in 0..3 {
+            if self.dirty.is_empty() {
+                break;
+            }
+            let mut batch: Vec<SvcKey> = std::mem::take(&mut self.dirty).into_iter().collect();
+            batch.sort_by(|a, b| {
+                let t = |k: &SvcKey| {
+                    self.services
+                        .get(k)
+                        .and_then(|v| v.created.as_ref().map(|t| t.0))
+                };
+                t(a).cmp(&t(b)).then_with(|| a.cmp(b))
+            });
+            for key in batch {
+                self.reconcile_one(&key, now, &mut actions);
+            }
+        }
+        actions
+    }
+
+    fn freed(&mut self) {
+        self.pools_dirty = true;
+        let pending = std::mem::take(&mut self.pending);
+        self.dirty.extend(pending);
+    }
+
+    fn reconcile_one(&mut self, key: &SvcKey, now: &Time, actions: &mut Vec<Action>) {
+        let skey = ServiceKey(key.clone());
+        let Some(view) = self.services.get(key).cloned() else {
+            self.pending.remove(key);
+            self.in_flight.remove(key);
+            if self.alloc.release(&skey) {
+                self.freed();
+            }
+            return;
+        };
+        if !view.is_ours(&self.cfg.lb_class, self.cfg.ignore_classless) {
+            self.pending.remove(key);
+            let had = self.alloc.release(&skey);
+            if had {
+                self.freed();
+            }
+            if view.has_our_marks() {
+                let desired = Desired {
+                    ingress: Vec::new(),
+                    condition: None,
+                    pools: None,
+                };
+                let emitted = self.publish(&view, desired, None, now, actions);
+                if emitted && had {
+                    actions.push(Action::Event {
+                        target: service_target(&view),
+                        warning: false,
+                        reason: "IPReleased".into(),
+                        note:
+                            "the Service is no longer a ferrolb LoadBalancer; its IPs were released"
+                                .into(),
+                    });
+                }
+            }
+            return;
+        }
+
+        let built = service::build_request(&view);
+        let (desired, deprecated, failure): (Desired, Vec<(String, String)>, Option<String>) =
+            match built {
+                Err(e) => {
+                    let kept = self.alloc.assignment(&skey).cloned();
+                    let d = self.desired_for(
+                        kept.as_ref(),
+                        Some(("False", e.reason().to_string(), e.to_string())),
+                    );
+                    (d, Vec::new(), Some(e.reason().to_string()))
+                }
+                Ok(b) => {
+                    let mut req = b.request;
+                    req.candidate_pools = self.candidate_pools(&view);
+                    let before = self.alloc.assignment(&skey).cloned();
+                    match self.alloc.assign(&skey, &req) {
+                        Ok(a) => {
+                            self.pending.remove(key);
+                            if before
+                                .as_ref()
+                                .is_some_and(|old| old.ips.iter().any(|ip| !a.ips.contains(ip)))
+                            {
+                                self.freed();
+                            }
+                            if before.as_ref() != Some(&a) {
+                                self.pools_dirty = true;
+                            }
+                            (self.desired_for(Some(&a), None), b.deprecated, None)
+                        }
+                        Err(e) => {
+                            self.pending.insert(key.clone());
+                            let kept = self.alloc.assignment(&skey).cloned();
+                            let reason = camel(e.reason().as_str());
+                            (
+                                self.desired_for(
+                                    kept.as_ref(),
+                                    Some(("False", reason.clone(), failure_message(&e))),
+                                ),
+                                b.deprecated,
+                                Some(reason),
+                            )
+                        }
+                    }
+                }
+            };
+        let previous_ingress = view.ingress.clone();
+        let previous_condition = view.condition.clone();
+        let ingress = desired.ingress.clone();
+        let cond = desired.condition.clone();
+        if self.publish(&view, desired, previous_condition.as_ref(), now, actions) {
+            let target = service_target(&view);
+            if ingress != previous_ingress && !ingress.is_empty() {
+                self.stats.allocations += 1;
+                let from = cond.as_ref().map(|c| c.2.clone()).unwrap_or_default();
+                actions.push(Action::Event {
+                    target: target.clone(),
+                    warning: false,
+                    reason: "IPAllocated".into(),
+                    note: from,
+                });
+            }
+            if let Some((status, reason, message)) = &cond {
+                let changed = previous_condition
+                    .as_ref()
+                    .is_none_or(|c| &c.reason != reason || &c.message != message);
+                if changed && (status == "False" || reason == "NotInAnyPool") {
+                    actions.push(Action::Event {
+                        target: target.clone(),
+                        warning: true,
+                        reason: reason.clone(),
+                        note: message.clone(),
+                    });
+                }
+            }
+            if let Some(reason) = failure {
+                *self.stats.failures.entry(reason).or_default() += 1;
+            }
+            for (old, new) in deprecated {
+                actions.push(Action::Event {
+                    target: target.clone(),
+                    warning: true,
+                    reason: "DeprecatedAnnotation".into(),
+                    note: format!("{old} is honoured for migration; use {new} instead"),
+                });
+            }
+        }
+    }
+
+    fn desired_for(
+        &self,
+        a: Option<&Assignment>,
+        failure: Option<(&str, String, String)>,
+    ) -> Desired {
+        let ips: Vec<String> = a
+            .map(|a| a.ips.iter().map(|i| i.ip.to_string()).collect())
+            .unwrap_or_default();
+        let mut pools: Vec<String> = a
+            .map(|a| a.ips.iter().filter_map(|i| i.pool.clone()).collect())
+            .unwrap_or_default();
+        pools.dedup();
+        let orphans: Vec<String> = a
+            .map(|a| {
+                a.ips
+                    .iter()
+                    .filter(|i| i.pool.is_none())
+                    .map(|i| i.ip.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let condition = match failure {
+            Some((s, r, m)) => Some((s.to_string(), r, m)),
+            None if !orphans.is_empty() => Some((
+                "True".into(),
+                "NotInAnyPool".into(),
+                format!(
+                    "{} is in no IPAddressPool any more; the Service keeps it. Add it back to a pool, or annotate the Service ferrolb.io/allow-ip-change=true to move it to a new IP",
+                    orphans.join(", ")
+                ),
+            )),
+            None => {
+                let parts: Vec<String> = a
+                    .map(|a| {
+                        a.ips
+                            .iter()
+                            .map(|i| {
+                                format!("{} from pool {}", i.ip, i.pool.as_deref().unwrap_or("-"))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(("True".into(), "Allocated".into(), parts.join(", ")))
+            }
+        };
+        Desired {
+            ingress: ips,
+            condition,
+            pools: if pools.is_empty() {
+                None
+            } else {
+                Some(pools.join(","))
+            },
+        }
+    }
+
+    /// Emits the writes that make `view` show `desired`. Returns whether anything was written.
+    fn publish(
+        &mut self,
+        view: &ServiceView,
+        desired: Desired,
+        previous: Option<&Condition>,
+        now: &Time,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let key = view.key();
+        let observed = Desired {
+            ingress: if view.ingress_vip || view.ingress.is_empty() {
+                view.ingress.clone()
+            } else {
+                Vec::new()
+            },
+            condition: view
+                .condition
+                .as_ref()
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone())),
+            pools: view
+                .annotations
+                .get(ferrolb_crds::annotations::ALLOCATED_FROM_POOL)
+                .cloned(),
+        };
+        let observed = if !view.ingress_vip && !view.ingress.is_empty() {
+            // Entries without ipMode: VIP are rewritten.
+            Desired {
+                ingress: vec!["<no ipMode>".into()],
+                ..observed
+            }
+        } else {
+            observed
+        };
+        if observed == desired {
+            self.in_flight.remove(&key);
+            return false;
+        }
+        if self.in_flight.get(&key) == Some(&desired) {
+            return false;
+        }
+        let mut wrote = false;
+        if observed.ingress != desired.ingress || observed.condition != desired.condition {
+            let condition = desired.condition.as_ref().map(|(s, r, m)| Condition {
+                type_: ferrolb_crds::conditions::IP_ALLOCATED.into(),
+                status: s.clone(),
+                reason: r.clone(),
+                message: m.clone(),
+                observed_generation: view.generation,
+                last_transition_time: previous
+                    .filter(|p| &p.status == s)
+                    .map(|p| p.last_transition_time.clone())
+                    .unwrap_or_else(|| now.clone()),
+            });
+            actions.push(Action::ServiceStatus {
+                namespace: view.namespace.clone(),
+                name: view.name.clone(),
+                ingress: desired
+                    .ingress
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect(),
+                condition,
+            });
+            wrote = true;
+        }
+        if observed.pools != desired.pools {
+            actions.push(Action::ServiceAnnotation {
+                namespace: view.namespace.clone(),
+                name: view.name.clone(),
+                pools: desired.pools.clone(),
+            });
+            wrote = true;
+        }
+        self.in_flight.insert(key, desired);
+        wrote
+    }
+
+    /// Pool statuses that differ from what the pools show.
+    pub fn pool_statuses(&mut self, now: &Time) -> Vec<Action> {
+        if !self.ready() || !self.leader || !self.built {
+            return Vec::new();
+        }
+        self.pools_dirty = false;
+        let overlaps = self.alloc.overlaps();
+        let mut out = Vec::new();
+        for pool in self.pools.values() {
+            let Some(stats) = self.alloc.pool_stats(&pool.name) else {
+                continue;
+            };
+            let status = pools::desired_status(pool, stats, &overlaps, now);
+            if pools::status_differs(&status, pool.status.as_ref()) {
+                let was_overlapping = pool
+                    .status
+                    .as_ref()
+                    .and_then(|s| {
+                        s.conditions
+                            .iter()
+                            .find(|c| c.type_ == ferrolb_crds::conditions::POOL_OVERLAP)
+                    })
+                    .map(|c| c.message.clone());
+                if let Some(c) = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == ferrolb_crds::conditions::POOL_OVERLAP)
+                    && c.status == "True"
+                    && was_overlapping.as_deref() != Some(c.message.as_str())
+                {
+                    out.push(Action::Event {
+                        target: Target::Pool {
+                            name: pool.name.clone(),
+                            uid: pool.uid.clone(),
+                        },
+                        warning: true,
+                        reason: "OverlapsOtherPools".into(),
+                        note: c.message.clone(),
+                    });
+                }
+                out.push(Action::PoolStatus {
+                    name: pool.name.clone(),
+                    status,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn service_target(view: &ServiceView) -> Target {
+    Target::Service {
+        namespace: view.namespace.clone(),
+        name: view.name.clone(),
+        uid: view.uid.clone(),
+    }
+}
+
+fn failure_message(e: &AllocError) -> String {
+    e.to_string()
+}

@@ -1,0 +1,208 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease.
+//!
+//! One task owns the Lease and publishes leadership on a `watch` channel; everything else only reads
+//! that channel. The decision of what to do with the Lease is a pure function ([`decide`]) of what was
+//! read and the time; the task around it only reads, writes and sleeps. Writes use the Lease's
+//! resourceVersion, so two replicas can never both win the same term.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::sync::watch;
+
+/// What to do with the Lease as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nobody holds it, it expired, or it was released: take it.
+    Acquire,
+    /// We hold it: renew.
+    Renew,
+    /// Someone else holds a valid Lease: wait.
+    Follow { holder: String },
+}
+
+/// Decides from a Lease's spec. Pure.
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Acquire;
+    };
+    let holder = spec.holder_identity.clone().unwrap_or_default();
+    if holder == me {
+        return Decision::Renew;
+    }
+    if holder.is_empty() {
+        return Decision::Acquire;
+    }
+    let duration = spec.lease_duration_seconds.unwrap_or(0).max(0);
+    let renewed = spec
+        .renew_time
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let expires = renewed
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+            duration,
+        )))
+        .unwrap_or(renewed);
+    if now >= expires {
+        Decision::Acquire
+    } else {
+        Decision::Follow { holder }
+    }
+}
+
+/// Runs the election until `shutdown` fires, then releases the Lease if we hold it.
+pub async fn run(
+    api: Api<Lease>,
+    name: String,
+    me: String,
+    lease_duration: Duration,
+    tx: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let secs = i32::try_from(lease_duration.as_secs()).unwrap_or(15).max(1);
+    // Renew three times per lease period, so one slow request does not cost the lease.
+    let period = lease_duration / 3;
+    loop {
+        let leading = step(&api, &name, &me, secs).await;
+        if *tx.borrow() != leading {
+            if leading {
+                tracing::info!(lease = %name, identity = %me, "became leader");
+            } else {
+                tracing::warn!(lease = %name, identity = %me, "not leader");
+            }
+            let _ = tx.send(leading);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(if leading { period } else { period.min(Duration::from_secs(1)) }) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    if *tx.borrow() {
+        let _ = tx.send(false);
+        release(&api, &name, &me).await;
+    }
+}
+
+async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> bool {
+    let now = Timestamp::now();
+    let current = match api.get_opt(name).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the leader Lease");
+            return false;
+        }
+    };
+    let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), me, now);
+    let Some(mut lease) = current else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(me.into()),
+                lease_duration_seconds: Some(secs),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "lost the race to create the Lease");
+                false
+            }
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    match decision {
+        Decision::Follow { .. } => return false,
+        Decision::Renew => {}
+        Decision::Acquire => {
+            spec.holder_identity = Some(me.into());
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+    }
+    spec.lease_duration_seconds = Some(secs);
+    spec.renew_time = Some(MicroTime(now));
+    // replace() carries resourceVersion: a concurrent writer makes this fail with a conflict.
+    match api.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "Lease update lost");
+            false
+        }
+    }
+}
+
+/// Gives the Lease up so a standby takes over at once (rolling updates).
+async fn release(api: &Api<Lease>, name: &str, me: &str) {
+    if let Ok(Some(mut lease)) = api.get_opt(name).await
+        && let Some(spec) = lease
+            .spec
+            .as_mut()
+            .filter(|s| s.holder_identity.as_deref() == Some(me))
+    {
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match api.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!(lease = %name, "released leadership"),
+            Err(e) => tracing::warn!(error = %e, "could not release the Lease"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(
+        holder: Option<&str>,
+        renewed_secs_ago: i64,
+        duration: i32,
+        now: Timestamp,
+    ) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: holder.map(String::from),
+            lease_duration_seconds: Some(duration),
+            renew_time: Some(MicroTime(
+                now.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(
+                    renewed_secs_ago,
+                ))
+                .expect("in range"),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let now = Timestamp::now();
+        assert_eq!(decide(None, "a", now), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&spec(Some("a"), 1, 4, now)), "a", now),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(Some(&spec(Some("b"), 1, 4, now)), "a", now),
+            Decision::Follow { holder: "b".into() }
+        );
+        assert_eq!(
+            decide(Some(&spec(Some("b"), 5, 4, now)), "a", now),
+            Decision::Acquire,
+            "expired"
+        );
+        assert_eq!(
+            decide(Some(&spec(None, 0, 4, now)), "a", now),
+            Decision::Acquire,
+            "released"
+        );
+    }
+}

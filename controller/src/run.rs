@@ -1,0 +1,293 @@
+//! The controller's shell: watches Services, IPAddressPools and Namespaces, feeds the [`Core`],
+//! hands its actions to the [`Writer`], follows leadership, and serves metrics and probes.
+//!
+//! The loop owns the core; nothing else touches it. Watches are incremental (no polling): with nothing
+//! changing in the cluster, the loop sleeps and makes no API request but the Lease renewal.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ferrolb_allocator::Family;
+use ferrolb_crds::IPAddressPool;
+use ferrolb_crds::runtime::{self, Health, Metrics};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Args;
+use crate::core::{Core, CoreConfig, Kind};
+use crate::pools::PoolView;
+use crate::service::ServiceView;
+use crate::writer::Writer;
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Tracks a watch's (re)list so objects missing from a new list are removed.
+#[derive(Debug, Default)]
+struct Relist {
+    seen: Option<BTreeSet<String>>,
+}
+
+impl Relist {
+    fn start(&mut self) {
+        self.seen = Some(BTreeSet::new());
+    }
+    fn saw(&mut self, key: String) {
+        if let Some(s) = self.seen.as_mut() {
+            s.insert(key);
+        }
+    }
+    fn done(&mut self) -> BTreeSet<String> {
+        self.seen.take().unwrap_or_default()
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    runtime::init_tracing(&args.log_level, args.log_format);
+    let client = runtime::kube_client(args.kubeconfig.as_ref()).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API server (check --kubeconfig and the network)")?;
+    tracing::info!(server = %version.git_version, lb_class = %args.lb_class, "ferrolb controller starting");
+
+    let metrics = Metrics::default();
+    let health = Health::default();
+    let listener = runtime::bind(args.metrics_addr).await?;
+    tokio::spawn(runtime::serve_http(
+        listener,
+        metrics.clone(),
+        health.clone(),
+    ));
+
+    let identity = args.identity();
+    let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let election = if args.leader_elect {
+        let ns = args.lease_namespace();
+        tracing::info!(lease = %args.lease_name, namespace = %ns, identity = %identity, "leader election on");
+        Some(tokio::spawn(crate::leader::run(
+            Api::<Lease>::namespaced(client.clone(), &ns),
+            args.lease_name.clone(),
+            identity.clone(),
+            Duration::from_secs(args.lease_duration.max(1)),
+            leader_tx,
+            shutdown_rx,
+        )))
+    } else {
+        None
+    };
+
+    let leader_flag = Arc::new(AtomicBool::new(*leader_rx.borrow()));
+    let (act_tx, act_rx) = mpsc::unbounded_channel();
+    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel();
+    let writer = Writer::new(
+        client.clone(),
+        identity,
+        leader_flag.clone(),
+        metrics.clone(),
+    );
+    tokio::spawn(writer.run(act_rx, fail_tx));
+
+    let mut services = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut pools = watcher(
+        Api::<IPAddressPool>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+
+    let mut core = Core::new(CoreConfig {
+        lb_class: args.lb_class.clone(),
+        ignore_classless: args.ignore_classless,
+    });
+    core.set_leader(*leader_rx.borrow());
+    let mut relists: [Relist; 3] = Default::default();
+    let mut pool_tick = tokio::time::interval(Duration::from_millis(500));
+    pool_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+
+    loop {
+        tokio::select! {
+            Some(ev) = services.next() => match ev {
+                Ok(Event::Init) => relists[0].start(),
+                Ok(Event::InitApply(s)) | Ok(Event::Apply(s)) => {
+                    if let Some(v) = ServiceView::from_service(&s) {
+                        relists[0].saw(v.key());
+                        core.upsert_service(v);
+                    }
+                }
+                Ok(Event::Delete(s)) => {
+                    if let Some(v) = ServiceView::from_service(&s) {
+                        core.delete_service(&v.key());
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[0].done();
+                    core.resynced(Kind::Services, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, "Service watch error; retrying"),
+            },
+            Some(ev) = pools.next() => match ev {
+                Ok(Event::Init) => relists[1].start(),
+                Ok(Event::InitApply(p)) | Ok(Event::Apply(p)) => {
+                    if let Some(v) = PoolView::from_pool(&p) {
+                        relists[1].saw(v.name.clone());
+                        if !v.bad_entries.is_empty() {
+                            tracing::warn!(pool = %v.name, entries = ?v.bad_entries, "pool has entries that do not parse; they are ignored");
+                        }
+                        core.upsert_pool(v);
+                    }
+                }
+                Ok(Event::Delete(p)) => {
+                    if let Some(n) = p.metadata.name.as_deref() {
+                        core.delete_pool(n);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[1].done();
+                    core.resynced(Kind::Pools, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, "IPAddressPool watch error; retrying (are the CRDs installed?)"),
+            },
+            Some(ev) = namespaces.next() => match ev {
+                Ok(Event::Init) => relists[2].start(),
+                Ok(Event::InitApply(n)) | Ok(Event::Apply(n)) => {
+                    if let Some(name) = n.metadata.name.clone() {
+                        relists[2].saw(name.clone());
+                        core.upsert_namespace(name, n.metadata.labels.clone().unwrap_or_default());
+                    }
+                }
+                Ok(Event::Delete(n)) => {
+                    if let Some(name) = n.metadata.name.as_deref() {
+                        core.delete_namespace(name);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[2].done();
+                    core.resynced(Kind::Namespaces, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, "Namespace watch error; retrying"),
+            },
+            Ok(()) = leader_rx.changed() => {
+                let leading = *leader_rx.borrow();
+                leader_flag.store(leading, Ordering::Release);
+                core.set_leader(leading);
+                metrics.set("ferrolb_controller_leader", "1 while this replica leads", &[], if leading { 1.0 } else { 0.0 });
+            }
+            Some(f) = fail_rx.recv() => core.write_failed(&f.namespace, &f.name),
+            _ = pool_tick.tick() => {
+                if core.pools_dirty() {
+                    for a in core.pool_statuses(&now()) {
+                        let _ = act_tx.send(a);
+                    }
+                }
+                export_pool_metrics(&core, &metrics);
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+
+        let started = Instant::now();
+        let actions = core.reconcile(&now());
+        if !actions.is_empty() {
+            let secs = started.elapsed().as_secs_f64();
+            metrics.inc(
+                "ferrolb_controller_reconcile_seconds_sum",
+                "Time spent deciding, in seconds",
+                &[],
+                secs,
+            );
+            metrics.inc(
+                "ferrolb_controller_reconcile_seconds_count",
+                "Reconcile passes that produced writes",
+                &[],
+                1.0,
+            );
+        }
+        for a in actions {
+            let _ = act_tx.send(a);
+        }
+        health.set_ready(core.ready());
+    }
+
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    if let Some(e) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(3), e).await;
+    }
+    Ok(())
+}
+
+fn export_pool_metrics(core: &Core, metrics: &Metrics) {
+    let stats = core.stats();
+    metrics.set(
+        "ferrolb_controller_services",
+        "Services indexed",
+        &[],
+        core.service_count() as f64,
+    );
+    metrics.set(
+        "ferrolb_controller_allocations",
+        "Allocations that changed a Service's IPs since start",
+        &[],
+        stats.allocations as f64,
+    );
+    for (reason, n) in &stats.failures {
+        metrics.set(
+            "ferrolb_controller_allocation_failures",
+            "Failed allocations since start, by reason",
+            &[("reason", reason)],
+            *n as f64,
+        );
+    }
+    let alloc = core.allocator();
+    metrics.clear("ferrolb_controller_pool_addresses");
+    for pool in alloc.pool_names() {
+        let Some(s) = alloc.pool_stats(pool) else {
+            continue;
+        };
+        for (fam, name) in [(Family::V4, "IPv4"), (Family::V6, "IPv6")] {
+            let f = s.family(fam);
+            if f.total == 0 {
+                continue;
+            }
+            for (state, v) in [
+                ("total", f.total),
+                ("assigned", f.assigned),
+                ("available", f.available),
+            ] {
+                metrics.set(
+                    "ferrolb_controller_pool_addresses",
+                    "Pool addresses by family and state",
+                    &[("pool", pool), ("family", name), ("state", state)],
+                    v as f64,
+                );
+            }
+        }
+    }
+}

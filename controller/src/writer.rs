@@ -1,0 +1,230 @@
+//! Performs the core's [`Action`]s against the API server: server-side apply for Service status,
+//! the pool annotation and pool status, and events through kube's recorder.
+//!
+//! Runs as its own task fed by a channel, so a slow API server never blocks decisions. A failed write is
+//! reported back so the core decides again; nothing is lost. Leadership is checked before every write:
+//! a replica that just lost the Lease stops writing even with actions still queued.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ferrolb_crds::runtime::Metrics;
+use ferrolb_crds::{IPAddressPool, annotations};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::core::{Action, Target};
+
+/// Field manager of every ferrolb controller write.
+pub const FIELD_MANAGER: &str = "ferrolb-controller";
+
+/// A write that failed, for the core to retry.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// Service namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+}
+
+/// Writes what the core decided.
+#[derive(Clone)]
+pub struct Writer {
+    client: kube::Client,
+    recorder: Recorder,
+    leader: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+fn ingress_json(ips: &[IpAddr]) -> serde_json::Value {
+    json!(
+        ips.iter()
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .collect::<Vec<_>>()
+    )
+}
+
+impl Writer {
+    /// A writer acting as `identity`.
+    pub fn new(
+        client: kube::Client,
+        identity: String,
+        leader: Arc<AtomicBool>,
+        metrics: Metrics,
+    ) -> Writer {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity),
+        };
+        Writer {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            leader,
+            metrics,
+        }
+    }
+
+    /// Performs actions from `rx` (up to 16 at a time) until the channel closes.
+    pub async fn run(
+        self,
+        rx: mpsc::UnboundedReceiver<Action>,
+        failed: mpsc::UnboundedSender<Failed>,
+    ) {
+        tokio_stream_from(rx)
+            .for_each_concurrent(16, |action| {
+                let w = self.clone();
+                let failed = failed.clone();
+                async move {
+                    if !w.leader.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let what = kind_of(&action);
+                    let svc = match &action {
+                        Action::ServiceStatus {
+                            namespace, name, ..
+                        }
+                        | Action::ServiceAnnotation {
+                            namespace, name, ..
+                        } => Some((namespace.clone(), name.clone())),
+                        _ => None,
+                    };
+                    match w.perform(action).await {
+                        Ok(()) => w.metrics.inc(
+                            "ferrolb_controller_api_writes_total",
+                            "API writes by kind",
+                            &[("kind", what)],
+                            1.0,
+                        ),
+                        Err(e) => {
+                            w.metrics.inc(
+                                "ferrolb_controller_api_write_errors_total",
+                                "Failed API writes by kind",
+                                &[("kind", what)],
+                                1.0,
+                            );
+                            tracing::warn!(kind = what, error = %e, "write failed; will retry");
+                            if let Some((namespace, name)) = svc {
+                                let _ = failed.send(Failed { namespace, name });
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+    }
+
+    async fn perform(&self, action: Action) -> Result<(), kube::Error> {
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        match action {
+            Action::ServiceStatus {
+                namespace,
+                name,
+                ingress,
+                condition,
+            } => {
+                let api: Api<Service> = Api::namespaced(self.client.clone(), &namespace);
+                let mut status = json!({});
+                if !ingress.is_empty() {
+                    status["loadBalancer"] = json!({"ingress": ingress_json(&ingress)});
+                }
+                if let Some(c) = condition {
+                    status["conditions"] = json!([c]);
+                }
+                let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "status": status});
+                tracing::debug!(service = %format!("{namespace}/{name}"), ?ingress, "writing status");
+                api.patch_status(&name, &pp, &Patch::Apply(body))
+                    .await
+                    .map(|_| ())
+            }
+            Action::ServiceAnnotation {
+                namespace,
+                name,
+                pools,
+            } => {
+                let api: Api<Service> = Api::namespaced(self.client.clone(), &namespace);
+                let mut meta = json!({"name": name});
+                if let Some(p) = pools {
+                    meta["annotations"] = json!({annotations::ALLOCATED_FROM_POOL: p});
+                }
+                let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": meta});
+                api.patch(&name, &pp, &Patch::Apply(body)).await.map(|_| ())
+            }
+            Action::PoolStatus { name, status } => {
+                let api: Api<IPAddressPool> = Api::all(self.client.clone());
+                let body = json!({
+                    "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+                    "metadata": {"name": name}, "status": status,
+                });
+                api.patch_status(&name, &pp, &Patch::Apply(body))
+                    .await
+                    .map(|_| ())
+            }
+            Action::Event {
+                target,
+                warning,
+                reason,
+                note,
+            } => {
+                let reference = match target {
+                    Target::Service {
+                        namespace,
+                        name,
+                        uid,
+                    } => ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Service".into()),
+                        namespace: Some(namespace),
+                        name: Some(name),
+                        uid,
+                        ..Default::default()
+                    },
+                    Target::Pool { name, uid } => ObjectReference {
+                        api_version: Some("ferrolb.io/v1beta1".into()),
+                        kind: Some("IPAddressPool".into()),
+                        name: Some(name),
+                        uid,
+                        ..Default::default()
+                    },
+                };
+                let ev = Event {
+                    type_: if warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    action: "Allocate".into(),
+                    reason,
+                    note: Some(note.chars().take(1000).collect()),
+                    secondary: None,
+                };
+                self.recorder.publish(&ev, &reference).await
+            }
+        }
+    }
+}
+
+fn kind_of(a: &Action) -> &'static str {
+    match a {
+        Action::ServiceStatus { .. } => "service_status",
+        Action::ServiceAnnotation { .. } => "service_annotation",
+        Action::PoolStatus { .. } => "pool_status",
+        Action::Event { .. } => "event",
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

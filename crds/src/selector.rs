@@ -1,0 +1,137 @@
+//! Kubernetes label selector matching (`matchLabels` and `matchExpressions`), shared by the controller
+//! (pool `serviceAllocation`) and the speaker (L2Advertisement selectors).
+//!
+//! Pure: labels in, a verdict out. An operator the API does not define is an error the caller reports
+//! as a condition, never a panic and never a silent match.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// A selector that cannot be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// `operator` is not In, NotIn, Exists or DoesNotExist.
+    #[error("unknown label selector operator {0:?} (want In, NotIn, Exists or DoesNotExist)")]
+    UnknownOperator(String),
+    /// In and NotIn need at least one value.
+    #[error("label selector operator {0} on key {1:?} needs at least one value")]
+    MissingValues(String, String),
+}
+
+/// Whether `labels` satisfy `selector`. An empty selector matches everything, as in Kubernetes.
+pub fn matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, SelectorError> {
+    if let Some(want) = &selector.match_labels
+        && want.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return Ok(false);
+    }
+    for expr in selector.match_expressions.iter().flatten() {
+        let values = expr.values.as_deref().unwrap_or_default();
+        let have = labels.get(&expr.key);
+        let ok = match expr.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(SelectorError::MissingValues(
+                    expr.operator.clone(),
+                    expr.key.clone(),
+                ));
+            }
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => !have.is_some_and(|v| values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            other => return Err(SelectorError::UnknownOperator(other.to_string())),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether any selector in `selectors` matches; an empty list matches everything.
+pub fn any_matches(
+    selectors: &[LabelSelector],
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, SelectorError> {
+    if selectors.is_empty() {
+        return Ok(true);
+    }
+    for s in selectors {
+        if matches(s, labels)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|s| s.to_string()).collect()),
+            }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_selector_matches_everything() {
+        assert_eq!(matches(&LabelSelector::default(), &labels(&[])), Ok(true));
+        assert_eq!(any_matches(&[], &labels(&[("a", "b")])), Ok(true));
+    }
+
+    #[test]
+    fn match_labels_need_every_pair() {
+        let s = LabelSelector {
+            match_labels: Some([("team".to_string(), "blue".to_string())].into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            matches(&s, &labels(&[("team", "blue"), ("x", "y")])),
+            Ok(true)
+        );
+        assert_eq!(matches(&s, &labels(&[("team", "red")])), Ok(false));
+        assert_eq!(matches(&s, &labels(&[])), Ok(false));
+    }
+
+    #[test]
+    fn operators_follow_kubernetes() {
+        let l = labels(&[("zone", "a")]);
+        assert_eq!(matches(&expr("zone", "In", &["a", "b"]), &l), Ok(true));
+        assert_eq!(matches(&expr("zone", "In", &["b"]), &l), Ok(false));
+        assert_eq!(matches(&expr("zone", "NotIn", &["b"]), &l), Ok(true));
+        assert_eq!(matches(&expr("other", "NotIn", &["b"]), &l), Ok(true));
+        assert_eq!(matches(&expr("zone", "Exists", &[]), &l), Ok(true));
+        assert_eq!(matches(&expr("zone", "DoesNotExist", &[]), &l), Ok(false));
+    }
+
+    #[test]
+    fn bad_selectors_are_errors_not_matches() {
+        let l = labels(&[("zone", "a")]);
+        assert!(matches!(
+            matches(&expr("zone", "Near", &["a"]), &l),
+            Err(SelectorError::UnknownOperator(_))
+        ));
+        assert!(matches!(
+            matches(&expr("zone", "In", &[]), &l),
+            Err(SelectorError::MissingValues(..))
+        ));
+    }
+}
