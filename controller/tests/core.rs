@@ -1,0 +1,320 @@
+//! The controller core, driven with plain data: what it writes, and above all what it does not write.
+
+use std::collections::BTreeSet;
+
+use ferrolb_controller::core::{Action, Core, CoreConfig, Kind};
+use ferrolb_controller::pools::PoolView;
+use ferrolb_controller::service::ServiceView;
+use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
+use k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ObjectMeta;
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
+fn service(name: &str, created_s: i64) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            uid: Some(format!("uid-{name}")),
+            creation_timestamp: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(created_s).expect("valid time"),
+            )),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            ip_families: Some(vec!["IPv4".into()]),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn pool(name: &str, addresses: &[&str]) -> PoolView {
+    let p = IPAddressPool::new(
+        name,
+        IPAddressPoolSpec {
+            addresses: addresses.iter().map(|s| s.to_string()).collect(),
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            service_allocation: None,
+        },
+    );
+    PoolView::from_pool(&p).expect("named")
+}
+
+fn view(s: &Service) -> ServiceView {
+    ServiceView::from_service(s).expect("named")
+}
+
+/// A core that has synced `pools` and `services` and leads.
+fn core_with(pools: &[PoolView], services: &[Service]) -> Core {
+    let mut c = Core::new(CoreConfig {
+        lb_class: "ferrolb.io/lb".into(),
+        ignore_classless: false,
+    });
+    for p in pools {
+        c.upsert_pool(p.clone());
+    }
+    for s in services {
+        c.upsert_service(view(s));
+    }
+    let names = |it: Vec<String>| it.into_iter().collect::<BTreeSet<_>>();
+    c.resynced(
+        Kind::Pools,
+        &names(pools.iter().map(|p| p.name.clone()).collect()),
+    );
+    c.resynced(
+        Kind::Services,
+        &names(
+            services
+                .iter()
+                .map(|s| format!("shop/{}", s.metadata.name.clone().unwrap_or_default()))
+                .collect(),
+        ),
+    );
+    c.resynced(Kind::Namespaces, &BTreeSet::new());
+    c.set_leader(true);
+    c
+}
+
+/// Applies the core's status and annotation writes to the objects, as the API server would, so the
+/// next watch event carries them.
+fn echo(services: &mut [Service], actions: &[Action]) {
+    for a in actions {
+        match a {
+            Action::ServiceStatus {
+                name,
+                ingress,
+                condition,
+                ..
+            } => {
+                let s = services
+                    .iter_mut()
+                    .find(|s| s.metadata.name.as_deref() == Some(name))
+                    .expect("known");
+                s.status = Some(ServiceStatus {
+                    load_balancer: Some(LoadBalancerStatus {
+                        ingress: Some(
+                            ingress
+                                .iter()
+                                .map(|ip| LoadBalancerIngress {
+                                    ip: Some(ip.to_string()),
+                                    ip_mode: Some("VIP".into()),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        ),
+                    }),
+                    conditions: condition.clone().map(|c| vec![c]),
+                });
+            }
+            Action::ServiceAnnotation { name, pools, .. } => {
+                let s = services
+                    .iter_mut()
+                    .find(|s| s.metadata.name.as_deref() == Some(name))
+                    .expect("known");
+                let ann = s.metadata.annotations.get_or_insert_with(Default::default);
+                match pools {
+                    Some(p) => {
+                        ann.insert("ferrolb.io/ip-allocated-from-pool".into(), p.clone());
+                    }
+                    None => {
+                        ann.remove("ferrolb.io/ip-allocated-from-pool");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn ips(actions: &[Action], svc: &str) -> Option<Vec<String>> {
+    actions.iter().find_map(|a| match a {
+        Action::ServiceStatus { name, ingress, .. } if name == svc => {
+            Some(ingress.iter().map(|i| i.to_string()).collect())
+        }
+        _ => None,
+    })
+}
+
+fn condition_of<'a>(
+    actions: &'a [Action],
+    svc: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    actions.iter().find_map(|a| match a {
+        Action::ServiceStatus {
+            name, condition, ..
+        } if name == svc => condition.as_ref(),
+        _ => None,
+    })
+}
+
+#[test]
+fn allocates_then_stays_silent() {
+    let mut svcs = vec![service("a", 1)];
+    let pools = [pool("blue", &["198.51.100.10-198.51.100.11"])];
+    let mut core = core_with(&pools, &svcs);
+    let actions = core.reconcile(&now());
+    assert_eq!(ips(&actions, "a"), Some(vec!["198.51.100.10".to_string()]));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ServiceAnnotation { pools: Some(p), .. } if p == "blue"))
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Event { reason, .. } if reason == "IPAllocated"))
+    );
+
+    // Nothing more while the watch has not echoed the write.
+    assert!(core.reconcile(&now()).is_empty());
+    // The watch echoes it: still nothing.
+    echo(&mut svcs, &actions);
+    core.upsert_service(view(&svcs[0]));
+    assert!(
+        core.reconcile(&now()).is_empty(),
+        "no write when the cluster shows what we want"
+    );
+}
+
+#[test]
+fn restart_with_published_statuses_writes_nothing() {
+    let pools = [pool("blue", &["198.51.100.0/26"])];
+    let mut svcs: Vec<Service> = (0..200).map(|i| service(&format!("s{i:03}"), i)).collect();
+    let mut first = core_with(&pools, &svcs);
+    let actions = first.reconcile(&now());
+    echo(&mut svcs, &actions);
+    // Only 64 fit; the rest fail. Their failure conditions are published too.
+    let before: Vec<_> = svcs.iter().map(|s| s.status.clone()).collect();
+
+    let mut second = core_with(&pools, &svcs);
+    let again = second.reconcile(&now());
+    assert!(
+        again.is_empty(),
+        "a restart must not write anything, got {} actions: {:?}",
+        again.len(),
+        again.first()
+    );
+    let after: Vec<_> = svcs.iter().map(|s| s.status.clone()).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn restart_keeps_ips_even_when_lower_ones_are_free() {
+    // s1 published .12 while .10 and .11 are free: a fresh controller must not renumber it.
+    let mut s1 = service("s1", 1);
+    s1.status = Some(ServiceStatus {
+        load_balancer: Some(LoadBalancerStatus {
+            ingress: Some(vec![LoadBalancerIngress {
+                ip: Some("198.51.100.12".into()),
+                ip_mode: Some("VIP".into()),
+                ..Default::default()
+            }]),
+        }),
+        conditions: None,
+    });
+    let mut core = core_with(&[pool("blue", &["198.51.100.10-198.51.100.20"])], &[s1]);
+    let actions = core.reconcile(&now());
+    assert_eq!(
+        ips(&actions, "s1"),
+        Some(vec!["198.51.100.12".to_string()]),
+        "same IP, only the condition is added"
+    );
+}
+
+#[test]
+fn exhaustion_is_explained_and_recovers_when_an_ip_is_freed() {
+    let mut svcs = vec![service("a", 1), service("b", 2)];
+    let pools = [pool("tiny", &["198.51.100.10/32"])];
+    let mut core = core_with(&pools, &svcs);
+    let actions = core.reconcile(&now());
+    echo(&mut svcs, &actions);
+    let cond = condition_of(&actions, "b").expect("b gets a condition");
+    assert_eq!(cond.status, "False");
+    assert!(cond.message.contains("exhausted"), "{}", cond.message);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Event { warning: true, .. }))
+    );
+    for s in &svcs {
+        core.upsert_service(view(s));
+    }
+    assert!(core.reconcile(&now()).is_empty());
+
+    core.delete_service("shop/a");
+    let actions = core.reconcile(&now());
+    assert_eq!(ips(&actions, "b"), Some(vec!["198.51.100.10".to_string()]));
+}
+
+#[test]
+fn an_ip_out_of_every_pool_is_kept_and_reported() {
+    let mut svcs = vec![service("a", 1)];
+    let mut core = core_with(&[pool("blue", &["198.51.100.10/32"])], &svcs);
+    let actions = core.reconcile(&now());
+    echo(&mut svcs, &actions);
+    core.upsert_service(view(&svcs[0]));
+    core.delete_pool("blue");
+    let actions = core.reconcile(&now());
+    assert_eq!(
+        ips(&actions, "a"),
+        Some(vec!["198.51.100.10".to_string()]),
+        "the IP is kept"
+    );
+    let cond = condition_of(&actions, "a").expect("condition");
+    assert_eq!(cond.reason, "NotInAnyPool");
+    assert!(actions.iter().any(
+        |a| matches!(a, Action::Event { warning: true, reason, .. } if reason == "NotInAnyPool")
+    ));
+}
+
+#[test]
+fn a_service_that_stops_being_ours_is_cleared() {
+    let mut svcs = vec![service("a", 1)];
+    let mut core = core_with(&[pool("blue", &["198.51.100.10/32"])], &svcs);
+    let actions = core.reconcile(&now());
+    echo(&mut svcs, &actions);
+    svcs[0].spec.as_mut().expect("spec").type_ = Some("ClusterIP".into());
+    core.upsert_service(view(&svcs[0]));
+    let actions = core.reconcile(&now());
+    assert_eq!(ips(&actions, "a"), Some(vec![]));
+    assert!(
+        condition_of(&actions, "a").is_none(),
+        "our condition is removed"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ServiceAnnotation { pools: None, .. }))
+    );
+}
+
+#[test]
+fn nothing_happens_before_sync_or_without_leadership() {
+    let svcs = vec![service("a", 1)];
+    let mut c = Core::new(CoreConfig {
+        lb_class: "ferrolb.io/lb".into(),
+        ignore_classless: false,
+    });
+    c.upsert_pool(pool("blue", &["198.51.100.10/32"]));
+    c.upsert_service(view(&svcs[0]));
+    c.set_leader(true);
+    assert!(c.reconcile(&now()).is_empty(), "not synced");
+    let mut c = core_with(&[pool("blue", &["198.51.100.10/32"])], &svcs);
+    c.set_leader(false);
+    assert!(c.reconcile(&now()).is_empty(), "standby writes nothing");
+    c.set_leader(true);
+    assert!(!c.reconcile(&now()).is_empty());
+}
