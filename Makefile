@@ -1,0 +1,51 @@
+# ferrolb — the commands a developer and CI use. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+LAB := target/debug/ferrolb-lab
+
+.PHONY: help setup tools build test unit lab-test chart-test image image-test lint crds \
+        lab-up lab-down demo bench-controller bench-failover clean-labs
+
+help: ## This list
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: ## Install the Debian packages the lab needs (when missing)
+	@tests/lab/scripts/setup-host.sh
+
+tools: setup ## Build etcd, kube-apiserver, kube-proxy, kubectl and helm from source (cached)
+	@tests/lab/scripts/build-tools.sh >/dev/null
+
+build: ## Build every binary (debug)
+	$(CARGO) build --workspace --bins
+
+test: ## Everything: unit, property and lab tests, chart and image checks
+	@tests/run-tests.sh
+
+unit: ## Unit and property tests only (no lab, no root)
+	$(CARGO) test --workspace --exclude ferrolb-e2e --exclude ferrolb-lab
+
+lint: ## rustfmt and clippy, as CI wants them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+crds: ## Regenerate the chart's CRDs from the Rust types
+	$(CARGO) run -q -p ferrolb-crds --bin crdgen > charts/ferrolb/charts/crds/templates/crds.yaml
+
+lab-up: tools build ## Bring up a lab (3 nodes, kube-proxy) and leave it running
+	$(LAB) up --nodes 3 --kube-proxy
+
+lab-down: ## Tear down the most recent lab
+	$(LAB) down
+
+clean-labs: ## Tear down every lab whose owner is gone
+	-$(LAB) gc
+
+demo: tools build ## The whole story on this machine: lab, chart, controller, speakers, a Service with an IP
+	@tests/demo.sh
+
+bench-controller: tools ## Allocator and controller figures for 1k/10k/50k Services
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) run --release -p ferrolb-e2e --bin bench_controller
+
+bench-failover: tools build ## Failover time against an oracle, ARP latency against the kernel
+	$(CARGO) run -p ferrolb-e2e --bin bench_failover
