@@ -191,6 +191,7 @@ async fn controller_in_the_lab() {
     overlapping_pools(&ctx).await;
     type_and_class_changes(&ctx).await;
     migration_annotations(&ctx).await;
+    ip_out_of_every_pool(&ctx).await;
     restart_changes_nothing(&ctx, &mut ctl).await;
     ctl.kill().expect("stop controller");
     leader_failover(&ctx).await;
@@ -568,6 +569,51 @@ async fn migration_annotations(ctx: &Ctx) {
         },
     )
     .await;
+}
+
+async fn ip_out_of_every_pool(ctx: &Ctx) {
+    // migrate/old holds 198.51.100.131 from pool legacy; shrink the pool so .131 is in no pool.
+    ctx.pool(
+        "legacy",
+        json!({"addresses": ["198.51.100.130/32"], "autoAssign": false}),
+    )
+    .await;
+    let msg = ctx
+        .condition("migrate", "old", "True", "is in no IPAddressPool")
+        .await;
+    println!("orphaned: {msg}");
+    assert_eq!(
+        ingress(&ctx.get("migrate", "old").await.expect("svc")),
+        vec!["198.51.100.131"],
+        "the IP is kept"
+    );
+    wait_for("a NotInAnyPool warning event", T, || async {
+        let out = ctx
+            .lab
+            .kubectl(&["get", "events", "-n", "migrate", "-o", "json"])
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("NotInAnyPool")
+            .then_some(())
+    })
+    .await;
+    // The documented way out: allow the IP to change. The explicit request must go too, since an
+    // explicitly requested IP is never moved.
+    ctx.svc(
+        "migrate",
+        "old",
+        json!({"metallb.io/address-pool": "legacy", "ferrolb.io/allow-ip-change": "true"}),
+        json!({}),
+    )
+    .await;
+    let moved = wait_for("the Service to move into the pool", T, || async {
+        let ips = ingress(&ctx.get("migrate", "old").await?);
+        (ips == ["198.51.100.130"]).then_some(ips)
+    })
+    .await;
+    println!("moved to {moved:?}");
+    ctx.condition("migrate", "old", "True", "from pool legacy")
+        .await;
 }
 
 async fn restart_changes_nothing(ctx: &Ctx, ctl: &mut LabProcess) {
