@@ -45,7 +45,7 @@ demo: tools build ## The whole story on this machine: lab, chart, controller, sp
 
 bench-controller: tools ## Allocator and controller figures for 1k/10k/50k Services
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) run --release -p ferrolb-e2e --bin bench_controller
+	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_controller
 
 bench-failover: tools build ## Failover time against an oracle, ARP latency against the kernel
 	$(CARGO) run -p ferrolb-e2e --bin bench_failover
