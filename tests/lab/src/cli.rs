@@ -78,6 +78,30 @@ pub enum Cmd {
         #[arg(env = "FERROLB_LAB")]
         name: Option<String>,
     },
+    /// Start a command in the background inside a lab host's namespace, logging to the run
+    /// directory; `down` stops it with everything else in the namespace.
+    Spawn {
+        /// Lab id (default: $FERROLB_LAB, else the most recent lab).
+        #[arg(long, env = "FERROLB_LAB")]
+        name: Option<String>,
+        /// Log name: output goes to `<run>/logs/<log>.log`.
+        #[arg(long)]
+        log: String,
+        /// node-1..node-N, client, cp or lan.
+        host: String,
+        /// The command.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Serve a one-line HTTP page, a stand-in for a pod's web server in demos and tests.
+    HttpBackend {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Text of the page.
+        #[arg(long, default_value = "hello from ferrolb's lab")]
+        text: String,
+    },
     /// Remove labs whose owner process is gone, and orphaned namespaces.
     Gc,
     /// (internal) Relay connections between two endpoints, used for API server access.

@@ -103,6 +103,29 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
             let st = state::resolve(name.as_deref())?;
             Ok(cli::run_inherited(&cli::exec_argv(&st, &host, &cmd)?)?)
         }
+        Cmd::Spawn {
+            name,
+            log,
+            host,
+            cmd,
+        } => {
+            let st = state::resolve(name.as_deref())?;
+            let plan = ferrolb_lab::Plan::new(&st.id, st.nodes)?;
+            let ns = plan.netns(&host)?;
+            let path = ferrolb_lab::controlplane::Layout::new(&state::run_dir(&st.id)).log(&log);
+            let child = ferrolb_lab::process::spawn_detached(Some(&ns), &cmd, &path, &[])?;
+            println!("{}", child.id());
+            eprintln!(
+                "started in {host} (pid {}), log: {}",
+                child.id(),
+                path.display()
+            );
+            Ok(0)
+        }
+        Cmd::HttpBackend { listen, text } => {
+            runtime()?.block_on(http_backend(listen, text))?;
+            Ok(0)
+        }
         Cmd::Env { name } => {
             let st = state::resolve(name.as_deref())?;
             println!("{}", cli::env_lines(&st));
@@ -144,5 +167,29 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
             runtime()?.block_on(relay::run(spec))?;
             Ok(0)
         }
+    }
+}
+
+/// Answers every request with `text`, one connection at a time per task.
+async fn http_backend(listen: std::net::SocketAddr, text: String) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let body = format!("{text}\n");
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = body.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
     }
 }
