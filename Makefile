@@ -48,4 +48,5 @@ bench-controller: tools ## Allocator and controller figures for 1k/10k/50k Servi
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_controller
 
 bench-failover: tools build ## Failover time against an oracle, ARP latency against the kernel
-	$(CARGO) run -p ferrolb-e2e --bin bench_failover
+	$(CARGO) build --release --workspace --bins
+	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_failover

@@ -25,7 +25,8 @@ run helm install ferrolb charts/ferrolb --namespace "$NS" --create-namespace
 run kubectl -n "$NS" get deployment,daemonset,serviceaccount
 
 # Kubeconfigs that authenticate as the chart's ServiceAccounts, so its RBAC is what the processes get.
-CA=$(kubectl config view --raw --kubeconfig "$RUN/kubeconfig-node" -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+CA_FILE=$(kubectl config view --raw --kubeconfig "$RUN/kubeconfig-node" -o jsonpath='{.clusters[0].cluster.certificate-authority}')
+CA=$(base64 -w0 < "$CA_FILE")
 sa_kubeconfig() {
     local sa="$1" out="$2" token
     token=$(kubectl -n "$NS" create token "$sa" --duration=24h)

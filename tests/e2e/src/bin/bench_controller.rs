@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use ferrolb_allocator::{Allocator, Family, FamilyPolicy, IpRange, PoolConfig, Request, ServiceKey};
+use ferrolb_allocator::{
+    Allocator, Family, FamilyPolicy, IpRange, PoolConfig, Request, ServiceKey,
+};
 use ferrolb_e2e::{apply, binary, workspace};
 use ferrolb_lab::{Lab, LabOptions};
 use futures::{StreamExt, TryStreamExt};
@@ -49,15 +51,25 @@ fn naive_lowest_free(used: &BTreeSet<u128>, start: u128) -> u128 {
 
 fn allocator_table() {
     println!("\n## Pure allocator: one more allocation with n Services already holding IPs");
-    println!("{:>8}  {:>14}  {:>16}  {:>8}", "n", "ferrolb (µs)", "naive scan (µs)", "ratio");
+    println!(
+        "{:>8}  {:>14}  {:>16}  {:>8}",
+        "n", "ferrolb (µs)", "naive scan (µs)", "ratio"
+    );
     let base = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
     let range = IpRange::cidr(IpAddr::V6(Ipv6Addr::from(base)), 96).expect("valid CIDR");
     for n in SIZES {
         let mut alloc = Allocator::new();
-        alloc.set_pools(vec![PoolConfig { name: "bench".into(), ranges: vec![range], auto_assign: true, avoid_buggy_ips: false }]);
+        alloc.set_pools(vec![PoolConfig {
+            name: "bench".into(),
+            ranges: vec![range],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+        }]);
         let req = v6_request();
         for i in 0..n {
-            alloc.assign(&ServiceKey(format!("ns/s{i}")), &req).expect("room");
+            alloc
+                .assign(&ServiceKey(format!("ns/s{i}")), &req)
+                .expect("room");
         }
         // Free a low address so both have to find a hole, then time repeated allocate/release.
         let reps = 2_000;
@@ -76,7 +88,10 @@ fn allocator_table() {
         }
         let naive = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
         std::hint::black_box(sink);
-        println!("{n:>8}  {ours:>14.2}  {naive:>16.2}  {:>7.1}x", naive / ours);
+        println!(
+            "{n:>8}  {ours:>14.2}  {naive:>16.2}  {:>7.1}x",
+            naive / ours
+        );
     }
 }
 
@@ -94,7 +109,9 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 fn metric(lab: &Lab, series: &str) -> f64 {
-    let out = lab.exec("cp", &["curl", "-s", "http://127.0.0.1:7472/metrics"]).expect("curl");
+    let out = lab
+        .exec("cp", &["curl", "-s", "http://127.0.0.1:7472/metrics"])
+        .expect("curl");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with(series))
@@ -107,6 +124,8 @@ fn svc(ns: &str, name: &str) -> Service {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"],
+                 // 50k Services would exhaust the NodePort range; a LoadBalancer needs none here.
+                 "allocateLoadBalancerNodePorts": false,
                  "ports": [{"port": 80}], "selector": {"app": name}},
     }))
     .expect("valid Service")
@@ -117,7 +136,11 @@ async fn create_many(client: &kube::Client, ns: &str, from: usize, to: usize) {
     futures::stream::iter(from..to)
         .map(|i| {
             let api = api.clone();
-            async move { api.create(&PostParams::default(), &svc(ns, &format!("s{i:05}"))).await.map(|_| ()) }
+            async move {
+                api.create(&PostParams::default(), &svc(ns, &format!("s{i:05}")))
+                    .await
+                    .map(|_| ())
+            }
         })
         .buffer_unordered(32)
         .try_collect::<Vec<_>>()
@@ -137,15 +160,22 @@ async fn probe(client: &kube::Client, name: &str) -> (f64, f64) {
         }
     }
     let t0 = Instant::now();
-    api.create(&PostParams::default(), &svc("probe", name)).await.expect("create probe");
+    api.create(&PostParams::default(), &svc("probe", name))
+        .await
+        .expect("create probe");
     let (mut seen, mut ip) = (None, None);
     let deadline = t0 + Duration::from_secs(10);
     while ip.is_none() && Instant::now() < deadline {
-        let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(10), w.next()).await else { break };
+        let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(10), w.next()).await else {
+            break;
+        };
         if let Event::Apply(s) = ev {
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             seen.get_or_insert(ms);
-            let has_ip = s.status.and_then(|st| st.load_balancer?.ingress).is_some_and(|i| !i.is_empty());
+            let has_ip = s
+                .status
+                .and_then(|st| st.load_balancer?.ingress)
+                .is_some_and(|i| !i.is_empty());
             if has_ip {
                 ip = Some(ms);
             }
@@ -155,12 +185,24 @@ async fn probe(client: &kube::Client, name: &str) -> (f64, f64) {
 }
 
 async fn lab_table() -> anyhow::Result<()> {
-    println!("\n## In the lab: real kube-apiserver, ferrolb-controller (release build) in the control-plane namespace");
-    let lab = Lab::up(LabOptions { nodes: 1, kube_proxy: false, name: None }).await?;
+    println!(
+        "\n## In the lab: real kube-apiserver, ferrolb-controller (release build) in the control-plane namespace"
+    );
+    let lab = Lab::up(LabOptions {
+        nodes: 1,
+        kube_proxy: false,
+        name: None,
+    })
+    .await?;
     let client = lab.client().await?;
     let crds = workspace().join("charts/ferrolb/charts/crds/templates/crds.yaml");
     lab.kubectl(&["apply", "-f", &crds.to_string_lossy()])?;
-    lab.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/ipaddresspools.ferrolb.io"])?;
+    lab.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/ipaddresspools.ferrolb.io",
+    ])?;
     apply(
         &client,
         &[
@@ -173,14 +215,39 @@ async fn lab_table() -> anyhow::Result<()> {
     .await?;
     let bin = binary("ferrolb-controller");
     let kc = lab.node_kubeconfig().to_string_lossy().into_owned();
-    let ctl = lab.spawn("cp", &[&bin, "--kubeconfig", &kc, "--metrics-addr", "127.0.0.1:7472", "--log-level", "warn"], "bench-controller")?;
+    let ctl = lab.spawn(
+        "cp",
+        &[
+            &bin,
+            "--kubeconfig",
+            &kc,
+            "--metrics-addr",
+            "127.0.0.1:7472",
+            "--log-level",
+            "warn",
+        ],
+        "bench-controller",
+    )?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss0, _) = rss_kib(ctl.pid());
-    let json_size = serde_json::to_vec(&Api::<Service>::namespaced(client.clone(), "default").get("kubernetes").await?)?.len();
+    let json_size = serde_json::to_vec(
+        &Api::<Service>::namespaced(client.clone(), "default")
+            .get("kubernetes")
+            .await?,
+    )?
+    .len();
 
     println!(
         "{:>8}  {:>11} {:>11}  {:>12} {:>12}  {:>7}  {:>9}  {:>10}  {:>11}",
-        "services", "ip p50 ms", "ip p99 ms", "echo p50 ms", "echo p99 ms", "p50 x", "rss MiB", "B/service", "writes/chg"
+        "services",
+        "ip p50 ms",
+        "ip p99 ms",
+        "echo p50 ms",
+        "echo p99 ms",
+        "p50 x",
+        "rss MiB",
+        "B/service",
+        "writes/chg"
     );
     let mut have = 0;
     for n in SIZES {
@@ -188,7 +255,8 @@ async fn lab_table() -> anyhow::Result<()> {
         have = n;
         // Let the controller catch up: wait until it has written every status.
         let deadline = Instant::now() + Duration::from_secs(600);
-        while metric(&lab, "ferrolb_controller_allocations") < n as f64 && Instant::now() < deadline {
+        while metric(&lab, "ferrolb_controller_allocations") < n as f64 && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let writes_before = metric(&lab, "ferrolb_controller_api_writes_total");
@@ -220,9 +288,17 @@ async fn lab_table() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(30)).await;
     let idle = metric(&lab, "ferrolb_controller_api_writes_total") - idle_before;
     let (_, hwm) = rss_kib(ctl.pid());
-    println!("\nidle for 30 s with {} Services: {idle} API writes", have + 3 * PROBES);
-    println!("controller peak RSS: {:.1} MiB; a Service object is {json_size} bytes of JSON (comparator for B/service)", hwm as f64 / 1024.0);
-    println!("writes/chg counts status, annotation, pool-status and event writes per created Service");
+    println!(
+        "\nidle for 30 s with {} Services: {idle} API writes",
+        have + 3 * PROBES
+    );
+    println!(
+        "controller peak RSS: {:.1} MiB; a Service object is {json_size} bytes of JSON (comparator for B/service)",
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "writes/chg counts status, annotation, pool-status and event writes per created Service"
+    );
     drop(ctl);
     lab.down();
     Ok(())

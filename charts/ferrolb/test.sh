@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# Chart test for charts/ferrolb: lints and renders the chart with its defaults and with
+# ci/everything-values.yaml, checks key facts of the rendered objects, that values.schema.json
+# and the chart's own checks reject bad values with a message, that the CRDs are rendered
+# unchanged from the generated file, and that the README's RBAC table matches the roles.
+#
+# Needs helm only (no cluster): $HELM, else the lab's build, else `helm` on PATH.
+# Prints one line per check and "N passed, M failed" last; exits non-zero on any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+chart=$here
+
+if [[ -z "${HELM:-}" ]]; then
+    for candidate in "$HOME"/.cache/ferrolb/tools/k8s-*-helm-*/bin/helm; do
+        [[ -x "$candidate" ]] && HELM=$candidate
+    done
+fi
+HELM=${HELM:-$(command -v helm || true)}
+if [[ -z "$HELM" || ! -x "$HELM" ]]; then
+    echo "test.sh: no helm found (set HELM, or build the lab tools with tests/lab/scripts/build-tools.sh)" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   - $1"; }
+bad() {
+    failed=$((failed + 1))
+    echo "FAIL - $1"
+    if [[ -n "${2:-}" ]]; then printf '%s\n' "$2" | head -n 15 | sed 's/^/       /'; fi
+}
+# check DESCRIPTION COMMAND...: passes when the command succeeds.
+check() {
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else bad "$desc"; fi
+}
+
+# render OUT [helm template args...]: renders into $tmp/OUT.yaml, stderr into $tmp/OUT.err.
+render() {
+    local out=$1
+    shift
+    "$HELM" template t "$chart" --namespace ferrolb-system "$@" >"$tmp/$out.yaml" 2>"$tmp/$out.err"
+}
+
+# doc FILE KIND [NAME]: prints the rendered documents of that kind (and metadata.name).
+doc() {
+    awk -v kind="$2" -v name="${3:-}" '
+        function flush() {
+            if (k == kind && (name == "" || n == name)) printf "%s", buf
+            buf = ""; k = ""; n = ""; inmeta = 0
+        }
+        /^---/ { flush(); next }
+        {
+            buf = buf $0 "\n"
+            if ($0 ~ /^kind: /) { k = substr($0, 7) }
+            if ($0 ~ /^metadata:/) { inmeta = 1; next }
+            if (inmeta && $0 ~ /^  name: /) { n = substr($0, 9); inmeta = 0 }
+            if ($0 ~ /^[a-z]/) { inmeta = 0 }
+        }
+        END { flush() }
+    ' "$1"
+}
+
+# list_under KEY: from a container securityContext on stdin, the items of the list KEY
+# (capabilities.add or .drop), one per line.
+list_under() {
+    awk -v key="$1" '
+        $0 ~ "^ *" key ":" { on = 1; ind = match($0, /[^ ]/); next }
+        on {
+            i = match($0, /[^ ]/)
+            if ($0 ~ /^ *- / && i >= ind) { sub(/^ *- */, ""); print; next }
+            on = 0
+        }
+    '
+}
+
+export -f list_under doc
+has() { grep -q -- "$2" <<<"$1"; }
+hasnt() { ! grep -q -- "$2" <<<"$1"; }
+
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
+
+echo "# helm: $HELM ($("$HELM" version --short 2>/dev/null))"
+
+# --- Chart metadata -------------------------------------------------------------------------
+check "Chart.yaml version and appVersion equal the Cargo workspace version ($version)" \
+    bash -c "grep -qx 'version: $version' '$chart/Chart.yaml' && grep -qx 'appVersion: \"$version\"' '$chart/Chart.yaml'"
+check "the CRD subchart is named ferrolb-crds with the same version" \
+    bash -c "grep -qx 'name: ferrolb-crds' '$chart/charts/crds/Chart.yaml' && grep -qx 'version: $version' '$chart/charts/crds/Chart.yaml'"
+
+# --- Lint -----------------------------------------------------------------------------------
+if out=$("$HELM" lint --strict "$chart" 2>&1); then ok "helm lint --strict (defaults)"; else bad "helm lint --strict (defaults)" "$out"; fi
+if out=$("$HELM" lint --strict "$chart" -f "$chart/ci/everything-values.yaml" 2>&1); then
+    ok "helm lint --strict (ci/everything-values.yaml)"
+else
+    bad "helm lint --strict (ci/everything-values.yaml)" "$out"
+fi
+if out=$("$HELM" lint --strict "$chart/charts/crds" 2>&1); then ok "helm lint --strict (CRD subchart alone)"; else bad "helm lint --strict (CRD subchart alone)" "$out"; fi
+
+# --- Defaults -------------------------------------------------------------------------------
+if render def; then ok "helm template (defaults)"; else bad "helm template (defaults)" "$(cat "$tmp/def.err")"; fi
+ctl=$(doc "$tmp/def.yaml" Deployment t-ferrolb-controller)
+spk=$(doc "$tmp/def.yaml" DaemonSet t-ferrolb-speaker)
+ctl_sc=$(sed -n '/^          securityContext:/,/^      [a-z]/p' <<<"$ctl")
+spk_sc=$(sed -n '/^          securityContext:/,/^      [a-z]/p' <<<"$spk")
+
+check "controller Deployment has 2 replicas" has "$ctl" '^  replicas: 2$'
+check "controller runs with --leader-elect" has "$ctl" '- --leader-elect$'
+check "controller gets POD_NAME from the downward API" \
+    bash -c 'grep -A3 "name: POD_NAME$" <<<"$1" | grep -q "fieldPath: metadata.name"' _ "$ctl"
+check "controller gets POD_NAMESPACE from the downward API" \
+    bash -c 'grep -A3 "name: POD_NAMESPACE$" <<<"$1" | grep -q "fieldPath: metadata.namespace"' _ "$ctl"
+check "controller probes /healthz and /readyz" \
+    bash -c 'grep -A2 "livenessProbe:" <<<"$1" | grep -q "path: /healthz" && grep -A2 "readinessProbe:" <<<"$1" | grep -q "path: /readyz"' _ "$ctl"
+check "controller has resource requests" bash -c 'grep -A3 "resources:" <<<"$1" | grep -q "requests:"' _ "$ctl"
+check "controller: runAsNonRoot, readOnlyRootFilesystem, no privilege escalation" \
+    bash -c 'grep -q "runAsNonRoot: true" <<<"$1" && grep -q "readOnlyRootFilesystem: true" <<<"$1" && grep -q "allowPrivilegeEscalation: false" <<<"$1"' _ "$ctl_sc"
+check "controller drops ALL capabilities and adds none" \
+    bash -c '[[ "$(list_under drop <<<"$1")" == ALL && -z "$(list_under add <<<"$1")" ]]' _ "$ctl_sc"
+check "controller pod uses seccomp RuntimeDefault" has "$ctl" 'type: RuntimeDefault'
+check "controller exposes the metrics port 7472" has "$ctl" 'containerPort: 7472'
+check "controller image is ghcr.io/ferrolb/ferrolb:$version" has "$ctl" "image: ghcr.io/ferrolb/ferrolb:$version\$"
+if render digest --set image.tag=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef; then
+    check "a digest as image.tag renders repository@sha256:..." \
+        bash -c '[[ $(grep -c "image: ghcr.io/ferrolb/ferrolb@sha256:0123456789abcdef" "$1") == 2 ]]' _ "$tmp/digest.yaml"
+else
+    bad "helm template --set image.tag=sha256:..." "$(cat "$tmp/digest.err")"
+fi
+check "controller PodDisruptionBudget exists" bash -c '[[ -n "$1" ]]' _ "$(doc "$tmp/def.yaml" PodDisruptionBudget)"
+
+check "speaker DaemonSet uses hostNetwork" has "$spk" '^      hostNetwork: true$'
+check "speaker adds NET_RAW and only NET_RAW" bash -c '[[ "$(list_under add <<<"$1")" == NET_RAW ]]' _ "$spk_sc"
+check "speaker drops ALL other capabilities" bash -c '[[ "$(list_under drop <<<"$1")" == ALL ]]' _ "$spk_sc"
+check "speaker: readOnlyRootFilesystem, no privilege escalation" \
+    bash -c 'grep -q "readOnlyRootFilesystem: true" <<<"$1" && grep -q "allowPrivilegeEscalation: false" <<<"$1"' _ "$spk_sc"
+check "speaker is not privileged" hasnt "$spk" 'privileged: true'
+check "speaker gets NODE_NAME from spec.nodeName and passes it" \
+    bash -c 'grep -A3 "name: NODE_NAME$" <<<"$1" | grep -q "fieldPath: spec.nodeName" && grep -q -- "- --node-name=\$(NODE_NAME)" <<<"$1"' _ "$spk"
+check "speaker opens memberlist UDP 7946" bash -c 'grep -A2 "name: memberlist" <<<"$1" | grep -q "containerPort: 7946" && grep -A2 "name: memberlist" <<<"$1" | grep -q "protocol: UDP"' _ "$spk"
+check "speaker passes the failover defaults (25ms, 200ms, 3, 200)" \
+    bash -c 'grep -q -- "--heartbeat-interval=25ms" <<<"$1" && grep -q -- "--dead-after=200ms" <<<"$1" && grep -q -- "--garp-burst=3$" <<<"$1" && grep -q -- "--garp-rate=200$" <<<"$1"' _ "$spk"
+check "speaker probes /healthz and /readyz on 7473" \
+    bash -c 'grep -q "path: /healthz" <<<"$1" && grep -q "path: /readyz" <<<"$1" && grep -q "containerPort: 7473" <<<"$1"' _ "$spk"
+check "speaker tolerates control-plane nodes by default" has "$spk" 'key: node-role.kubernetes.io/control-plane'
+check "no --interfaces flag by default" hasnt "$spk" '--interfaces'
+
+check "ServiceMonitor absent by default" bash -c '[[ -z "$1" ]]' _ "$(doc "$tmp/def.yaml" ServiceMonitor)"
+check "no IPAddressPool or L2Advertisement by default" \
+    bash -c '[[ -z "$1$2" ]]' _ "$(doc "$tmp/def.yaml" IPAddressPool)" "$(doc "$tmp/def.yaml" L2Advertisement)"
+check "metrics Services for both components by default" \
+    bash -c '[[ $(grep -c "^kind: Service$" "$1") == 2 ]]' _ "$tmp/def.yaml"
+check "two CRDs rendered by default" bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 ]]' _ "$tmp/def.yaml"
+check "no wildcard in any RBAC rule" bash -c '! grep -E "(verbs|resources|apiGroups): .*\"\*\"" "$1"' _ "$tmp/def.yaml"
+
+# The CRDs reach the cluster exactly as crdgen wrote them.
+norm() { grep -v -e '^#' -e '^---' -e '^[[:space:]]*$'; }
+if render crds --show-only charts/crds/templates/crds.yaml \
+    && diff <(norm <"$chart/charts/crds/templates/crds.yaml") <(norm <"$tmp/crds.yaml") >"$tmp/crds.diff"; then
+    ok "rendered CRDs are the generated file, unchanged"
+else
+    bad "rendered CRDs are the generated file, unchanged" "$(cat "$tmp/crds.err" "$tmp/crds.diff" 2>/dev/null)"
+fi
+
+# --- The README's RBAC table is what the chart grants -----------------------------------------
+rbac_rendered() {
+    awk '
+        /^---/ { kind = ""; comp = "" }
+        /^kind: / { kind = $2 }
+        /^    app.kubernetes.io\/component: / { comp = $2 }
+        (kind == "ClusterRole" || kind == "Role") && /apiGroups:/ {
+            g = $0; sub(/.*\[ *"?/, "", g); sub(/"? *\].*/, "", g); if (g == "") g = "core"
+        }
+        (kind == "ClusterRole" || kind == "Role") && /resources:/ {
+            r = $0; sub(/.*\[ *"?/, "", r); sub(/"? *\].*/, "", r)
+        }
+        (kind == "ClusterRole" || kind == "Role") && /verbs:/ {
+            v = $0; sub(/.*\[/, "", v); sub(/\].*/, "", v); gsub(/[" ]/, "", v)
+            print comp "|" kind "|" g "|" r "|" v
+        }
+    ' "$1" | sort
+}
+rbac_readme() {
+    awk -F'|' '
+        /^\| (controller|speaker) \|/ {
+            for (i = 2; i <= 6; i++) { gsub(/^ +| +$/, "", $i) }
+            k = $3; sub(/ .*/, "", k); v = $6; gsub(/ /, "", v)
+            print $2 "|" k "|" $4 "|" $5 "|" v
+        }
+    ' "$chart/README.md" | sort
+}
+rbac_readme >"$tmp/rbac.readme"
+rbac_rendered "$tmp/def.yaml" >"$tmp/rbac.rendered"
+if diff "$tmp/rbac.readme" "$tmp/rbac.rendered" >"$tmp/rbac.diff" && [[ -s "$tmp/rbac.readme" ]]; then
+    ok "README RBAC table matches the rendered roles ($(wc -l <"$tmp/rbac.readme") rules)"
+else
+    bad "README RBAC table matches the rendered roles (< README, > rendered)" "$(cat "$tmp/rbac.diff")"
+fi
+
+# --- ServiceMonitor only when the API is served ---------------------------------------------
+if render sm --api-versions monitoring.coreos.com/v1/ServiceMonitor; then
+    check "two ServiceMonitors with --api-versions monitoring.coreos.com/v1/ServiceMonitor" \
+        bash -c '[[ $(grep -c "^kind: ServiceMonitor$" "$1") == 2 ]]' _ "$tmp/sm.yaml"
+else
+    bad "helm template --api-versions monitoring.coreos.com/v1/ServiceMonitor" "$(cat "$tmp/sm.err")"
+fi
+if render nometrics --api-versions monitoring.coreos.com/v1/ServiceMonitor --set metrics.enabled=false; then
+    check "metrics.enabled=false: no ServiceMonitor, no metrics Service, no scrape annotation" \
+        bash -c '! grep -q -e "^kind: ServiceMonitor$" -e "^kind: Service$" -e "prometheus.io/scrape" "$1"' _ "$tmp/nometrics.yaml"
+else
+    bad "helm template --set metrics.enabled=false" "$(cat "$tmp/nometrics.err")"
+fi
+
+# --- CRDs switched off ------------------------------------------------------------------------
+if render nocrds --set crds.enabled=false; then
+    check "crds.enabled=false renders no CRD" bash -c '! grep -q "^kind: CustomResourceDefinition$" "$1"' _ "$tmp/nocrds.yaml"
+else
+    bad "helm template --set crds.enabled=false" "$(cat "$tmp/nocrds.err")"
+fi
+if "$HELM" template ferrolb-crds "$chart/charts/crds" >"$tmp/sub.yaml" 2>"$tmp/sub.err"; then
+    check "the CRD subchart installs alone: two CRDs" \
+        bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 ]]' _ "$tmp/sub.yaml"
+else
+    bad "helm template charts/ferrolb/charts/crds" "$(cat "$tmp/sub.err")"
+fi
+
+# --- Everything changed -----------------------------------------------------------------------
+ev=(-f "$chart/ci/everything-values.yaml")
+if render ev "${ev[@]}" --api-versions monitoring.coreos.com/v1/ServiceMonitor; then
+    ok "helm template (ci/everything-values.yaml)"
+else
+    bad "helm template (ci/everything-values.yaml)" "$(cat "$tmp/ev.err")"
+fi
+ectl=$(doc "$tmp/ev.yaml" Deployment edge-lb-controller)
+espk=$(doc "$tmp/ev.yaml" DaemonSet edge-lb-speaker)
+both="$ectl$espk"
+check "everything: 3 controller replicas" has "$ectl" '^  replicas: 3$'
+check "everything: image repository, tag and pullPolicy in both workloads" \
+    bash -c '[[ $(grep -c "image: registry.example.test/mirror/ferrolb:0.1.0-rc.1$" <<<"$1") == 2 && $(grep -c "imagePullPolicy: Always" <<<"$1") == 2 ]]' _ "$both"
+check "everything: imagePullSecrets in both workloads" bash -c '[[ $(grep -c -- "- name: regcred" <<<"$1") == 2 ]]' _ "$both"
+check "everything: lbClass, logFormat and ignoreClassless reach both binaries" \
+    bash -c '[[ $(grep -c -e "--lb-class=example.test/edge" -e "--log-format=json" -e "- --ignore-classless" <<<"$1") == 6 ]]' _ "$both"
+check "everything: extraArgs override the chart's --log-level instead of repeating it" \
+    bash -c '[[ $(grep -c -- "--log-level=trace" <<<"$1") == 2 ]] && ! grep -q -- "--log-level=debug" <<<"$1"' _ "$both"
+check "everything: extraEnv in both workloads" bash -c '[[ $(grep -c "name: RUST_BACKTRACE" <<<"$1") == 2 ]]' _ "$both"
+check "everything: lease name and IPv6 metrics address" \
+    bash -c 'grep -q -- "--lease-name=edge-lb-leader" <<<"$1" && grep -q -- "--metrics-addr=\[::\]:9472" <<<"$1"' _ "$ectl"
+check "everything: speaker interfaces and failover timing" \
+    bash -c 'grep -q -- "--interfaces=eth0,bond0.100" <<<"$1" && grep -q -- "--heartbeat-interval=50ms" <<<"$1" && grep -q -- "--dead-after=400ms" <<<"$1" && grep -q -- "--garp-burst=5$" <<<"$1" && grep -q -- "--garp-rate=500$" <<<"$1" && grep -q -- "--memberlist-port=17946" <<<"$1"' _ "$espk"
+check "everything: per-component resources" \
+    bash -c 'grep -q "memory: 384Mi" <<<"$1" && grep -q "memory: 128Mi" <<<"$2"' _ "$ectl" "$espk"
+check "everything: per-component nodeSelector, tolerations and affinity" \
+    bash -c 'grep -q "example.test/role: infra" <<<"$1" && grep -q "key: example.test/infra" <<<"$1" && grep -q "key: example.test/zone" <<<"$1" && grep -q "example.test/lan: \"true\"" <<<"$2" && grep -q "key: example.test/edge" <<<"$2" && grep -q "key: example.test/no-lb" <<<"$2"' _ "$ectl" "$espk"
+check "everything: tolerateControlPlane=false drops the control-plane toleration" hasnt "$espk" 'node-role.kubernetes.io/control-plane'
+check "everything: priorityClassName per component" \
+    bash -c 'grep -q "priorityClassName: system-cluster-critical" <<<"$1" && grep -q "priorityClassName: system-node-critical" <<<"$2"' _ "$ectl" "$espk"
+check "everything: podSecurityContext reaches the pod" has "$ectl" 'fsGroup: 65000'
+check "everything: service accounts renamed" \
+    bash -c 'grep -q "serviceAccountName: edge-lb-ctl" <<<"$1" && grep -q "serviceAccountName: edge-lb-spk" <<<"$2"' _ "$ectl" "$espk"
+check "everything: ServiceMonitors carry the extra label and interval" \
+    bash -c '[[ $(grep -c "release: kube-prometheus" <<<"$1") == 2 && $(grep -c "interval: 15s" <<<"$1") == 2 ]]' _ "$(doc "$tmp/ev.yaml" ServiceMonitor)"
+pool=$(doc "$tmp/ev.yaml" IPAddressPool lan)
+l2=$(doc "$tmp/ev.yaml" L2Advertisement lan-l2)
+check "everything: IPAddressPool 'lan' created from values with its three address blocks" \
+    bash -c 'grep -q -- "- 198.51.100.10-198.51.100.20" <<<"$1" && grep -q -- "- 203.0.113.0/28" <<<"$1" && grep -q -- "- 2001:db8::/120" <<<"$1" && grep -q "autoAssign: false" <<<"$1" && grep -q "priority: 10" <<<"$1"' _ "$pool"
+check "everything: L2Advertisement 'lan-l2' announces pool lan on eth0" \
+    bash -c 'grep -A1 "ipAddressPools:" <<<"$1" | grep -q -- "- lan" && grep -A1 "interfaces:" <<<"$1" | grep -q -- "- eth0"' _ "$l2"
+check "pool is a post-install hook with Helm ownership metadata while ferrolb.io is not served" \
+    bash -c 'grep -q "helm.sh/hook: post-install" <<<"$1" && grep -q "meta.helm.sh/release-name: t" <<<"$1" && grep -q "app.kubernetes.io/managed-by: Helm" <<<"$1"' _ "$pool"
+check "hook form carries the install-hook marker; the Deployment does not claim the pool yet" \
+    bash -c 'grep -q "ferrolb.io/created-by: helm-install-hook" <<<"$1" && ! grep -q "address-pool-in-release" <<<"$2"' _ "$pool" "$ectl"
+if render evserved "${ev[@]}" --api-versions ferrolb.io/v1beta1/IPAddressPool; then
+    check "pool is an ordinary release object once ferrolb.io/v1beta1 is served" \
+        bash -c 'p=$(awk "/^kind: IPAddressPool/,/^spec:/" "$1"); [[ -n "$p" ]] && ! grep -q -e "helm.sh/hook" -e "created-by" <<<"$p"' _ "$tmp/evserved.yaml"
+    check "the controller Deployment then records that the pool is a release object" \
+        bash -c 'doc "$1" Deployment edge-lb-controller | grep -q "ferrolb.io/address-pool-in-release: \"true\""' _ "$tmp/evserved.yaml"
+else
+    bad "helm template --api-versions ferrolb.io/v1beta1/IPAddressPool" "$(cat "$tmp/evserved.err")"
+fi
+
+# --- Bad values are rejected with a message ---------------------------------------------------
+# rejects DESCRIPTION EXPECTED-TEXT helm-args...: rendering must fail and stderr must contain the text.
+rejects() {
+    local desc=$1 want=$2
+    shift 2
+    if "$HELM" template t "$chart" "$@" >/dev/null 2>"$tmp/rej.err"; then
+        bad "$desc: was accepted"
+    elif grep -qF -- "$want" "$tmp/rej.err"; then
+        ok "$desc: $(grep -F -- "$want" "$tmp/rej.err" | head -n 1 | sed 's/^[- ]*//' | cut -c1-110)"
+    else
+        bad "$desc: failed without mentioning '$want'" "$(cat "$tmp/rej.err")"
+    fi
+}
+rejects "schema rejects controller.replicas=-1" "at '/controller/replicas': minimum" --set controller.replicas=-1
+rejects "schema rejects logFormat=xml" "at '/logFormat': value must be one of 'text', 'json'" --set logFormat=xml
+rejects "schema rejects logLevel=loud" "at '/logLevel'" --set logLevel=loud
+rejects "schema rejects speaker.heartbeatInterval=fast" "at '/speaker/heartbeatInterval'" --set speaker.heartbeatInterval=fast
+rejects "schema rejects speaker.garpBurst=0" "at '/speaker/garpBurst'" --set speaker.garpBurst=0
+rejects "schema rejects speaker.memberlistPort=70000" "at '/speaker/memberlistPort'" --set speaker.memberlistPort=70000
+rejects "schema rejects a misspelt key" "additional properties 'contoller' not allowed" --set contoller.replicas=2
+rejects "schema rejects a pool without addresses" "at '/addressPool/addresses': minItems" --set addressPool.create=true
+rejects "schema rejects a malformed pool address" "at '/addressPool/addresses/0'" --set addressPool.create=true --set 'addressPool.addresses={not-an-ip}'
+rejects "schema rejects an interface name with a slash" "at '/speaker/interfaces/0'" --set 'speaker.interfaces={eth0/1}'
+rejects "deadAfter must exceed heartbeatInterval" "must be longer than speaker.heartbeatInterval" --set speaker.deadAfter=20ms
+rejects "crds.keep with crds.enabled is refused with instructions" "helm install ferrolb-crds charts/ferrolb/charts/crds" --set crds.keep=true
+
+# --- NOTES.txt renders (helm install --dry-run needs a cluster, so render it through tpl) ------
+notes() {
+    local dir=$tmp/notes-chart
+    rm -rf "$dir" && cp -r "$chart" "$dir" && cp "$chart/templates/NOTES.txt" "$dir/notes.txt.copy"
+    printf '%s\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata:' '  name: notes' 'data:' \
+        '  notes: {{ tpl (.Files.Get "notes.txt.copy") . | toJson }}' >"$dir/templates/zz-notes.yaml"
+    "$HELM" template t "$dir" --show-only templates/zz-notes.yaml "$@" 2>&1
+}
+out=$(notes)
+check "NOTES.txt renders and tells how to create a pool when none was made" \
+    bash -c 'grep -q "kind: IPAddressPool" <<<"$1" && grep -q "helm uninstall t" <<<"$1"' _ "$out"
+out=$(notes "${ev[@]}")
+check "NOTES.txt names the pool created from values" \
+    bash -c 'grep -qF "IPAddressPool \\\"lan\\\" (198.51.100.10-198.51.100.20, 203.0.113.0/28, 2001:db8::/120)" <<<"$1"' _ "$out"
+
+# --- The binaries accept the flags the chart passes ----------------------------------------
+# Runs each binary with the rendered args followed by --version: clap parses (and validates)
+# the args in order before it reaches --version, so an unknown flag or a bad value fails here.
+# Uses $FERROLB_BIN_DIR, else target/debug, else target/release; skipped when none is built.
+skipped=0
+args_of() {
+    # The container args of one rendered workload, one per line, downward-API variables filled.
+    sed -n '/^          args:/,/^          [a-z]/p' <<<"$1" | sed -n 's/^            - //p' \
+        | sed -e 's/\$(NODE_NAME)/node-1/' -e 's/\$(POD_NAME)/pod-1/' -e 's/\$(POD_NAMESPACE)/ferrolb-system/' \
+        | sed -e 's/^"\(.*\)"$/\1/'
+}
+for bin in ferrolb-controller ferrolb-speaker; do
+    exe=""
+    for dir in "${FERROLB_BIN_DIR:-}" "$repo/target/debug" "$repo/target/release"; do
+        if [[ -n "$dir" && -x "$dir/$bin" ]]; then exe=$dir/$bin; break; fi
+    done
+    if [[ -z "$exe" ]]; then
+        skipped=$((skipped + 1))
+        echo "skip - $bin accepts the chart's flags (not built)"
+        continue
+    fi
+    for which in def ev; do
+        if [[ $bin == ferrolb-controller ]]; then kind=Deployment; else kind=DaemonSet; fi
+        mapfile -t flags < <(args_of "$(doc "$tmp/$which.yaml" "$kind")")
+        if out=$(timeout 20 "$exe" "${flags[@]}" --version 2>&1) && [[ "$out" == *"$version"* && ${#flags[@]} -gt 3 ]]; then
+            ok "$bin accepts the chart's ${#flags[@]} flags ($which values; ${exe#"$repo"/})"
+        else
+            bad "$bin accepts the chart's flags ($which values; ${exe#"$repo"/})" "$(printf '%s ' "${flags[@]}")"$'\n'"$out"
+        fi
+    done
+done
+
+# --- Offline dependency handling and packaging ------------------------------------------------
+pkg=$tmp/pkg-chart
+cp -r "$chart" "$pkg"
+if out=$("$HELM" dependency build "$pkg" 2>&1); then
+    ok "helm dependency build works offline (Chart.lock in sync with Chart.yaml)"
+else
+    bad "helm dependency build works offline (Chart.lock in sync with Chart.yaml)" "$out"
+fi
+check "after dependency build the CRDs are still rendered once" \
+    bash -c '[[ $("$1" template t "$2" | grep -c "^kind: CustomResourceDefinition$") == 2 ]]' _ "$HELM" "$pkg"
+if out=$("$HELM" package "$chart" -d "$tmp/dist" 2>&1) \
+    && "$HELM" template t "$tmp/dist/ferrolb-$version.tgz" --namespace ferrolb-system >"$tmp/packed.yaml" 2>&1 \
+    && diff -q "$tmp/def.yaml" "$tmp/packed.yaml" >/dev/null; then
+    ok "helm package: the packaged chart renders the same as the directory"
+else
+    bad "helm package: the packaged chart renders the same as the directory" "$out"
+fi
+
+if ((skipped)); then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[[ $failed -eq 0 ]]

@@ -1,0 +1,204 @@
+//! Command-line flags of `ferrolb-speaker`. Every flag can also be set with a `FERROLB_*`
+//! environment variable (the node name also from `NODE_NAME`, as the chart's downward API sets it).
+//!
+//! Owns parsing and defaults only; it must not open sockets or talk to the cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ferrolb_crds::runtime::LogFormat;
+
+/// Why a flag value is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A duration without a unit, with a unit we do not know, or not a number.
+    #[error("invalid duration {0:?}: want a number with ms or s, e.g. 25ms, 0.2s")]
+    Duration(String),
+    /// The node name is missing or empty.
+    #[error(
+        "no node name: pass --node-name or set NODE_NAME (the chart sets it from spec.nodeName)"
+    )]
+    EmptyNodeName,
+    /// The timing flags contradict each other.
+    #[error(
+        "--dead-after ({dead_after:?}) must be at least twice --heartbeat-interval ({interval:?})"
+    )]
+    Timing {
+        /// Heartbeat period.
+        interval: Duration,
+        /// Failure-detection silence.
+        dead_after: Duration,
+    },
+    /// A rate or burst of zero.
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+/// Parses `25ms`, `0.2s`, `1s`, `150` (milliseconds).
+pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::Duration(s.to_string());
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1e-3)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !v.is_finite() || v <= 0.0 || v * scale > 3600.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// ferrolb speaker: answers ARP and NDP for LoadBalancer IPs on the LAN and fails over in a few
+/// hundred milliseconds.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ferrolb-speaker", version, about, long_about = None)]
+pub struct Args {
+    /// This node's name, as in its Node object (required; from FERROLB_NODE_NAME, else NODE_NAME).
+    #[arg(long, env = "FERROLB_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Kubeconfig to use; default: in-cluster configuration, then KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "FERROLB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// spec.loadBalancerClass served by this ferrolb.
+    #[arg(long, env = "FERROLB_LB_CLASS", default_value = "ferrolb.io/lb")]
+    pub lb_class: String,
+
+    /// Ignore Services without a loadBalancerClass (when another load balancer serves those).
+    #[arg(long, env = "FERROLB_IGNORE_CLASSLESS")]
+    pub ignore_classless: bool,
+
+    /// Interfaces the speaker may announce on (comma separated); default: any, as chosen by
+    /// L2Advertisements or the interface holding the node's InternalIP.
+    #[arg(long, env = "FERROLB_INTERFACES", value_delimiter = ',')]
+    pub interfaces: Vec<String>,
+
+    /// UDP port of the speakers' heartbeats.
+    #[arg(long, env = "FERROLB_MEMBERLIST_PORT", default_value_t = 7946)]
+    pub memberlist_port: u16,
+
+    /// Heartbeat period (e.g. 25ms).
+    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "25ms", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Silence after which a speaker is declared dead (e.g. 200ms).
+    #[arg(long, env = "FERROLB_DEAD_AFTER", default_value = "200ms", value_parser = parse_duration)]
+    pub dead_after: Duration,
+
+    /// Gratuitous ARP / unsolicited NA frames sent per IP on takeover.
+    #[arg(long, env = "FERROLB_GARP_BURST", default_value_t = 3)]
+    pub garp_burst: u32,
+
+    /// Gratuitous frames per second across all IPs (what the switch tolerates).
+    #[arg(long, env = "FERROLB_GARP_RATE", default_value_t = 200)]
+    pub garp_rate: u32,
+
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    #[arg(long, env = "FERROLB_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// The node name: the flag, else `NODE_NAME` (what the chart's downward API sets).
+    pub fn node_name(&self) -> Result<String, ConfigError> {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok())
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .ok_or(ConfigError::EmptyNodeName)
+    }
+
+    /// Checks what clap cannot: cross-flag constraints.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dead_after < self.heartbeat_interval.saturating_mul(2) {
+            return Err(ConfigError::Timing {
+                interval: self.heartbeat_interval,
+                dead_after: self.dead_after,
+            });
+        }
+        if self.garp_burst == 0 {
+            return Err(ConfigError::Zero("garp-burst"));
+        }
+        if self.garp_rate == 0 {
+            return Err(ConfigError::Zero("garp-rate"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_follow_the_chart_contract() {
+        let a = Args::try_parse_from(["ferrolb-speaker", "--node-name", "n1"]).expect("parses");
+        assert_eq!(a.lb_class, "ferrolb.io/lb");
+        assert_eq!(a.memberlist_port, 7946);
+        assert_eq!(a.heartbeat_interval, Duration::from_millis(25));
+        assert_eq!(a.dead_after, Duration::from_millis(200));
+        assert_eq!(a.garp_burst, 3);
+        assert_eq!(a.garp_rate, 200);
+        assert_eq!(a.metrics_addr.port(), 7473);
+        assert!(a.interfaces.is_empty() && !a.ignore_classless);
+        assert_eq!(a.validate(), Ok(()));
+    }
+
+    #[test]
+    fn interfaces_are_a_comma_list() {
+        let a = Args::try_parse_from([
+            "ferrolb-speaker",
+            "--node-name=n1",
+            "--interfaces=eth0,bond0",
+        ])
+        .expect("parses");
+        assert_eq!(a.interfaces, ["eth0", "bond0"]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("25ms"), Ok(Duration::from_millis(25)));
+        assert_eq!(parse_duration("0.2s"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("150"), Ok(Duration::from_millis(150)));
+        for bad in ["", "ms", "-1ms", "0s", "1h", "NaNs", "1e9s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn contradictory_timing_is_rejected() {
+        let a = Args::try_parse_from([
+            "ferrolb-speaker",
+            "--node-name=n1",
+            "--heartbeat-interval=100ms",
+            "--dead-after=150ms",
+        ])
+        .expect("parses");
+        assert!(matches!(a.validate(), Err(ConfigError::Timing { .. })));
+        let z = Args::try_parse_from(["ferrolb-speaker", "--node-name=n1", "--garp-rate=0"])
+            .expect("parses");
+        assert_eq!(z.validate(), Err(ConfigError::Zero("garp-rate")));
+    }
+}

@@ -1,0 +1,534 @@
+//! The speaker's decisions from a plan and a membership view: who announces each IP, which IPs
+//! this node announces, and which Service conditions this node must write.
+//!
+//! Pure: data and `now` in, values out. It must not do I/O, await or read clocks; the shell
+//! ([`crate::engine`]) feeds it and carries out the result.
+//!
+//! # Who writes a Service's condition
+//!
+//! Exactly one speaker is *responsible* for a Service's `ferrolb.io/Announced` condition: the
+//! announcer of the Service's first announced IP (in `status.loadBalancer.ingress` order), or,
+//! when no IP of it is announced, the alive speaker with the smallest name. Every speaker
+//! computes the same answer from the same view, so there is one writer, and it writes only when
+//! the published condition differs from the desired one: zero writes in steady state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ferrolb_speaker_core::election;
+
+use crate::objects::{ObservedCondition, SvcKey};
+use crate::plan::Plan;
+
+/// The membership view the decisions need.
+#[derive(Debug, Clone, Default)]
+pub struct MemberView {
+    /// Alive speakers, this one included.
+    pub alive: BTreeSet<String>,
+    /// What each alive speaker announces (its heartbeat claims; ours from the last tick).
+    pub claims: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Peers that came up very recently (see [`owners`]).
+    pub young: BTreeSet<String>,
+}
+
+/// The announcer of every announceable IP (`None`: no eligible node is alive).
+///
+/// `self_capable(ip)` says whether this node can announce `ip` right now (settled, and an
+/// interface to announce on exists). When it cannot, this node leaves itself out of the
+/// candidates: its peers may still count it in, but they see it does not claim the IP, and the
+/// sticky rule hands the IP to the claimant they elect instead, so every view converges on one
+/// announcer within a heartbeat.
+///
+/// A claim by a *young* peer (one that came up moments ago) does not make this node give up an
+/// IP it claims itself. Why: heartbeats a dead speaker sent while its link was down can be
+/// delivered when the link returns (the kernel queues them while resolving the neighbour), and
+/// look exactly like a higher-ranked claimant coming back; honouring them at once would make
+/// the current announcer withdraw and the restarted node snatch the IP. A real partition heal
+/// still resolves to the better-ranked claimant once the peer is no longer young. Young claims
+/// still count for IPs this node does not claim, so a freshly started speaker never snatches.
+pub fn owners(
+    plan: &Plan,
+    view: &MemberView,
+    self_node: &str,
+    self_capable: impl Fn(IpAddr) -> bool,
+) -> BTreeMap<IpAddr, Option<String>> {
+    plan.ips
+        .iter()
+        .map(|(&ip, p)| {
+            let candidates: Vec<&String> = p
+                .eligible
+                .iter()
+                .filter(|n| view.alive.contains(*n))
+                .filter(|n| n.as_str() != self_node || self_capable(ip))
+                .collect();
+            let i_claim = view.claims.get(self_node).is_some_and(|c| c.contains(&ip));
+            let owner = election::owner(ip, candidates.iter().copied(), |n| {
+                view.claims.get(n).is_some_and(|c| c.contains(&ip))
+                    && !(i_claim && n != self_node && view.young.contains(n))
+            });
+            (ip, owner.map(str::to_string))
+        })
+        .collect()
+}
+
+/// The IPs `self_node` announces.
+pub fn mine(owners: &BTreeMap<IpAddr, Option<String>>, self_node: &str) -> BTreeSet<IpAddr> {
+    owners
+        .iter()
+        .filter(|(_, o)| o.as_deref() == Some(self_node))
+        .map(|(ip, _)| *ip)
+        .collect()
+}
+
+/// IPs gained and lost between two sets.
+pub fn diff(before: &BTreeSet<IpAddr>, after: &BTreeSet<IpAddr>) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    (
+        after.difference(before).copied().collect(),
+        before.difference(after).copied().collect(),
+    )
+}
+
+/// The condition a Service should carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Any IP announced.
+    pub announced: bool,
+    /// `Announced`, `PartiallyAnnounced`, or why not ([`crate::plan::NotAnnounced::as_str`],
+    /// `NoAliveNode`).
+    pub reason: String,
+    /// "announced by node-2 on eth0".
+    pub message: String,
+}
+
+impl Desired {
+    /// Whether the published condition already says this.
+    pub fn matches(&self, o: &ObservedCondition) -> bool {
+        o.status == if self.announced { "True" } else { "False" }
+            && o.reason == self.reason
+            && o.message == self.message
+    }
+}
+
+/// The conditions this node is responsible for (see the module docs), by Service.
+/// `my_interfaces` names the interfaces this node announces each of its IPs on.
+pub fn desired_conditions(
+    plan: &Plan,
+    owners: &BTreeMap<IpAddr, Option<String>>,
+    view: &MemberView,
+    self_node: &str,
+    my_interfaces: &BTreeMap<IpAddr, Vec<String>>,
+) -> BTreeMap<SvcKey, Desired> {
+    let first_alive = view.alive.iter().next().map(String::as_str);
+    let mut out = BTreeMap::new();
+    for (key, sp) in &plan.services {
+        let owner_of = |ip: &IpAddr| owners.get(ip).cloned().flatten();
+        let responsible = sp
+            .ips
+            .iter()
+            .find_map(owner_of)
+            .or_else(|| first_alive.map(str::to_string));
+        if responsible.as_deref() != Some(self_node) {
+            continue;
+        }
+        let mut parts = Vec::new();
+        let mut announced = 0usize;
+        let mut first_reason: Option<&str> = None;
+        for ip in &sp.ips {
+            let text = if let Some(o) = owner_of(ip) {
+                announced += 1;
+                match my_interfaces.get(ip).filter(|_| o == self_node) {
+                    Some(ifs) if !ifs.is_empty() => {
+                        format!("announced by {o} on {}", ifs.join(","))
+                    }
+                    _ => format!("announced by {o}"),
+                }
+            } else if let Some(r) = sp.not_announced.get(ip) {
+                first_reason.get_or_insert(r.as_str());
+                format!("not announced: {}", r.describe())
+            } else {
+                first_reason.get_or_insert("NoAliveNode");
+                "not announced: no eligible speaker is alive".to_string()
+            };
+            parts.push(if sp.ips.len() == 1 {
+                text
+            } else {
+                format!("{ip} {text}")
+            });
+        }
+        let reason = if announced == sp.ips.len() {
+            "Announced"
+        } else if announced > 0 {
+            "PartiallyAnnounced"
+        } else {
+            first_reason.unwrap_or("NoAliveNode")
+        };
+        out.insert(
+            key.clone(),
+            Desired {
+                announced: announced > 0,
+                reason: reason.to_string(),
+                message: parts.join("; "),
+            },
+        );
+    }
+    out
+}
+
+/// A condition write (and its event) the shell must perform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusWrite {
+    /// The Service.
+    pub service: SvcKey,
+    /// What to write.
+    pub desired: Desired,
+    /// The Service's UID, for the event.
+    pub uid: Option<String>,
+    /// `observedGeneration`.
+    pub generation: Option<i64>,
+    /// Emit one event for this change (the message changed, i.e. a new announcer or
+    /// interface, or a withdrawal).
+    pub event: bool,
+}
+
+/// How long a write is trusted to be in flight before it is repeated if its effect is not
+/// observed (a lost watch event or an outage).
+const WRITE_TRUST: Duration = Duration::from_secs(30);
+/// Retry delays after failed writes: doubling from the first, capped at the last.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Turns desired conditions into writes without repeating itself: a Service is written when its
+/// published condition differs from the desired one, and not again while that write is in
+/// flight or backing off after a failure.
+#[derive(Debug, Default)]
+pub struct StatusTracker {
+    /// What was written, when, and what was published at that time.
+    written: BTreeMap<SvcKey, (Desired, Instant, Option<ObservedCondition>)>,
+    retry: BTreeMap<SvcKey, (Instant, Duration)>,
+}
+
+impl StatusTracker {
+    /// The writes to perform now.
+    pub fn writes(
+        &mut self,
+        desired: &BTreeMap<SvcKey, Desired>,
+        plan: &Plan,
+        now: Instant,
+    ) -> Vec<StatusWrite> {
+        self.written.retain(|k, _| desired.contains_key(k));
+        let mut out = Vec::new();
+        for (svc, d) in desired {
+            let Some(sp) = plan.services.get(svc) else {
+                continue;
+            };
+            if sp.observed.as_ref().is_some_and(|o| d.matches(o)) {
+                self.written.remove(svc);
+                self.retry.remove(svc);
+                continue;
+            }
+            // In flight: same content, nothing newer published since (a newer publication that
+            // still differs means our write lost a race and must be repeated), not too old.
+            if let Some((w, at, seen)) = self.written.get(svc)
+                && w == d
+                && *seen == sp.observed
+                && now.saturating_duration_since(*at) < WRITE_TRUST
+            {
+                continue;
+            }
+            if self.retry.get(svc).is_some_and(|(at, _)| *at > now) {
+                continue;
+            }
+            self.written
+                .insert(svc.clone(), (d.clone(), now, sp.observed.clone()));
+            out.push(StatusWrite {
+                service: svc.clone(),
+                desired: d.clone(),
+                uid: sp.uid.clone(),
+                generation: sp.generation,
+                event: sp.observed.as_ref().is_none_or(|o| o.message != d.message),
+            });
+        }
+        out
+    }
+
+    /// A write failed: forget it and back off before the next try.
+    pub fn failed(&mut self, svc: &str, now: Instant) {
+        self.written.remove(svc);
+        let delay = self
+            .retry
+            .get(svc)
+            .map(|(_, d)| d.saturating_mul(2).min(RETRY_MAX))
+            .unwrap_or(RETRY_FIRST);
+        self.retry.insert(svc.to_string(), (now + delay, delay));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{IpPlan, NotAnnounced, ServicePlan};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("literal ip")
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn plan_one(addr: &str, eligible: &[&str]) -> Plan {
+        let mut p = Plan::default();
+        p.ips.insert(
+            ip(addr),
+            IpPlan {
+                services: vec!["ns/web".into()],
+                eligible: set(eligible),
+                ..Default::default()
+            },
+        );
+        p.services.insert(
+            "ns/web".into(),
+            ServicePlan {
+                ips: vec![ip(addr)],
+                ..Default::default()
+            },
+        );
+        p
+    }
+
+    fn view(alive: &[&str], claims: &[(&str, &str)]) -> MemberView {
+        let mut v = MemberView {
+            alive: set(alive),
+            ..Default::default()
+        };
+        for (n, a) in claims {
+            v.claims.entry(n.to_string()).or_default().insert(ip(a));
+        }
+        v
+    }
+
+    #[test]
+    fn every_node_computes_the_same_owner() {
+        let p = plan_one("198.51.100.70", &["n1", "n2", "n3"]);
+        let v = view(&["n1", "n2", "n3"], &[]);
+        let a = owners(&p, &v, "n1", |_| true);
+        let b = owners(&p, &v, "n2", |_| true);
+        assert_eq!(a, b);
+        let o = a[&ip("198.51.100.70")].clone().expect("an owner");
+        assert_eq!(mine(&a, &o).len(), 1);
+    }
+
+    #[test]
+    fn dead_and_ineligible_nodes_never_own() {
+        let p = plan_one("198.51.100.70", &["n1", "n2"]);
+        let v = view(&["n2", "n3"], &[("n3", "198.51.100.70")]);
+        let o = owners(&p, &v, "n3", |_| true);
+        assert_eq!(o[&ip("198.51.100.70")].as_deref(), Some("n2"));
+        let none = owners(&p, &view(&["n3"], &[]), "n3", |_| true);
+        assert_eq!(none[&ip("198.51.100.70")], None);
+    }
+
+    #[test]
+    fn an_incapable_self_steps_aside_and_views_converge() {
+        let p = plan_one("198.51.100.70", &["n1", "n2"]);
+        let a = ip("198.51.100.70");
+        let best = election::preference(a, &["n1", "n2"])[0].to_string();
+        let other = if best == "n1" { "n2" } else { "n1" };
+        // `best` cannot announce (no interface): it elects `other`.
+        let v = view(&["n1", "n2"], &[]);
+        let from_best = owners(&p, &v, &best, |_| false);
+        assert_eq!(from_best[&a].as_deref(), Some(other));
+        // `other` still thinks `best` owns it until a heartbeat shows nobody claims it...
+        let from_other = owners(&p, &v, other, |_| true);
+        assert_eq!(from_other[&a].as_deref(), Some(best.as_str()));
+        // ...but once `other` claims it (as `best` computed), every view agrees.
+        let v2 = view(&["n1", "n2"], &[(other, "198.51.100.70")]);
+        assert_eq!(owners(&p, &v2, other, |_| true)[&a].as_deref(), Some(other));
+        assert_eq!(
+            owners(&p, &v2, &best, |_| false)[&a].as_deref(),
+            Some(other)
+        );
+    }
+
+    #[test]
+    fn a_young_claimant_cannot_make_the_announcer_withdraw() {
+        let a = ip("198.51.100.70");
+        let order = election::preference(a, &["n1", "n2", "n3"]);
+        let (best, second, third) = (order[0], order[1], order[2]);
+        let p = plan_one("198.51.100.70", &["n1", "n2", "n3"]);
+        // `second` announces; a delayed heartbeat of `best`'s dead instance claims the IP.
+        let mut v = view(
+            &["n1", "n2", "n3"],
+            &[(second, "198.51.100.70"), (best, "198.51.100.70")],
+        );
+        v.young.insert(best.to_string());
+        assert_eq!(
+            owners(&p, &v, second, |_| true)[&a].as_deref(),
+            Some(second)
+        );
+        // A node that does not claim the IP still honours the young claim (it never announces
+        // because of it).
+        assert_eq!(owners(&p, &v, third, |_| true)[&a].as_deref(), Some(best));
+        // Once `best` is no longer young (a real partition heal), the better claimant wins.
+        v.young.clear();
+        assert_eq!(owners(&p, &v, second, |_| true)[&a].as_deref(), Some(best));
+        // A fresh speaker (everyone young to it, claiming nothing) never snatches.
+        let mut fresh = view(&["n1", "n2", "n3"], &[(second, "198.51.100.70")]);
+        fresh.young = set(&["n1", "n2", "n3"]);
+        assert_eq!(
+            owners(&p, &fresh, best, |_| true)[&a].as_deref(),
+            Some(second)
+        );
+    }
+
+    #[test]
+    fn diff_reports_gains_and_losses() {
+        let a: BTreeSet<IpAddr> = [ip("198.51.100.1"), ip("198.51.100.2")].into();
+        let b: BTreeSet<IpAddr> = [ip("198.51.100.2"), ip("198.51.100.3")].into();
+        assert_eq!(
+            diff(&a, &b),
+            (vec![ip("198.51.100.3")], vec![ip("198.51.100.1")])
+        );
+    }
+
+    #[test]
+    fn only_the_announcer_writes_and_says_where() {
+        let p = plan_one("198.51.100.70", &["n1", "n2"]);
+        let mut o = BTreeMap::new();
+        o.insert(ip("198.51.100.70"), Some("n2".to_string()));
+        let v = view(&["n1", "n2"], &[]);
+        let ifs: BTreeMap<IpAddr, Vec<String>> =
+            [(ip("198.51.100.70"), vec!["eth0".to_string()])].into();
+        assert!(desired_conditions(&p, &o, &v, "n1", &BTreeMap::new()).is_empty());
+        let d = desired_conditions(&p, &o, &v, "n2", &ifs);
+        assert_eq!(
+            d["ns/web"],
+            Desired {
+                announced: true,
+                reason: "Announced".into(),
+                message: "announced by n2 on eth0".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unannounced_services_are_written_by_the_first_alive_node() {
+        let mut p = plan_one("198.51.100.70", &["n1"]);
+        p.ips.clear();
+        p.services
+            .get_mut("ns/web")
+            .expect("web")
+            .not_announced
+            .insert(ip("198.51.100.70"), NotAnnounced::NoEndpoints);
+        let v = view(&["n2", "n3"], &[]);
+        assert!(desired_conditions(&p, &BTreeMap::new(), &v, "n3", &BTreeMap::new()).is_empty());
+        let d = desired_conditions(&p, &BTreeMap::new(), &v, "n2", &BTreeMap::new());
+        assert!(!d["ns/web"].announced);
+        assert_eq!(d["ns/web"].reason, "NoEndpoints");
+    }
+
+    #[test]
+    fn dual_stack_messages_name_each_ip() {
+        let mut p = plan_one("198.51.100.70", &["n1"]);
+        let sp = p.services.get_mut("ns/web").expect("web");
+        sp.ips.push(ip("2001:db8::70"));
+        sp.not_announced
+            .insert(ip("2001:db8::70"), NotAnnounced::NoL2Advertisement);
+        let o: BTreeMap<IpAddr, Option<String>> =
+            [(ip("198.51.100.70"), Some("n1".to_string()))].into();
+        let d = desired_conditions(&p, &o, &view(&["n1"], &[]), "n1", &BTreeMap::new());
+        assert_eq!(d["ns/web"].reason, "PartiallyAnnounced");
+        assert!(
+            d["ns/web"]
+                .message
+                .starts_with("198.51.100.70 announced by n1; 2001:db8::70 not announced")
+        );
+    }
+
+    #[test]
+    fn tracker_writes_once_per_change_and_backs_off() {
+        let mut p = plan_one("198.51.100.70", &["n1"]);
+        let d: BTreeMap<SvcKey, Desired> = [(
+            "ns/web".to_string(),
+            Desired {
+                announced: true,
+                reason: "Announced".into(),
+                message: "announced by n1 on eth0".into(),
+            },
+        )]
+        .into();
+        let t0 = Instant::now();
+        let mut t = StatusTracker::default();
+        let w = t.writes(&d, &p, t0);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].event);
+        // In flight: not repeated.
+        assert!(t.writes(&d, &p, t0 + Duration::from_millis(5)).is_empty());
+        // Failed: backs off, then retries.
+        t.failed("ns/web", t0 + Duration::from_millis(10));
+        assert!(t.writes(&d, &p, t0 + Duration::from_millis(20)).is_empty());
+        assert_eq!(t.writes(&d, &p, t0 + Duration::from_secs(1)).len(), 1);
+        // Observed: steady state, zero writes.
+        p.services.get_mut("ns/web").expect("web").observed = Some(ObservedCondition {
+            status: "True".into(),
+            reason: "Announced".into(),
+            message: "announced by n1 on eth0".into(),
+        });
+        for s in 2..100 {
+            assert!(t.writes(&d, &p, t0 + Duration::from_secs(s)).is_empty());
+        }
+        // Same announcer with a reason-only change: written, but no new event.
+        let mut d2 = d.clone();
+        if let Some(x) = d2.get_mut("ns/web") {
+            x.reason = "PartiallyAnnounced".into();
+        }
+        let w = t.writes(&d2, &p, t0 + Duration::from_secs(200));
+        assert_eq!(w.len(), 1);
+        assert!(!w[0].event);
+    }
+
+    #[test]
+    fn a_write_overtaken_by_another_publication_is_repeated() {
+        let mut p = plan_one("198.51.100.70", &["n1"]);
+        let d: BTreeMap<SvcKey, Desired> = [(
+            "ns/web".to_string(),
+            Desired {
+                announced: true,
+                reason: "Announced".into(),
+                message: "announced by n1".into(),
+            },
+        )]
+        .into();
+        let t0 = Instant::now();
+        let mut t = StatusTracker::default();
+        assert_eq!(t.writes(&d, &p, t0).len(), 1);
+        // Another (stale) value gets published after our write: write again at once.
+        p.services.get_mut("ns/web").expect("web").observed = Some(ObservedCondition {
+            status: "True".into(),
+            reason: "Announced".into(),
+            message: "announced by n2".into(),
+        });
+        assert_eq!(t.writes(&d, &p, t0 + Duration::from_millis(50)).len(), 1);
+        assert!(t.writes(&d, &p, t0 + Duration::from_millis(60)).is_empty());
+    }
+
+    #[test]
+    fn a_write_whose_echo_is_lost_is_repeated_later() {
+        let p = plan_one("198.51.100.70", &["n1"]);
+        let d: BTreeMap<SvcKey, Desired> = [(
+            "ns/web".to_string(),
+            Desired {
+                announced: true,
+                reason: "Announced".into(),
+                message: "announced by n1".into(),
+            },
+        )]
+        .into();
+        let t0 = Instant::now();
+        let mut t = StatusTracker::default();
+        assert_eq!(t.writes(&d, &p, t0).len(), 1);
+        assert!(t.writes(&d, &p, t0 + Duration::from_secs(29)).is_empty());
+        assert_eq!(t.writes(&d, &p, t0 + Duration::from_secs(31)).len(), 1);
+    }
+}

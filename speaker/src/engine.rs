@@ -1,0 +1,689 @@
+//! The speaker's engine: membership over UDP, the announcer decisions, and carrying them out on
+//! the wire and in Service status.
+//!
+//! Owns the [`Membership`] state machine, the UDP socket, the [`L2`] ports, the [`Pacer`] and
+//! the [`StatusTracker`]; every decision is delegated to the pure modules ([`crate::decide`],
+//! [`crate::plan`], `speaker-core`). One task runs it, so nothing is shared but the answer sets
+//! of the receive threads. It never talks to the API server itself: plans arrive on a watch
+//! channel and status writes leave on an mpsc channel, so an API outage changes nothing here.
+//!
+//! The loop wakes for a datagram, a plan or interface change, a pacer deadline, or at least
+//! every [`TICK`], so a peer's death is noticed within `dead_after + TICK`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferrolb_crds::runtime::{Health, Metrics};
+use ferrolb_speaker_core::membership::{self, Action, DownReason, Event, Membership, Message};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::decide::{self, MemberView, StatusTracker, StatusWrite};
+use crate::l2::{EngineBeat, L2, L2Event};
+use crate::metrics as m;
+use crate::netif::{self, Iface, IfaceTable};
+use crate::objects::SvcKey;
+use crate::pacer::Pacer;
+use crate::watch::Published;
+
+/// Longest sleep of the loop: the resolution of failure detection beyond `dead_after`.
+pub const TICK: Duration = Duration::from_millis(5);
+/// How long an interface whose packet socket could not be opened is left out.
+const BROKEN_RETRY: Duration = Duration::from_secs(5);
+/// Longest graceful hand-over after SIGTERM.
+pub const MAX_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The heartbeat port could not be bound.
+    #[error("cannot bind the memberlist UDP port {port}: {source}")]
+    Bind {
+        /// The port.
+        port: u16,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Static settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node.
+    pub node: String,
+    /// `--memberlist-port`.
+    pub port: u16,
+    /// Heartbeat timing.
+    pub membership: membership::Config,
+    /// `--garp-burst`.
+    pub garp_burst: u32,
+    /// `--garp-rate`.
+    pub garp_rate: u32,
+    /// `--interfaces`: the only interfaces this speaker may use (empty: any).
+    pub allowed_interfaces: Vec<String>,
+}
+
+/// The engine's inputs and outputs.
+#[derive(Debug)]
+pub struct Channels {
+    /// Plans from the watches (`None` until every watch has listed once).
+    pub plans: watch::Receiver<Option<Arc<Published>>>,
+    /// Interface tables from rtnetlink.
+    pub ifaces: watch::Receiver<IfaceTable>,
+    /// Status writes to perform.
+    pub status: mpsc::UnboundedSender<StatusWrite>,
+    /// Status writes that failed.
+    pub status_failed: mpsc::UnboundedReceiver<SvcKey>,
+    /// Becomes true on SIGTERM/SIGINT.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Resolves, for each IP this node may announce, the interfaces to announce it on.
+/// Pure: the plan's interface choice, the table, the node's IPs and `--interfaces`.
+pub fn resolve_interfaces<'a>(
+    wanted: &crate::plan::Interfaces,
+    table: &'a IfaceTable,
+    node_ips: &[IpAddr],
+    allowed: &[String],
+) -> Vec<&'a Iface> {
+    let mut out: Vec<&Iface> = Vec::new();
+    let ok = |i: &Iface| {
+        i.up && i.mac.is_some() && (allowed.is_empty() || allowed.iter().any(|a| a == &i.name))
+    };
+    if wanted.default
+        && let Some(i) = netif::default_interface(table, node_ips).filter(|i| ok(i))
+    {
+        out.push(i);
+    }
+    for name in &wanted.named {
+        if let Some(i) = table.get(name).filter(|i| ok(i))
+            && !out.iter().any(|o| o.index == i.index)
+        {
+            out.push(i);
+        }
+    }
+    out
+}
+
+struct State {
+    cfg: EngineConfig,
+    metrics: Metrics,
+    health: Health,
+    membership: Membership,
+    published: Option<Arc<Published>>,
+    table: IfaceTable,
+    owned: BTreeSet<IpAddr>,
+    /// Interfaces each owned IP is announced on.
+    placed: BTreeMap<IpAddr, Vec<String>>,
+    pacer: Pacer,
+    l2: L2,
+    tracker: StatusTracker,
+    status: mpsc::UnboundedSender<StatusWrite>,
+    /// When each peer was last heard directly, for detection-time metrics.
+    last_heard: BTreeMap<String, Instant>,
+    /// When each peer last came up (see `decide::owners` on young claimants).
+    up_since: BTreeMap<String, Instant>,
+    /// Interfaces already reported missing, so the log is not repeated every tick.
+    missing_reported: BTreeSet<String>,
+    l2_failed_reported: BTreeSet<String>,
+    last_conflict_log: Option<Instant>,
+    settled: bool,
+    /// After a stall: not announcing until then (see `stall_check`).
+    quiet_until: Option<Instant>,
+    /// Interfaces whose port could not be opened, left out until the given time.
+    broken: BTreeMap<String, Instant>,
+}
+
+impl State {
+    async fn send_all(&mut self, sock: &UdpSocket, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { to, bytes } => {
+                    // UDP to a dead peer may fail (unreachable); heartbeats are best effort.
+                    let _ = sock.send_to(&bytes, to).await;
+                }
+                Action::Event(e) => self.on_event(e, Instant::now()),
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event, now: Instant) {
+        match e {
+            Event::Up(peer) => {
+                tracing::info!(%peer, "peer up");
+                self.up_since.insert(peer, now);
+            }
+            Event::Down(peer, reason) => {
+                self.metrics.inc(
+                    m::PEER_DOWN,
+                    m::PEER_DOWN_HELP,
+                    &[("reason", reason.as_str())],
+                    1.0,
+                );
+                if reason == DownReason::Timeout
+                    && let Some(at) = self.last_heard.get(&peer)
+                {
+                    let secs = now.saturating_duration_since(*at).as_secs_f64();
+                    self.metrics
+                        .inc(m::DETECTION_SUM, m::DETECTION_SUM_HELP, &[], secs);
+                    self.metrics
+                        .inc(m::DETECTION_COUNT, m::DETECTION_COUNT_HELP, &[], 1.0);
+                    self.metrics
+                        .set(m::DETECTION_LAST, m::DETECTION_LAST_HELP, &[], secs);
+                    tracing::warn!(%peer, reason = reason.as_str(), detection_ms = secs * 1000.0, "peer down");
+                } else {
+                    tracing::warn!(%peer, reason = reason.as_str(), "peer down");
+                }
+            }
+            Event::ClaimsTruncated { kept, dropped } => {
+                tracing::warn!(
+                    kept,
+                    dropped,
+                    "more IPs than one heartbeat carries; peers may contest the rest"
+                );
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr, now: Instant) {
+        match Message::decode(bytes) {
+            Ok(msg) => {
+                let name = msg.from().to_string();
+                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                let events = self.membership.on_message(from, msg, now);
+                if self
+                    .published
+                    .as_ref()
+                    .is_some_and(|p| p.peers.iter().any(|(n, _)| *n == name))
+                {
+                    self.last_heard.insert(name, now);
+                }
+                for e in events {
+                    self.on_event(e, now);
+                }
+            }
+            Err(e) => self.metrics.inc(
+                m::MEMBERSHIP_BAD,
+                m::MEMBERSHIP_BAD_HELP,
+                &[("reason", e.as_str())],
+                1.0,
+            ),
+        }
+    }
+
+    fn view(&self, now: Instant) -> MemberView {
+        let alive = self.membership.alive();
+        let claims = alive
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    self.membership.claims(n).iter().copied().collect(),
+                )
+            })
+            .collect();
+        // Young for `dead_after` plus a heartbeat: a ghost (delayed datagrams of a dead
+        // instance) is declared dead again before its claims could count, while a healed
+        // partition resolves to one announcer within about a quarter of a second.
+        let young_for = self.cfg.membership.dead_after + self.cfg.membership.interval;
+        let young = self
+            .up_since
+            .iter()
+            .filter(|(n, at)| alive.contains(*n) && now.saturating_duration_since(**at) < young_for)
+            .map(|(n, _)| n.clone())
+            .collect();
+        MemberView {
+            alive,
+            claims,
+            young,
+        }
+    }
+
+    /// Recomputes ownership and carries out the changes: ports and answer sets, takeover
+    /// announcements, and the status writes this node is responsible for.
+    fn decide(&mut self, now: Instant) {
+        if self.quiet_until.is_some_and(|t| now >= t) {
+            self.quiet_until = None;
+        }
+        self.broken.retain(|_, until| *until > now);
+        let settled = self.membership.settled(now) && self.quiet_until.is_none();
+        if settled != self.settled {
+            self.settled = settled;
+            self.metrics.set(
+                m::SETTLED,
+                m::SETTLED_HELP,
+                &[],
+                if settled { 1.0 } else { 0.0 },
+            );
+            if settled {
+                tracing::info!(alive = ?self.membership.alive(), "membership settled; announcing");
+            }
+        }
+        let Some(published) = self.published.clone() else {
+            return;
+        };
+        let plan = &published.plan;
+        // Where this node could announce each IP it is eligible for.
+        let mut placement: BTreeMap<IpAddr, Vec<&Iface>> = BTreeMap::new();
+        let mut missing: BTreeSet<String> = BTreeSet::new();
+        for (ip, p) in &plan.ips {
+            if !p.eligible.contains(&self.cfg.node) {
+                continue;
+            }
+            let mut ifs = resolve_interfaces(
+                &p.interfaces,
+                &self.table,
+                &published.node_ips,
+                &self.cfg.allowed_interfaces,
+            );
+            ifs.retain(|i| !self.broken.contains_key(&i.name));
+            if ifs.is_empty() {
+                if p.interfaces.default {
+                    missing.insert("<default>".to_string());
+                }
+                missing.extend(p.interfaces.named.iter().cloned());
+            }
+            placement.insert(*ip, ifs);
+        }
+        for name in missing.difference(&self.missing_reported) {
+            tracing::warn!(interface = %name, "no usable interface (missing, down, or not in --interfaces); not announcing its IPs from this node");
+        }
+        self.missing_reported = missing;
+        let view = self.view(now);
+        let node = self.cfg.node.clone();
+        let owners = decide::owners(plan, &view, &node, |ip| {
+            settled && placement.get(&ip).is_some_and(|v| !v.is_empty())
+        });
+        let mine = decide::mine(&owners, &node);
+        let (acquired, released) = decide::diff(&self.owned, &mine);
+        let placed: BTreeMap<IpAddr, Vec<String>> = mine
+            .iter()
+            .map(|ip| {
+                let names = placement
+                    .get(ip)
+                    .map(|v| v.iter().map(|i| i.name.clone()).collect())
+                    .unwrap_or_default();
+                (*ip, names)
+            })
+            .collect();
+        if placed != self.placed || !acquired.is_empty() || !released.is_empty() {
+            let mut want: BTreeMap<String, (Iface, BTreeSet<IpAddr>)> = BTreeMap::new();
+            for (ip, ifs) in &placement {
+                if !mine.contains(ip) {
+                    continue;
+                }
+                for i in ifs {
+                    want.entry(i.name.clone())
+                        .or_insert_with(|| ((*i).clone(), BTreeSet::new()))
+                        .1
+                        .insert(*ip);
+                }
+            }
+            for (iface, e) in self.l2.apply(&want) {
+                let key = e.to_string();
+                if self.l2_failed_reported.insert(key) {
+                    tracing::error!(error = %e, "cannot announce on interface; stepping aside for its IPs (retry in 5 s)");
+                }
+                // Claiming IPs it cannot answer for would black-hole them: the next decision
+                // leaves this node out for them, and peers take over.
+                self.broken.insert(iface, now + BROKEN_RETRY);
+            }
+            // IPs moved to a new interface are announced there too.
+            for (ip, names) in &placed {
+                if self.placed.get(ip).is_some_and(|old| old != names) && !acquired.contains(ip) {
+                    self.pacer.takeover(*ip, now);
+                }
+            }
+            self.placed = placed;
+        }
+        for ip in &acquired {
+            tracing::info!(%ip, on = ?self.placed.get(ip), "announcing");
+            self.pacer.takeover(*ip, now);
+            self.metrics.inc(
+                m::OWNERSHIP_CHANGES,
+                m::OWNERSHIP_CHANGES_HELP,
+                &[("change", "acquired")],
+                1.0,
+            );
+        }
+        for ip in &released {
+            tracing::info!(%ip, owner = ?owners.get(ip).cloned().flatten(), "withdrawing");
+            self.pacer.cancel(*ip);
+            self.metrics.inc(
+                m::OWNERSHIP_CHANGES,
+                m::OWNERSHIP_CHANGES_HELP,
+                &[("change", "released")],
+                1.0,
+            );
+        }
+        self.owned = mine;
+        self.metrics.set(
+            m::IPS_ANNOUNCED,
+            m::IPS_ANNOUNCED_HELP,
+            &[],
+            self.owned.len() as f64,
+        );
+        self.metrics.set(
+            m::PEERS_ALIVE,
+            m::PEERS_ALIVE_HELP,
+            &[],
+            view.alive.len().saturating_sub(1) as f64,
+        );
+        self.send_due(now);
+        if settled {
+            let desired = decide::desired_conditions(plan, &owners, &view, &node, &self.placed);
+            for w in self.tracker.writes(&desired, plan, now) {
+                let _ = self.status.send(w);
+            }
+        }
+    }
+
+    fn send_due(&mut self, now: Instant) {
+        for d in self.pacer.due(now) {
+            if !self.owned.contains(&d.ip) {
+                continue;
+            }
+            for iface in self.placed.get(&d.ip).cloned().unwrap_or_default() {
+                if let Err(e) = self.l2.announce(&iface, d.ip, d.index) {
+                    tracing::warn!(ip = %d.ip, error = %e, "takeover announcement not sent");
+                }
+            }
+        }
+    }
+
+    /// After a stall longer than `dead_after` (frozen or starved), peers have declared this
+    /// speaker dead and taken its IPs: give them up before the next heartbeat says otherwise,
+    /// and stay quiet until peers' claims are heard again, so the resumed speaker does not
+    /// snatch back (a second fail-over) what was just failed over.
+    fn stall_check(&mut self, last_turn: Instant, now: Instant) {
+        let gap = now.saturating_duration_since(last_turn);
+        if gap <= self.cfg.membership.dead_after {
+            return;
+        }
+        tracing::warn!(
+            stalled_ms = gap.as_millis() as u64,
+            ips = self.owned.len(),
+            "this speaker was stalled longer than dead_after; giving up its IPs and rejoining"
+        );
+        for ip in std::mem::take(&mut self.owned) {
+            self.pacer.cancel(ip);
+            self.metrics.inc(
+                m::OWNERSHIP_CHANGES,
+                m::OWNERSHIP_CHANGES_HELP,
+                &[("change", "released")],
+                1.0,
+            );
+        }
+        self.placed.clear();
+        let _ = self.l2.apply(&BTreeMap::new());
+        self.quiet_until =
+            Some(now + self.cfg.membership.dead_after + self.cfg.membership.interval);
+    }
+
+    fn on_l2_event(&mut self, ev: L2Event, now: Instant) {
+        match ev {
+            L2Event::PortFailed { iface, error } => {
+                tracing::warn!(%iface, %error, "packet channel failed; reopening when the interface is usable");
+                self.l2.close(&iface);
+                // Force the next decision to re-apply ports.
+                self.placed.clear();
+            }
+            L2Event::Conflict { iface, from } => {
+                self.metrics.inc(m::CONFLICTS, m::CONFLICTS_HELP, &[], 1.0);
+                if self
+                    .last_conflict_log
+                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(5))
+                {
+                    self.last_conflict_log = Some(now);
+                    let mac: Vec<String> = from.iter().map(|b| format!("{b:02x}")).collect();
+                    tracing::warn!(%iface, from = %mac.join(":"), "another host announces an address this speaker announces");
+                }
+            }
+        }
+    }
+}
+
+async fn bind(port: u16) -> Result<UdpSocket, EngineError> {
+    // Dual-stack first, so peers of either family reach us; IPv4 only if IPv6 is disabled.
+    match UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port)).await {
+        Ok(s) => Ok(s),
+        Err(_) => UdpSocket::bind(("0.0.0.0", port))
+            .await
+            .map_err(|source| EngineError::Bind { port, source }),
+    }
+}
+
+/// Runs until shutdown, then hands over gracefully (see [`MAX_GRACE`]).
+pub async fn run(
+    cfg: EngineConfig,
+    mut ch: Channels,
+    metrics: Metrics,
+    health: Health,
+) -> Result<(), EngineError> {
+    let sock = bind(cfg.port).await?;
+    let start = Instant::now();
+    let (l2_tx, mut l2_rx) = mpsc::unbounded_channel();
+    // Answers are trusted for half the failure-detection time: peers cannot have taken over
+    // within that, so a speaker that was frozen longer stops answering before anyone notices.
+    let beat = EngineBeat::new(cfg.membership.dead_after / 2);
+    beat.beat();
+    let mut st = State {
+        membership: Membership::new(cfg.node.clone(), now_ms(), cfg.membership, start),
+        pacer: Pacer::new(
+            cfg.garp_rate,
+            cfg.garp_burst,
+            cfg.membership.interval,
+            start,
+        ),
+        l2: L2::new(metrics.clone(), l2_tx, beat.clone()),
+        cfg,
+        metrics,
+        health,
+        published: None,
+        table: ch.ifaces.borrow().clone(),
+        owned: BTreeSet::new(),
+        placed: BTreeMap::new(),
+        tracker: StatusTracker::default(),
+        status: ch.status.clone(),
+        last_heard: BTreeMap::new(),
+        up_since: BTreeMap::new(),
+        missing_reported: BTreeSet::new(),
+        l2_failed_reported: BTreeSet::new(),
+        last_conflict_log: None,
+        settled: false,
+        quiet_until: None,
+        broken: BTreeMap::new(),
+    };
+    st.metrics.set(m::SETTLED, m::SETTLED_HELP, &[], 0.0);
+    let mut buf = vec![0u8; 65_536];
+    let mut last_turn = Instant::now();
+    loop {
+        let now = Instant::now();
+        st.stall_check(last_turn, now);
+        beat.beat();
+        last_turn = now;
+        let mut wake = st.membership.next_timeout().min(now + TICK);
+        if let Some(p) = st.pacer.next_wakeup(now) {
+            wake = wake.min(p);
+        }
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    st.on_datagram(buf.get(..n).unwrap_or_default(), from, Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            Ok(()) = ch.plans.changed() => {
+                let p = ch.plans.borrow_and_update().clone();
+                if st.published.is_none() && p.is_some() {
+                    // The join grace counts from when peers are known, not from process start:
+                    // with a slow API server the first peer list can arrive after the grace,
+                    // and a speaker that never heard its peers' claims would snatch every IP.
+                    st.membership = Membership::new(
+                        st.cfg.node.clone(),
+                        st.membership.incarnation(),
+                        st.cfg.membership,
+                        Instant::now(),
+                    );
+                }
+                if let Some(p) = &p {
+                    let old = st.published.as_ref().map(|o| &o.peers);
+                    if old != Some(&p.peers) {
+                        for e in st.membership.set_peers(p.peers.clone()) {
+                            st.on_event(e, Instant::now());
+                        }
+                    }
+                    if !p.node_known && st.published.as_ref().is_none_or(|o| o.node_known) {
+                        tracing::warn!(node = %st.cfg.node, "no Node object with this name; this speaker is not eligible anywhere");
+                    }
+                    st.health.set_ready(true);
+                }
+                st.published = p;
+            }
+            Ok(()) = ch.ifaces.changed() => {
+                st.table = ch.ifaces.borrow_and_update().clone();
+                st.missing_reported.clear();
+                // Re-apply ports (an interface may have come back or changed index).
+                st.placed.clear();
+            }
+            Some(svc) = ch.status_failed.recv() => st.tracker.failed(&svc, Instant::now()),
+            Some(ev) = l2_rx.recv() => st.on_l2_event(ev, Instant::now()),
+            Ok(()) = ch.shutdown.changed() => {
+                if *ch.shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        st.stall_check(last_turn, now);
+        beat.beat();
+        last_turn = now;
+        let claims: Vec<IpAddr> = st.owned.iter().copied().collect();
+        let actions = st.membership.tick(now, &claims);
+        st.send_all(&sock, actions).await;
+        st.decide(now);
+    }
+    hand_over(&mut st, &sock, &mut buf, &mut l2_rx).await;
+    Ok(())
+}
+
+/// Graceful hand-over: tell peers we leave (they take over at once), keep answering ARP/NDP
+/// until their heartbeats claim every IP we announced (or no peer is alive to take them), for
+/// at least three heartbeat intervals and at most [`MAX_GRACE`].
+async fn hand_over(
+    st: &mut State,
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    l2_rx: &mut mpsc::UnboundedReceiver<L2Event>,
+) {
+    let started = Instant::now();
+    let leave = st.membership.leave();
+    // Sent twice: a single lost datagram would otherwise cost peers a full dead_after.
+    st.send_all(sock, leave.clone()).await;
+    st.send_all(sock, leave).await;
+    st.health.set_ready(false);
+    let mine = st.owned.clone();
+    tracing::info!(
+        ips = mine.len(),
+        "leaving: peers told, answering until they have taken over"
+    );
+    let min = st.cfg.membership.interval.saturating_mul(3).min(MAX_GRACE);
+    loop {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        if elapsed >= MAX_GRACE {
+            tracing::warn!("hand-over grace over before every IP was claimed elsewhere");
+            break;
+        }
+        let alive = st.membership.alive();
+        let taken = mine
+            .iter()
+            .all(|ip| alive.iter().any(|n| st.membership.claims(n).contains(ip)));
+        if elapsed >= min && (taken || alive.is_empty()) {
+            break;
+        }
+        tokio::select! {
+            r = sock.recv_from(buf) => {
+                if let Ok((n, from)) = r {
+                    st.on_datagram(buf.get(..n).unwrap_or_default(), from, Instant::now());
+                }
+            }
+            Some(ev) = l2_rx.recv() => st.on_l2_event(ev, Instant::now()),
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        // Liveness still advances (peers that die meanwhile stop counting); nothing is sent.
+        let _ = st.membership.tick(Instant::now(), &[]);
+    }
+    tracing::info!(
+        after_ms = started.elapsed().as_millis() as u64,
+        "handed over; exiting"
+    );
+    let _ = st.l2.apply(&BTreeMap::new());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Interfaces;
+
+    fn table() -> IfaceTable {
+        let mk = |name: &str, index: u32, up: bool, addr: &str| Iface {
+            index,
+            name: name.into(),
+            mac: Some([2, 0, 0, 0, 0, index as u8]),
+            up,
+            addrs: vec![(addr.parse().expect("literal"), 24)],
+        };
+        [
+            ("eth0".to_string(), mk("eth0", 2, true, "198.51.100.11")),
+            ("eth1".to_string(), mk("eth1", 3, true, "203.0.113.11")),
+            ("eth2".to_string(), mk("eth2", 4, false, "192.0.2.11")),
+        ]
+        .into()
+    }
+
+    #[test]
+    fn interfaces_resolve_default_named_and_allowed() {
+        let t = table();
+        let node_ips = ["198.51.100.11".parse().expect("literal")];
+        let want = |default: bool, named: &[&str]| Interfaces {
+            default,
+            named: named.iter().map(|s| s.to_string()).collect(),
+        };
+        let names = |v: Vec<&Iface>| v.into_iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(resolve_interfaces(&want(true, &[]), &t, &node_ips, &[])),
+            ["eth0"]
+        );
+        assert_eq!(
+            names(resolve_interfaces(
+                &want(true, &["eth1", "eth0"]),
+                &t,
+                &node_ips,
+                &[]
+            )),
+            ["eth0", "eth1"]
+        );
+        // Down or missing interfaces are not used.
+        assert!(resolve_interfaces(&want(false, &["eth2", "nope"]), &t, &node_ips, &[]).is_empty());
+        // --interfaces restricts.
+        assert_eq!(
+            names(resolve_interfaces(
+                &want(true, &["eth1"]),
+                &t,
+                &node_ips,
+                &["eth1".into()]
+            )),
+            ["eth1"]
+        );
+    }
+}

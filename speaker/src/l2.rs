@@ -1,0 +1,579 @@
+//! Frames on the wire: one pnet datalink channel per interface the speaker announces on, a
+//! blocking receive thread per channel that answers ARP and NDP with `speaker-core`'s
+//! responders, gratuitous ARP / unsolicited NA on takeover, and solicited-node multicast
+//! membership for every announced IPv6 address.
+//!
+//! Owns the sockets and threads; decides nothing about ownership (the engine passes the set of
+//! IPs to answer for). Why the receive thread answers itself instead of handing each request to
+//! tokio: a reply is a pure function of the frame and the current answer set, and answering on
+//! the thread that received it keeps ARP latency at kernel level even when both cores are busy.
+//! What the async side needs to know (a dead channel, an address conflict) is bridged to tokio
+//! through an mpsc channel. Every loop is bounded: the thread wakes at least every
+//! [`READ_TIMEOUT`] to check its stop flag.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ferrolb_crds::runtime::Metrics;
+use ferrolb_speaker_core::wire::{self, IgnoreReason, Mac, Outcome, arp, ndp};
+use pnet_datalink::{Channel, DataLinkSender, MacAddr, NetworkInterface};
+use tokio::sync::mpsc;
+
+use crate::metrics as m;
+use crate::netif::Iface;
+
+/// How long a receive may block before the thread checks whether it should stop.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Why a port could not be opened or a frame not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum L2Error {
+    /// The interface has no Ethernet address.
+    #[error("interface {0} has no MAC address")]
+    NoMac(String),
+    /// The packet socket could not be opened (needs CAP_NET_RAW).
+    #[error("cannot open a packet socket on {iface} (CAP_NET_RAW needed): {source}")]
+    Open {
+        /// The interface.
+        iface: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// pnet returned a channel type other than Ethernet.
+    #[error("interface {0}: not an Ethernet channel")]
+    NotEthernet(String),
+    /// A frame could not be sent.
+    #[error("send on {iface}: {source}")]
+    Send {
+        /// The interface.
+        iface: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The receive thread could not be started.
+    #[error("cannot start the receive thread for {iface}: {source}")]
+    Thread {
+        /// The interface.
+        iface: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What a receive thread tells the async side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum L2Event {
+    /// The channel failed (interface gone); the port must be reopened.
+    PortFailed {
+        /// The interface.
+        iface: String,
+        /// The error text.
+        error: String,
+    },
+    /// Another host claims an address we announce.
+    Conflict {
+        /// The interface.
+        iface: String,
+        /// The frame's Ethernet source.
+        from: Mac,
+    },
+}
+
+/// The engine's proof of life, checked by the receive threads before every answer.
+///
+/// Why: if the engine stalls (the process was frozen with SIGSTOP, or starved), peers declare
+/// this speaker dead and take its IPs over; when it resumes, its receive threads would answer
+/// requests queued in the socket with a stale answer set before the engine has caught up,
+/// poisoning clients' caches. So threads answer only while the engine has run within
+/// `max_silence`.
+#[derive(Debug, Clone)]
+pub struct EngineBeat {
+    base: std::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+    max_silence: Duration,
+}
+
+impl EngineBeat {
+    /// A beat that counts as stale after `max_silence` without [`Self::beat`].
+    pub fn new(max_silence: Duration) -> EngineBeat {
+        EngineBeat {
+            base: std::time::Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            max_silence,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The engine is alive now.
+    pub fn beat(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Whether the engine ran recently enough for its answer sets to be trusted.
+    pub fn fresh(&self) -> bool {
+        let silence = self
+            .now_ms()
+            .saturating_sub(self.last_ms.load(Ordering::Acquire));
+        u128::from(silence) <= self.max_silence.as_millis()
+    }
+}
+
+/// The addresses a port answers for.
+#[derive(Debug, Default)]
+struct Answering {
+    v4: HashSet<Ipv4Addr>,
+    v6: HashSet<Ipv6Addr>,
+}
+
+type Sender = Arc<Mutex<Box<dyn DataLinkSender>>>;
+
+struct Port {
+    index: u32,
+    mac: Mac,
+    sender: Sender,
+    answering: Arc<RwLock<Answering>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Joins solicited-node groups (sends the MLD reports snooping switches need).
+    mcast: Option<UdpSocket>,
+    groups: BTreeMap<Ipv6Addr, usize>,
+    ips: BTreeSet<IpAddr>,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("index", &self.index)
+            .field("ips", &self.ips)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // A frame already being handled must not be answered from the old set.
+        *self.answering.write().unwrap_or_else(|p| p.into_inner()) = Answering::default();
+        // The thread exits within READ_TIMEOUT; joining here would block the async caller, so
+        // it is detached and only its stop flag is set.
+        drop(self.thread.take());
+    }
+}
+
+/// All open ports.
+pub struct L2 {
+    ports: BTreeMap<String, Port>,
+    metrics: Metrics,
+    events: mpsc::UnboundedSender<L2Event>,
+    beat: EngineBeat,
+}
+
+impl std::fmt::Debug for L2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L2")
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where in a frame the L3 header starts and which EtherType it has, skipping one 802.1Q tag.
+fn l3(frame: &[u8]) -> Option<(u16, usize)> {
+    let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    if et == 0x8100 {
+        Some((u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]), 18))
+    } else {
+        Some((et, 14))
+    }
+}
+
+/// Only ARP and ICMPv6 NS/NA concern us; everything else on the wire is skipped before parsing
+/// so ordinary traffic is neither parsed nor counted as a drop.
+fn interesting(frame: &[u8]) -> Option<bool> {
+    let (et, at) = l3(frame)?;
+    match et {
+        0x0806 => Some(true),
+        0x86dd => {
+            let next = *frame.get(at + 6)?;
+            let icmp_type = *frame.get(at + 40)?;
+            Some(next == 58 && (icmp_type == 135 || icmp_type == 136))
+        }
+        _ => Some(false),
+    }
+}
+
+struct Receiver {
+    iface: String,
+    mac: Mac,
+    sender: Sender,
+    answering: Arc<RwLock<Answering>>,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+    events: mpsc::UnboundedSender<L2Event>,
+    beat: EngineBeat,
+}
+
+impl Receiver {
+    fn run(self, mut rx: Box<dyn pnet_datalink::DataLinkReceiver>) {
+        while !self.stop.load(Ordering::Acquire) {
+            match rx.next() {
+                Ok(frame) => self.handle(frame),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    if !self.stop.load(Ordering::Acquire) {
+                        let _ = self.events.send(L2Event::PortFailed {
+                            iface: self.iface.clone(),
+                            error: e.to_string(),
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle(&self, frame: &[u8]) {
+        if interesting(frame) != Some(true) {
+            return;
+        }
+        if !self.beat.fresh() {
+            self.metrics.inc(
+                m::FRAMES_IGNORED,
+                m::FRAMES_IGNORED_HELP,
+                &[("reason", "engine_stalled")],
+                1.0,
+            );
+            return;
+        }
+        let is_arp = l3(frame).is_some_and(|(et, _)| et == 0x0806);
+        let outcome = {
+            let ans = self.answering.read().unwrap_or_else(|p| p.into_inner());
+            if is_arp {
+                arp::respond(frame, self.mac, |ip| ans.v4.contains(&ip))
+            } else {
+                // The NA's source is the announced address itself, as Linux answers for its own
+                // addresses: tools like ndisc6 ignore answers from a source of another scope
+                // (a link-local one) than the global address they asked about.
+                let target = match wire::parse(frame) {
+                    Ok(wire::Packet {
+                        frame: wire::Frame::NeighborSolicit(ns),
+                        ..
+                    }) => ns.target,
+                    _ => Ipv6Addr::UNSPECIFIED,
+                };
+                ndp::respond(frame, self.mac, target, |ip| ans.v6.contains(&ip))
+            }
+        };
+        let family = if is_arp { "arp" } else { "ndp" };
+        match outcome {
+            Outcome::Reply(bytes) => {
+                let sent = self
+                    .sender
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .send_to(&bytes, None);
+                match sent {
+                    Some(Ok(())) => self.metrics.inc(
+                        m::REQUESTS_ANSWERED,
+                        m::REQUESTS_ANSWERED_HELP,
+                        &[("family", family)],
+                        1.0,
+                    ),
+                    other => {
+                        self.metrics.inc(
+                            m::SEND_ERRORS,
+                            m::SEND_ERRORS_HELP,
+                            &[("kind", "reply")],
+                            1.0,
+                        );
+                        tracing::debug!(iface = %self.iface, result = ?other.map(|r| r.err()), "reply not sent");
+                    }
+                }
+            }
+            Outcome::Ignore(reason) => {
+                self.metrics.inc(
+                    m::FRAMES_IGNORED,
+                    m::FRAMES_IGNORED_HELP,
+                    &[("reason", reason.as_str())],
+                    1.0,
+                );
+                if reason == IgnoreReason::AddressConflict {
+                    let from = wire::parse(frame)
+                        .map(|p| p.ethernet.src)
+                        .unwrap_or_default();
+                    let _ = self.events.send(L2Event::Conflict {
+                        iface: self.iface.clone(),
+                        from,
+                    });
+                }
+            }
+            Outcome::Drop(reason) => self.metrics.inc(
+                m::FRAMES_DROPPED,
+                m::FRAMES_DROPPED_HELP,
+                &[("reason", reason.as_str())],
+                1.0,
+            ),
+        }
+    }
+}
+
+fn solicited_node_socket() -> Option<UdpSocket> {
+    match UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open an IPv6 socket to join solicited-node groups; IPv6 NDP relies on promiscuous-free delivery");
+            None
+        }
+    }
+}
+
+impl L2 {
+    /// No ports yet; receive threads report on `events`.
+    pub fn new(metrics: Metrics, events: mpsc::UnboundedSender<L2Event>, beat: EngineBeat) -> L2 {
+        L2 {
+            beat,
+            ports: BTreeMap::new(),
+            metrics,
+            events,
+        }
+    }
+
+    fn open(&self, iface: &Iface) -> Result<Port, L2Error> {
+        let mac = iface
+            .mac
+            .ok_or_else(|| L2Error::NoMac(iface.name.clone()))?;
+        let ni = NetworkInterface {
+            name: iface.name.clone(),
+            description: String::new(),
+            index: iface.index,
+            mac: Some(MacAddr(mac[0], mac[1], mac[2], mac[3], mac[4], mac[5])),
+            ips: Vec::new(),
+            flags: 0,
+        };
+        let config = pnet_datalink::Config {
+            read_timeout: Some(READ_TIMEOUT),
+            write_timeout: Some(Duration::from_millis(100)),
+            // Our frames are addressed to our MAC, broadcast, or a solicited-node group we
+            // join; promiscuous mode would only add work.
+            promiscuous: false,
+            ..Default::default()
+        };
+        let (tx, rx) = match pnet_datalink::channel(&ni, config) {
+            Ok(Channel::Ethernet(tx, rx)) => (tx, rx),
+            Ok(_) => return Err(L2Error::NotEthernet(iface.name.clone())),
+            Err(source) => {
+                return Err(L2Error::Open {
+                    iface: iface.name.clone(),
+                    source,
+                });
+            }
+        };
+        let sender: Sender = Arc::new(Mutex::new(tx));
+        let answering = Arc::new(RwLock::new(Answering::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let receiver = Receiver {
+            iface: iface.name.clone(),
+            mac,
+            sender: sender.clone(),
+            answering: answering.clone(),
+            stop: stop.clone(),
+            metrics: self.metrics.clone(),
+            events: self.events.clone(),
+            beat: self.beat.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("l2-{}", iface.name))
+            .spawn(move || receiver.run(rx))
+            .map_err(|source| L2Error::Thread {
+                iface: iface.name.clone(),
+                source,
+            })?;
+        tracing::info!(iface = %iface.name, index = iface.index, "listening for ARP and NDP");
+        Ok(Port {
+            index: iface.index,
+            mac,
+            sender,
+            answering,
+            stop,
+            thread: Some(thread),
+            mcast: solicited_node_socket(),
+            groups: BTreeMap::new(),
+            ips: BTreeSet::new(),
+        })
+    }
+
+    /// Makes the open ports and their answer sets match `want` (interface → IPs): opens missing
+    /// ports, closes unneeded ones (and ones whose interface changed index or MAC), and updates
+    /// answer sets and multicast groups. Returns the interfaces that could not be opened.
+    pub fn apply(
+        &mut self,
+        want: &BTreeMap<String, (Iface, BTreeSet<IpAddr>)>,
+    ) -> Vec<(String, L2Error)> {
+        let mut errors = Vec::new();
+        self.ports.retain(|name, port| {
+            want.get(name)
+                .is_some_and(|(i, _)| i.index == port.index && i.mac == Some(port.mac))
+        });
+        for (name, (iface, ips)) in want {
+            if !self.ports.contains_key(name) {
+                match self.open(iface) {
+                    Ok(p) => {
+                        self.ports.insert(name.clone(), p);
+                    }
+                    Err(e) => {
+                        errors.push((name.clone(), e));
+                        continue;
+                    }
+                }
+            }
+            let Some(port) = self.ports.get_mut(name) else {
+                continue;
+            };
+            if &port.ips != ips {
+                set_answering(port, ips);
+            }
+        }
+        errors
+    }
+
+    /// Closes the port of `iface` (its thread failed); the next [`Self::apply`] reopens it.
+    pub fn close(&mut self, iface: &str) {
+        self.ports.remove(iface);
+    }
+
+    /// Sends the `index`-th takeover announcement for `ip` on `iface`: ARP alternates the
+    /// reply form (target MAC = sender MAC, which Linux needs to update an existing entry) and
+    /// the request form; IPv6 sends an unsolicited NA to all-nodes with Override set.
+    pub fn announce(&self, iface: &str, ip: IpAddr, index: u32) -> Result<(), L2Error> {
+        let Some(port) = self.ports.get(iface) else {
+            return Ok(());
+        };
+        let (bytes, family) = match ip {
+            IpAddr::V4(v4) => {
+                let p = if index.is_multiple_of(2) {
+                    arp::gratuitous_reply(port.mac, v4, None)
+                } else {
+                    arp::gratuitous_request(port.mac, v4, None)
+                };
+                (p.emit(), "arp")
+            }
+            IpAddr::V6(v6) => (
+                ndp::unsolicited_advert(port.mac, v6, v6, None).emit(),
+                "ndp",
+            ),
+        };
+        let sent = port
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send_to(&bytes, None);
+        match sent {
+            Some(Ok(())) => {
+                self.metrics.inc(
+                    m::GRATUITOUS_SENT,
+                    m::GRATUITOUS_SENT_HELP,
+                    &[("family", family)],
+                    1.0,
+                );
+                Ok(())
+            }
+            Some(Err(source)) => {
+                self.metrics.inc(
+                    m::SEND_ERRORS,
+                    m::SEND_ERRORS_HELP,
+                    &[("kind", "gratuitous")],
+                    1.0,
+                );
+                Err(L2Error::Send {
+                    iface: iface.to_string(),
+                    source,
+                })
+            }
+            None => Err(L2Error::Send {
+                iface: iface.to_string(),
+                source: std::io::Error::other("frame larger than the write buffer"),
+            }),
+        }
+    }
+
+    /// Interfaces with an open port.
+    pub fn open_ports(&self) -> impl Iterator<Item = &str> {
+        self.ports.keys().map(String::as_str)
+    }
+}
+
+fn set_answering(port: &mut Port, ips: &BTreeSet<IpAddr>) {
+    let mut ans = Answering::default();
+    for ip in ips {
+        match ip {
+            IpAddr::V4(a) => {
+                ans.v4.insert(*a);
+            }
+            IpAddr::V6(a) => {
+                ans.v6.insert(*a);
+            }
+        }
+    }
+    // Join new solicited-node groups before answering, leave old ones after.
+    let want: BTreeMap<Ipv6Addr, usize> = ans.v6.iter().fold(BTreeMap::new(), |mut acc, a| {
+        *acc.entry(ndp::solicited_node(*a)).or_default() += 1;
+        acc
+    });
+    if let Some(sock) = &port.mcast {
+        for g in want.keys().filter(|g| !port.groups.contains_key(*g)) {
+            if let Err(e) = sock.join_multicast_v6(g, port.index) {
+                tracing::warn!(group = %g, error = %e, "cannot join solicited-node group");
+            }
+        }
+    }
+    *port.answering.write().unwrap_or_else(|p| p.into_inner()) = ans;
+    if let Some(sock) = &port.mcast {
+        for g in port.groups.keys().filter(|g| !want.contains_key(*g)) {
+            let _ = sock.leave_multicast_v6(g, port.index);
+        }
+    }
+    port.groups = want;
+    port.ips = ips.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_arp_and_ndp_are_interesting() {
+        let mut f = vec![0u8; 80];
+        f[12] = 0x08;
+        f[13] = 0x06;
+        assert_eq!(interesting(&f), Some(true));
+        f[13] = 0x00; // IPv4
+        assert_eq!(interesting(&f), Some(false));
+        f[12] = 0x86;
+        f[13] = 0xdd;
+        f[14 + 6] = 58;
+        f[14 + 40] = 135;
+        assert_eq!(interesting(&f), Some(true));
+        f[14 + 40] = 128; // echo request
+        assert_eq!(interesting(&f), Some(false));
+        // VLAN-tagged ARP.
+        let mut v = vec![0u8; 64];
+        v[12] = 0x81;
+        v[16] = 0x08;
+        v[17] = 0x06;
+        assert_eq!(interesting(&v), Some(true));
+        assert_eq!(interesting(&[0u8; 5]), None);
+        assert_eq!(interesting(&f[..30]), None);
+    }
+}

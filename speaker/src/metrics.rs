@@ -1,0 +1,76 @@
+//! Names and help texts of the speaker's Prometheus metrics, in one place so the receive
+//! threads, the engine and the tests agree. Values live in `ferrolb_crds::runtime::Metrics`.
+//!
+//! Constants only; no logic.
+
+/// Gauge: IPs this speaker announces.
+pub const IPS_ANNOUNCED: &str = "ferrolb_speaker_ips_announced";
+/// Help of [`IPS_ANNOUNCED`].
+pub const IPS_ANNOUNCED_HELP: &str = "LoadBalancer IPs this speaker announces now";
+/// Counter: ARP/NDP requests answered, by family.
+pub const REQUESTS_ANSWERED: &str = "ferrolb_speaker_requests_answered_total";
+/// Help of [`REQUESTS_ANSWERED`].
+pub const REQUESTS_ANSWERED_HELP: &str = "ARP requests and Neighbor Solicitations answered";
+/// Counter: gratuitous ARP / unsolicited NA frames sent, by family.
+pub const GRATUITOUS_SENT: &str = "ferrolb_speaker_gratuitous_frames_sent_total";
+/// Help of [`GRATUITOUS_SENT`].
+pub const GRATUITOUS_SENT_HELP: &str = "Gratuitous ARP and unsolicited NA frames sent on takeover";
+/// Counter: malformed frames dropped, by reason.
+pub const FRAMES_DROPPED: &str = "ferrolb_speaker_frames_dropped_total";
+/// Help of [`FRAMES_DROPPED`].
+pub const FRAMES_DROPPED_HELP: &str = "Malformed ARP/NDP frames dropped, by reason";
+/// Counter: well-formed frames needing no answer, by reason.
+pub const FRAMES_IGNORED: &str = "ferrolb_speaker_frames_ignored_total";
+/// Help of [`FRAMES_IGNORED`].
+pub const FRAMES_IGNORED_HELP: &str = "Well-formed ARP/NDP frames needing no answer, by reason";
+/// Counter: frames that could not be sent, by kind.
+pub const SEND_ERRORS: &str = "ferrolb_speaker_send_errors_total";
+/// Help of [`SEND_ERRORS`].
+pub const SEND_ERRORS_HELP: &str = "Frames that could not be sent, by kind";
+/// Counter: ownership changes of this speaker, by direction.
+pub const OWNERSHIP_CHANGES: &str = "ferrolb_speaker_ownership_changes_total";
+/// Help of [`OWNERSHIP_CHANGES`].
+pub const OWNERSHIP_CHANGES_HELP: &str =
+    "IPs this speaker started (acquired) or stopped (released) announcing";
+/// Counter: peers going down, by reason.
+pub const PEER_DOWN: &str = "ferrolb_speaker_peer_down_total";
+/// Help of [`PEER_DOWN`].
+pub const PEER_DOWN_HELP: &str = "Membership down events, by reason";
+/// Sum of detection times (last heartbeat heard to declared dead) of timed-out peers.
+pub const DETECTION_SUM: &str = "ferrolb_speaker_detection_seconds_sum";
+/// Help of [`DETECTION_SUM`].
+pub const DETECTION_SUM_HELP: &str =
+    "Sum of failure detection times (last heartbeat heard to peer declared dead)";
+/// Count of [`DETECTION_SUM`] observations.
+pub const DETECTION_COUNT: &str = "ferrolb_speaker_detection_seconds_count";
+/// Help of [`DETECTION_COUNT`].
+pub const DETECTION_COUNT_HELP: &str = "Failure detections measured";
+/// Gauge: the last detection time.
+pub const DETECTION_LAST: &str = "ferrolb_speaker_detection_seconds_last";
+/// Help of [`DETECTION_LAST`].
+pub const DETECTION_LAST_HELP: &str = "The most recent failure detection time";
+/// Gauge: alive peers (this speaker excluded).
+pub const PEERS_ALIVE: &str = "ferrolb_speaker_peers_alive";
+/// Help of [`PEERS_ALIVE`].
+pub const PEERS_ALIVE_HELP: &str = "Speakers this one considers alive, itself excluded";
+/// Counter: heartbeats that did not decode, by reason.
+pub const MEMBERSHIP_BAD: &str = "ferrolb_speaker_membership_decode_errors_total";
+/// Help of [`MEMBERSHIP_BAD`].
+pub const MEMBERSHIP_BAD_HELP: &str = "Membership datagrams that did not decode, by reason";
+/// Counter: API requests made, by kind (status, event, list).
+pub const API_REQUESTS: &str = "ferrolb_speaker_api_requests_total";
+/// Help of [`API_REQUESTS`].
+pub const API_REQUESTS_HELP: &str =
+    "Kubernetes API requests made, by kind (status and event writes, watch (re)lists)";
+/// Counter: failed API writes, by kind.
+pub const API_ERRORS: &str = "ferrolb_speaker_api_errors_total";
+/// Help of [`API_ERRORS`].
+pub const API_ERRORS_HELP: &str = "Kubernetes API writes that failed, by kind";
+/// Counter: address conflicts seen.
+pub const CONFLICTS: &str = "ferrolb_speaker_address_conflicts_total";
+/// Help of [`CONFLICTS`].
+pub const CONFLICTS_HELP: &str = "ARP/NDP frames from another host claiming an address we announce";
+/// Gauge: 1 once the speaker may announce (membership settled).
+pub const SETTLED: &str = "ferrolb_speaker_settled";
+/// Help of [`SETTLED`].
+pub const SETTLED_HELP: &str = "1 once membership has settled and the speaker may announce";

@@ -1,0 +1,735 @@
+//! Which nodes may announce each LoadBalancer IP, and on which of this node's interfaces.
+//!
+//! Pure: a [`Snapshot`] of projected objects in, a [`Plan`] out. It must not do I/O, read clocks
+//! or decide liveness (membership does) or the announcer (election does); it only narrows the
+//! candidates every speaker then ranks identically.
+//!
+//! # Rules
+//!
+//! For every IP in a Service's `status.loadBalancer.ingress` (Services that are ours only):
+//!
+//! 1. **Pool**: the one the controller's `ferrolb.io/ip-allocated-from-pool` annotation names
+//!    for the IP (with two pools, the one containing it; with one, that one). Without the
+//!    annotation, the known pool containing the IP. None: not announced ([`NotAnnounced::NoPool`]).
+//! 2. **L2Advertisements covering it**: `ipAddressPools` names the pool, or an
+//!    `ipAddressPoolSelectors` entry matches the pool's labels, or both are empty (all pools);
+//!    and `serviceSelectors` match the Service (empty: all). None: not announced.
+//! 3. **Nodes**: selected by a covering advertisement's `nodeSelectors` (empty: all nodes),
+//!    minus nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers` and nodes
+//!    whose `NetworkUnavailable` condition is `True`.
+//! 4. **Endpoints**: `externalTrafficPolicy: Local` keeps only nodes running a ready or serving
+//!    endpoint of the Service (EndpointSlice `nodeName`); `Cluster` keeps all, but only while
+//!    the Service has at least one serving endpoint anywhere.
+//!
+//! # Services sharing an IP
+//!
+//! The IP's eligible nodes are the **intersection** of the sharing Services' eligible sets, so
+//! that the announcer serves every one of them locally (this matters for `Local` policy). Services
+//! that are not announceable on their own (no endpoints, no advertisement) are left out of the
+//! intersection rather than emptying it, and if the announceable Services' sets are disjoint,
+//! the **union** is used: partial reachability beats none, and the conflict is reported.
+//!
+//! # Interfaces
+//!
+//! For this node, the interfaces are the union of the `interfaces` of the covering
+//! advertisements that select it; an advertisement without `interfaces` means the default
+//! interface (the one holding the node's InternalIP), resolved by the shell.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_crds::selector::{SelectorError, any_matches};
+
+use crate::objects::{
+    EXCLUDE_LABEL, L2AdvInfo, NodeInfo, ObservedCondition, PoolInfo, ServiceInfo, SliceInfo, SvcKey,
+};
+
+/// Everything the plan is computed from; the shell keeps it current from watches.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Services by `namespace/name`.
+    pub services: BTreeMap<SvcKey, ServiceInfo>,
+    /// EndpointSlices by `namespace/name` of the slice.
+    pub slices: BTreeMap<String, SliceInfo>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// IPAddressPools by name.
+    pub pools: BTreeMap<String, PoolInfo>,
+    /// L2Advertisements by name.
+    pub l2advs: BTreeMap<String, L2AdvInfo>,
+}
+
+/// The knobs of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// `--lb-class`.
+    pub lb_class: String,
+    /// `--ignore-classless`.
+    pub ignore_classless: bool,
+    /// This node's name (whose interfaces the plan resolves).
+    pub self_node: String,
+}
+
+/// Why an IP of a Service is not announced. `as_str()` is the condition reason and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NotAnnounced {
+    /// No known pool holds the IP.
+    NoPool,
+    /// No L2Advertisement covers the IP's pool and the Service.
+    NoL2Advertisement,
+    /// `Cluster` policy and no serving endpoint anywhere, or `Local` and none on any node.
+    NoEndpoints,
+    /// Advertisements cover it, but every node they select is excluded or lacks an endpoint.
+    NoEligibleNode,
+}
+
+impl NotAnnounced {
+    /// CamelCase, as condition reasons must be.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NoPool => "NoPool",
+            Self::NoL2Advertisement => "NoL2Advertisement",
+            Self::NoEndpoints => "NoEndpoints",
+            Self::NoEligibleNode => "NoEligibleNode",
+        }
+    }
+
+    /// A sentence for the condition message.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::NoPool => "no IPAddressPool holds the IP",
+            Self::NoL2Advertisement => "no L2Advertisement covers its pool and the Service",
+            Self::NoEndpoints => "the Service has no serving endpoint",
+            Self::NoEligibleNode => {
+                "no node is eligible (node selectors, exclusion label, NetworkUnavailable, local endpoints)"
+            }
+        }
+    }
+}
+
+/// Interfaces this node announces an IP on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Interfaces {
+    /// The default interface (holding the node's InternalIP) is wanted.
+    pub default: bool,
+    /// Named interfaces from advertisements.
+    pub named: BTreeSet<String>,
+}
+
+impl Interfaces {
+    fn merge(&mut self, other: &Interfaces) {
+        self.default |= other.default;
+        self.named.extend(other.named.iter().cloned());
+    }
+
+    /// No interface at all (this node is selected by no covering advertisement).
+    pub fn is_empty(&self) -> bool {
+        !self.default && self.named.is_empty()
+    }
+}
+
+/// How one IP is announced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpPlan {
+    /// The Services using the IP, sorted.
+    pub services: Vec<SvcKey>,
+    /// Nodes that may announce it (before liveness).
+    pub eligible: BTreeSet<String>,
+    /// This node's interfaces for it (empty when this node is not eligible).
+    pub interfaces: Interfaces,
+    /// The sharing Services' eligible sets were disjoint and the union is used.
+    pub disjoint_sharing: bool,
+}
+
+/// One Service's part of the plan (every Service of ours with ingress IPs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServicePlan {
+    /// Its IPs.
+    pub ips: Vec<IpAddr>,
+    /// IPs not announced and why.
+    pub not_announced: BTreeMap<IpAddr, NotAnnounced>,
+    /// For events.
+    pub uid: Option<String>,
+    /// For `observedGeneration`.
+    pub generation: Option<i64>,
+    /// The condition currently published.
+    pub observed: Option<ObservedCondition>,
+}
+
+/// Something wrong in the configuration, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A selector of an L2Advertisement cannot be evaluated; it matches nothing.
+    BadSelector {
+        /// The advertisement.
+        l2adv: String,
+        /// What is wrong.
+        error: SelectorError,
+    },
+}
+
+/// The result: per-IP candidates and per-Service status inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Announceable IPs.
+    pub ips: BTreeMap<IpAddr, IpPlan>,
+    /// Every Service of ours with ingress IPs.
+    pub services: BTreeMap<SvcKey, ServicePlan>,
+    /// Configuration problems found (deduplicated).
+    pub problems: Vec<Problem>,
+}
+
+/// Selector evaluation that records errors instead of failing: a broken selector matches nothing.
+struct Matcher<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Matcher<'_> {
+    fn any(
+        &mut self,
+        adv: &L2AdvInfo,
+        sel: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        match any_matches(sel, labels) {
+            Ok(m) => m,
+            Err(error) => {
+                let p = Problem::BadSelector {
+                    l2adv: adv.name.clone(),
+                    error,
+                };
+                if !self.problems.contains(&p) {
+                    self.problems.push(p);
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The pool an IP of `svc` comes from.
+fn pool_of<'a>(
+    snap: &'a Snapshot,
+    svc: &'a ServiceInfo,
+    ip: IpAddr,
+) -> Option<(&'a str, Option<&'a PoolInfo>)> {
+    match svc.pools.as_slice() {
+        [] => snap
+            .pools
+            .values()
+            .find(|p| p.contains(ip))
+            .map(|p| (p.name.as_str(), Some(p))),
+        [only] => Some((only.as_str(), snap.pools.get(only))),
+        many => many
+            .iter()
+            .filter_map(|n| snap.pools.get(n))
+            .find(|p| p.contains(ip))
+            .map(|p| (p.name.as_str(), Some(p))),
+    }
+}
+
+fn adv_covers_pool(
+    m: &mut Matcher<'_>,
+    adv: &L2AdvInfo,
+    pool: &str,
+    info: Option<&PoolInfo>,
+) -> bool {
+    if adv.pools.is_empty() && adv.pool_selectors.is_empty() {
+        return true;
+    }
+    if adv.pools.iter().any(|p| p == pool) {
+        return true;
+    }
+    let empty = BTreeMap::new();
+    let labels = info.map(|p| &p.labels).unwrap_or(&empty);
+    !adv.pool_selectors.is_empty() && m.any(adv, &adv.pool_selectors, labels)
+}
+
+fn node_usable(n: &NodeInfo) -> bool {
+    !n.labels.contains_key(EXCLUDE_LABEL) && !n.network_unavailable
+}
+
+/// Computes the plan. Deterministic: the same snapshot gives the same plan on every node (except
+/// `interfaces`, which are this node's).
+pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
+    let mut problems = Vec::new();
+    let mut m = Matcher {
+        problems: &mut problems,
+    };
+    // Serving endpoints per Service: the nodes they run on, and whether any exists.
+    let mut endpoint_nodes: BTreeMap<&str, (bool, BTreeSet<&str>)> = BTreeMap::new();
+    for slice in snap.slices.values() {
+        let e = endpoint_nodes.entry(slice.service.as_str()).or_default();
+        for ep in slice.endpoints.iter().filter(|e| e.serving) {
+            e.0 = true;
+            if let Some(n) = ep.node.as_deref() {
+                e.1.insert(n);
+            }
+        }
+    }
+    let mut services = BTreeMap::new();
+    // Per IP: each announceable Service's (eligible set, this node's interfaces).
+    let mut per_ip: BTreeMap<IpAddr, Vec<(SvcKey, BTreeSet<String>, Interfaces)>> = BTreeMap::new();
+    for (key, svc) in &snap.services {
+        if !svc.is_ours(&cfg.lb_class, cfg.ignore_classless) || svc.ips.is_empty() {
+            continue;
+        }
+        let mut sp = ServicePlan {
+            ips: svc.ips.clone(),
+            uid: svc.uid.clone(),
+            generation: svc.generation,
+            observed: svc.announced.clone(),
+            ..Default::default()
+        };
+        let (has_endpoint, ep_nodes) = endpoint_nodes
+            .get(key.as_str())
+            .cloned()
+            .unwrap_or_default();
+        for &ip in &svc.ips {
+            let Some((pool, pool_info)) = pool_of(snap, svc, ip) else {
+                sp.not_announced.insert(ip, NotAnnounced::NoPool);
+                continue;
+            };
+            let covering: Vec<&L2AdvInfo> = snap
+                .l2advs
+                .values()
+                .filter(|a| {
+                    adv_covers_pool(&mut m, a, pool, pool_info)
+                        && m.any(a, &a.service_selectors, &svc.labels)
+                })
+                .collect();
+            if covering.is_empty() {
+                sp.not_announced.insert(ip, NotAnnounced::NoL2Advertisement);
+                continue;
+            }
+            if !has_endpoint {
+                sp.not_announced.insert(ip, NotAnnounced::NoEndpoints);
+                continue;
+            }
+            let mut eligible = BTreeSet::new();
+            let mut ifaces = Interfaces::default();
+            for node in snap.nodes.values().filter(|n| node_usable(n)) {
+                if svc.etp_local && !ep_nodes.contains(node.name.as_str()) {
+                    continue;
+                }
+                let mut selected = false;
+                for adv in &covering {
+                    if m.any(adv, &adv.node_selectors, &node.labels) {
+                        selected = true;
+                        if node.name == cfg.self_node {
+                            ifaces.merge(&Interfaces {
+                                default: adv.interfaces.is_empty(),
+                                named: adv.interfaces.iter().cloned().collect(),
+                            });
+                        }
+                    }
+                }
+                if selected {
+                    eligible.insert(node.name.clone());
+                }
+            }
+            if eligible.is_empty() {
+                sp.not_announced.insert(ip, NotAnnounced::NoEligibleNode);
+                continue;
+            }
+            per_ip
+                .entry(ip)
+                .or_default()
+                .push((key.clone(), eligible, ifaces));
+        }
+        services.insert(key.clone(), sp);
+    }
+    let mut ips = BTreeMap::new();
+    for (ip, users) in per_ip {
+        let mut inter: Option<BTreeSet<String>> = None;
+        let mut union = BTreeSet::new();
+        let mut interfaces = Interfaces::default();
+        let mut names = Vec::new();
+        for (svc, set, ifs) in &users {
+            names.push(svc.clone());
+            union.extend(set.iter().cloned());
+            interfaces.merge(ifs);
+            inter = Some(match inter {
+                None => set.clone(),
+                Some(i) => i.intersection(set).cloned().collect(),
+            });
+        }
+        let inter = inter.unwrap_or_default();
+        let disjoint = inter.is_empty();
+        let eligible = if disjoint { union } else { inter };
+        if !eligible.contains(&cfg.self_node) {
+            interfaces = Interfaces::default();
+        }
+        names.sort();
+        ips.insert(
+            ip,
+            IpPlan {
+                services: names,
+                eligible,
+                interfaces,
+                disjoint_sharing: disjoint,
+            },
+        );
+    }
+    Plan {
+        ips,
+        services,
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::EndpointInfo;
+    use ferrolb_allocator::parse_pool_entry;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn sel(pairs: &[(&str, &str)]) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(labels(pairs)),
+            ..Default::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("literal ip")
+    }
+
+    fn cfg() -> PlanConfig {
+        PlanConfig {
+            lb_class: "ferrolb.io/lb".into(),
+            ignore_classless: false,
+            self_node: "n1".into(),
+        }
+    }
+
+    /// Three nodes, one pool (v4 + v6), one catch-all advertisement, one Cluster Service with
+    /// an endpoint on n3.
+    fn base() -> Snapshot {
+        let mut s = Snapshot::default();
+        for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+            s.nodes.insert(
+                n.to_string(),
+                NodeInfo {
+                    name: n.to_string(),
+                    labels: labels(&[("zone", if i == 0 { "a" } else { "b" })]),
+                    internal_ips: vec![ip(&format!("198.51.100.{}", 11 + i))],
+                    network_unavailable: false,
+                },
+            );
+        }
+        s.pools.insert(
+            "pool".into(),
+            PoolInfo {
+                name: "pool".into(),
+                labels: labels(&[("tier", "front")]),
+                ranges: vec![
+                    parse_pool_entry("198.51.100.64/27").expect("cidr"),
+                    parse_pool_entry("2001:db8::100/120").expect("cidr"),
+                ],
+                bad: vec![],
+            },
+        );
+        s.l2advs.insert(
+            "all".into(),
+            L2AdvInfo {
+                name: "all".into(),
+                ..Default::default()
+            },
+        );
+        add_service(&mut s, "web", &["198.51.100.70"], false, &[("n3", true)]);
+        s
+    }
+
+    fn add_service(s: &mut Snapshot, name: &str, ips: &[&str], local: bool, eps: &[(&str, bool)]) {
+        let key = format!("ns/{name}");
+        s.services.insert(
+            key.clone(),
+            ServiceInfo {
+                namespace: "ns".into(),
+                name: name.into(),
+                type_: "LoadBalancer".into(),
+                etp_local: local,
+                ips: ips.iter().map(|i| ip(i)).collect(),
+                pools: vec!["pool".into()],
+                labels: labels(&[("app", name)]),
+                ..Default::default()
+            },
+        );
+        s.slices.insert(
+            format!("ns/{name}-x"),
+            SliceInfo {
+                service: key,
+                endpoints: eps
+                    .iter()
+                    .map(|(n, ok)| EndpointInfo {
+                        node: Some(n.to_string()),
+                        serving: *ok,
+                    })
+                    .collect(),
+            },
+        );
+    }
+
+    fn eligible(p: &Plan, a: &str) -> Vec<String> {
+        p.ips
+            .get(&ip(a))
+            .map(|x| x.eligible.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn cluster_policy_uses_every_usable_node() {
+        let p = compute(&base(), &cfg());
+        assert_eq!(eligible(&p, "198.51.100.70"), ["n1", "n2", "n3"]);
+        let ifs = &p.ips[&ip("198.51.100.70")].interfaces;
+        assert!(ifs.default && ifs.named.is_empty());
+        assert!(p.services["ns/web"].not_announced.is_empty());
+    }
+
+    #[test]
+    fn cluster_policy_needs_a_serving_endpoint_somewhere() {
+        let mut s = base();
+        add_service(&mut s, "idle", &["198.51.100.71"], false, &[("n1", false)]);
+        add_service(&mut s, "none", &["198.51.100.72"], false, &[]);
+        let p = compute(&s, &cfg());
+        assert!(!p.ips.contains_key(&ip("198.51.100.71")));
+        assert!(!p.ips.contains_key(&ip("198.51.100.72")));
+        assert_eq!(
+            p.services["ns/idle"].not_announced[&ip("198.51.100.71")],
+            NotAnnounced::NoEndpoints
+        );
+    }
+
+    #[test]
+    fn local_policy_follows_the_endpoints() {
+        let mut s = base();
+        add_service(
+            &mut s,
+            "loc",
+            &["198.51.100.73"],
+            true,
+            &[("n2", true), ("n3", false)],
+        );
+        let p = compute(&s, &cfg());
+        assert_eq!(eligible(&p, "198.51.100.73"), ["n2"]);
+        // This node (n1) is not eligible, so it has no interface for it.
+        assert!(p.ips[&ip("198.51.100.73")].interfaces.is_empty());
+        // The endpoint moves to n1.
+        add_service(&mut s, "loc", &["198.51.100.73"], true, &[("n1", true)]);
+        let p = compute(&s, &cfg());
+        assert_eq!(eligible(&p, "198.51.100.73"), ["n1"]);
+        // An endpoint without nodeName counts for Cluster but places nothing for Local.
+        s.slices.insert(
+            "ns/loc-x".into(),
+            SliceInfo {
+                service: "ns/loc".into(),
+                endpoints: vec![EndpointInfo {
+                    node: None,
+                    serving: true,
+                }],
+            },
+        );
+        let p = compute(&s, &cfg());
+        assert_eq!(
+            p.services["ns/loc"].not_announced[&ip("198.51.100.73")],
+            NotAnnounced::NoEligibleNode
+        );
+    }
+
+    #[test]
+    fn exclusion_label_and_network_unavailable_withdraw_nodes() {
+        let mut s = base();
+        s.nodes
+            .get_mut("n2")
+            .expect("n2")
+            .labels
+            .insert(EXCLUDE_LABEL.into(), String::new());
+        s.nodes.get_mut("n3").expect("n3").network_unavailable = true;
+        let p = compute(&s, &cfg());
+        assert_eq!(eligible(&p, "198.51.100.70"), ["n1"]);
+    }
+
+    #[test]
+    fn node_selectors_and_interfaces() {
+        let mut s = base();
+        s.l2advs.clear();
+        s.l2advs.insert(
+            "zone-b".into(),
+            L2AdvInfo {
+                name: "zone-b".into(),
+                node_selectors: vec![sel(&[("zone", "b")])],
+                ..Default::default()
+            },
+        );
+        s.l2advs.insert(
+            "zone-a-vlan".into(),
+            L2AdvInfo {
+                name: "zone-a-vlan".into(),
+                node_selectors: vec![sel(&[("zone", "a")])],
+                interfaces: vec!["vlan10".into()],
+                ..Default::default()
+            },
+        );
+        let p = compute(&s, &cfg());
+        assert_eq!(eligible(&p, "198.51.100.70"), ["n1", "n2", "n3"]);
+        let ifs = &p.ips[&ip("198.51.100.70")].interfaces;
+        assert!(!ifs.default);
+        assert_eq!(ifs.named.iter().collect::<Vec<_>>(), ["vlan10"]);
+        s.l2advs.remove("zone-a-vlan");
+        let p = compute(&s, &cfg());
+        assert_eq!(eligible(&p, "198.51.100.70"), ["n2", "n3"]);
+        assert!(p.ips[&ip("198.51.100.70")].interfaces.is_empty());
+    }
+
+    #[test]
+    fn pool_and_service_selection() {
+        let mut s = base();
+        s.l2advs.clear();
+        s.l2advs.insert(
+            "other-pool".into(),
+            L2AdvInfo {
+                name: "other-pool".into(),
+                pools: vec!["elsewhere".into()],
+                ..Default::default()
+            },
+        );
+        let p = compute(&s, &cfg());
+        assert!(p.ips.is_empty());
+        assert_eq!(
+            p.services["ns/web"].not_announced[&ip("198.51.100.70")],
+            NotAnnounced::NoL2Advertisement
+        );
+        s.l2advs.insert(
+            "by-label".into(),
+            L2AdvInfo {
+                name: "by-label".into(),
+                pool_selectors: vec![sel(&[("tier", "front")])],
+                service_selectors: vec![sel(&[("app", "web")])],
+                ..Default::default()
+            },
+        );
+        let p = compute(&s, &cfg());
+        assert_eq!(eligible(&p, "198.51.100.70"), ["n1", "n2", "n3"]);
+        s.services.get_mut("ns/web").expect("web").labels = labels(&[("app", "api")]);
+        assert!(compute(&s, &cfg()).ips.is_empty());
+    }
+
+    #[test]
+    fn broken_selectors_match_nothing_and_are_reported() {
+        let mut s = base();
+        s.l2advs.insert(
+            "all".into(),
+            L2AdvInfo {
+                name: "all".into(),
+                node_selectors: vec![LabelSelector {
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: "zone".into(),
+                        operator: "Near".into(),
+                        values: None,
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let p = compute(&s, &cfg());
+        assert!(p.ips.is_empty());
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+    }
+
+    #[test]
+    fn pools_from_annotation_or_by_address() {
+        let mut s = base();
+        // Dual-stack with two pools named: each IP maps to the pool containing it.
+        s.pools.insert(
+            "v6".into(),
+            PoolInfo {
+                name: "v6".into(),
+                ranges: vec![parse_pool_entry("2001:db8::200/120").expect("cidr")],
+                ..Default::default()
+            },
+        );
+        s.l2advs.clear();
+        s.l2advs.insert(
+            "v6-only".into(),
+            L2AdvInfo {
+                name: "v6-only".into(),
+                pools: vec!["v6".into()],
+                ..Default::default()
+            },
+        );
+        add_service(
+            &mut s,
+            "dual",
+            &["198.51.100.74", "2001:db8::201"],
+            false,
+            &[("n1", true)],
+        );
+        s.services.get_mut("ns/dual").expect("dual").pools = vec!["pool".into(), "v6".into()];
+        let p = compute(&s, &cfg());
+        assert!(p.ips.contains_key(&ip("2001:db8::201")));
+        assert!(!p.ips.contains_key(&ip("198.51.100.74")));
+        // No annotation: found by address. Not in any pool: NoPool.
+        s.services.get_mut("ns/dual").expect("dual").pools.clear();
+        s.services
+            .get_mut("ns/dual")
+            .expect("dual")
+            .ips
+            .push(ip("198.51.100.250"));
+        let p = compute(&s, &cfg());
+        assert!(p.ips.contains_key(&ip("2001:db8::201")));
+        assert_eq!(
+            p.services["ns/dual"].not_announced[&ip("198.51.100.250")],
+            NotAnnounced::NoPool
+        );
+    }
+
+    #[test]
+    fn shared_ip_uses_intersection_then_union() {
+        let mut s = base();
+        add_service(
+            &mut s,
+            "a",
+            &["198.51.100.80"],
+            true,
+            &[("n1", true), ("n2", true)],
+        );
+        add_service(
+            &mut s,
+            "b",
+            &["198.51.100.80"],
+            true,
+            &[("n2", true), ("n3", true)],
+        );
+        let p = compute(&s, &cfg());
+        let plan = &p.ips[&ip("198.51.100.80")];
+        assert_eq!(eligible(&p, "198.51.100.80"), ["n2"]);
+        assert_eq!(plan.services, ["ns/a", "ns/b"]);
+        assert!(!plan.disjoint_sharing);
+        // A sharing Service without endpoints does not withdraw the IP from the others.
+        add_service(&mut s, "c", &["198.51.100.80"], true, &[]);
+        assert_eq!(eligible(&compute(&s, &cfg()), "198.51.100.80"), ["n2"]);
+        // Disjoint: union, flagged.
+        add_service(&mut s, "b", &["198.51.100.80"], true, &[("n3", true)]);
+        let p = compute(&s, &cfg());
+        assert_eq!(eligible(&p, "198.51.100.80"), ["n1", "n2", "n3"]);
+        assert!(p.ips[&ip("198.51.100.80")].disjoint_sharing);
+    }
+
+    #[test]
+    fn services_not_ours_are_ignored() {
+        let mut s = base();
+        s.services.get_mut("ns/web").expect("web").class = Some("other".into());
+        let p = compute(&s, &cfg());
+        assert!(p.ips.is_empty() && p.services.is_empty());
+    }
+}

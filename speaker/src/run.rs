@@ -1,0 +1,110 @@
+//! Process wiring: flags, logging, the Kubernetes client, metrics and probes, and the tasks
+//! (rtnetlink monitor, watches, status writer, engine) with their channels. Signals start the
+//! graceful hand-over.
+//!
+//! Owns start-up checks and clear exit messages; it decides nothing about announcing.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferrolb_crds::runtime::{self, Health, Metrics};
+use ferrolb_speaker_core::membership;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Args;
+use crate::engine::{self, Channels, EngineConfig};
+use crate::plan::PlanConfig;
+
+/// How long start-up waits for the API server before giving up with a clear message.
+const API_CHECK: Duration = Duration::from_secs(15);
+
+/// Runs the speaker until SIGTERM or SIGINT, then hands over and returns.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    runtime::init_tracing(&args.log_level, args.log_format);
+    let node = args.node_name()?;
+    args.validate()?;
+    let client = runtime::kube_client(args.kubeconfig.as_ref()).await?;
+    let version = tokio::time::timeout(API_CHECK, client.apiserver_version())
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {API_CHECK:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .context("cannot reach the Kubernetes API server (check --kubeconfig and the network)")?;
+    tracing::info!(server = %version.git_version, node = %node, lb_class = %args.lb_class, "ferrolb speaker starting");
+
+    let metrics = Metrics::default();
+    let health = Health::default();
+    let listener = runtime::bind(args.metrics_addr).await?;
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, /healthz, /readyz");
+    tokio::spawn(runtime::serve_http(
+        listener,
+        metrics.clone(),
+        health.clone(),
+    ));
+
+    let (iface_tx, iface_rx) = watch::channel(Default::default());
+    tokio::spawn(async move {
+        // Without interface events the speaker would announce on stale interfaces: retry.
+        for attempt in 1u32.. {
+            if let Err(e) = crate::netif::monitor(iface_tx.clone()).await {
+                tracing::error!(error = %e, attempt, "rtnetlink monitor failed; restarting in 1s");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+
+    let (plan_tx, plan_rx) = watch::channel(None);
+    tokio::spawn(crate::watch::run(
+        client.clone(),
+        PlanConfig {
+            lb_class: args.lb_class.clone(),
+            ignore_classless: args.ignore_classless,
+            self_node: node.clone(),
+        },
+        args.memberlist_port,
+        plan_tx,
+        metrics.clone(),
+    ));
+
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+    tokio::spawn(crate::status::run(
+        client,
+        node.clone(),
+        metrics.clone(),
+        status_rx,
+        failed_tx,
+    ));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        }
+        let _ = shutdown_tx.send(true);
+    });
+
+    engine::run(
+        EngineConfig {
+            node,
+            port: args.memberlist_port,
+            membership: membership::Config::new(args.heartbeat_interval, args.dead_after),
+            garp_burst: args.garp_burst,
+            garp_rate: args.garp_rate,
+            allowed_interfaces: args.interfaces.clone(),
+        },
+        Channels {
+            plans: plan_rx,
+            ifaces: iface_rx,
+            status: status_tx,
+            status_failed: failed_rx,
+            shutdown: shutdown_rx,
+        },
+        metrics,
+        health,
+    )
+    .await?;
+    Ok(())
+}
