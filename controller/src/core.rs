@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use ferrolb_allocator::{AllocError, Allocator, Assignment, Request, ServiceKey};
+use ferrolb_allocator::{Allocator, Assignment, Request, ServiceKey};
 use ferrolb_crds::IPAddressPoolStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -459,7 +459,7 @@ impl Core {
                             (
                                 self.desired_for(
                                     kept.as_ref(),
-                                    Some(("False", reason.clone(), failure_message(&e))),
+                                    Some(("False", reason.clone(), e.to_string())),
                                 ),
                                 b.deprecated,
                                 Some(reason),
@@ -578,10 +578,11 @@ impl Core {
     ) -> bool {
         let key = view.key();
         let observed = Desired {
-            ingress: if view.ingress_vip || view.ingress.is_empty() {
+            // Entries without `ipMode: VIP` never equal what we want, so they are rewritten.
+            ingress: if view.ingress_vip {
                 view.ingress.clone()
             } else {
-                Vec::new()
+                vec!["<no ipMode>".into()]
             },
             condition: view
                 .condition
@@ -591,15 +592,6 @@ impl Core {
                 .annotations
                 .get(ferrolb_crds::annotations::ALLOCATED_FROM_POOL)
                 .cloned(),
-        };
-        let observed = if !view.ingress_vip && !view.ingress.is_empty() {
-            // Entries without ipMode: VIP are rewritten.
-            Desired {
-                ingress: vec!["<no ipMode>".into()],
-                ..observed
-            }
-        } else {
-            observed
         };
         if observed == desired {
             self.in_flight.remove(&key);
@@ -701,8 +693,4 @@ fn service_target(view: &ServiceView) -> Target {
         name: view.name.clone(),
         uid: view.uid.clone(),
     }
-}
-
-fn failure_message(e: &AllocError) -> String {
-    e.to_string()
 }
