@@ -29,7 +29,7 @@ lint: ## rustfmt and clippy, as CI wants them
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 crds: ## Regenerate the chart's CRDs from the Rust types
-	$(CARGO) run -q -p ferrolb-crds --bin crdgen > charts/ferrolb/charts/crds/templates/crds.yaml
+	$(CARGO) run -q -p ferrolb-crds --bin crdgen > charts/ferrolb/charts/crds/files/crds.yaml
 
 lab-up: tools build ## Bring up a lab (3 nodes, kube-proxy) and leave it running
 	$(LAB) up --nodes 3 --kube-proxy

@@ -25,31 +25,17 @@ run helm install ferrolb charts/ferrolb --namespace "$NS" --create-namespace
 run kubectl -n "$NS" get deployment,daemonset,serviceaccount
 
 # Kubeconfigs that authenticate as the chart's ServiceAccounts, so its RBAC is what the processes get.
-CA_FILE=$(kubectl config view --raw --kubeconfig "$RUN/kubeconfig-node" -o jsonpath='{.clusters[0].cluster.certificate-authority}')
-CA=$(base64 -w0 < "$CA_FILE")
-sa_kubeconfig() {
-    local sa="$1" out="$2" token
-    token=$(kubectl -n "$NS" create token "$sa" --duration=24h)
-    cat > "$out" <<KC
-apiVersion: v1
-kind: Config
-clusters: [{name: lab, cluster: {server: "https://198.51.100.2:6443", certificate-authority-data: "$CA"}}]
-users: [{name: $sa, user: {token: "$token"}}]
-contexts: [{name: $sa, context: {cluster: lab, user: $sa, namespace: $NS}}]
-current-context: $sa
-KC
-}
 CTRL_SA=$(kubectl -n "$NS" get deploy -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].spec.template.spec.serviceAccountName}')
 SPK_SA=$(kubectl -n "$NS" get ds -l app.kubernetes.io/component=speaker -o jsonpath='{.items[0].spec.template.spec.serviceAccountName}')
-sa_kubeconfig "$CTRL_SA" "$RUN/kubeconfig-controller"
-sa_kubeconfig "$SPK_SA" "$RUN/kubeconfig-speaker"
+CTRL_KC=$("$LAB" sa-kubeconfig -n "$NS" "$CTRL_SA")
+SPK_KC=$("$LAB" sa-kubeconfig -n "$NS" "$SPK_SA")
 
 say "Starting the controller (leader election on) and a speaker on each node, as the chart's ServiceAccounts"
 "$LAB" spawn --log controller cp -- "$ROOT/target/debug/ferrolb-controller" \
-    --kubeconfig "$RUN/kubeconfig-controller" --leader-elect --lease-namespace "$NS" --metrics-addr 127.0.0.1:7472 >/dev/null
+    --kubeconfig "$CTRL_KC" --leader-elect --lease-namespace "$NS" --metrics-addr 127.0.0.1:7472 >/dev/null
 for i in 1 2 3; do
     "$LAB" spawn --log "speaker-node-$i" "node-$i" -- "$ROOT/target/debug/ferrolb-speaker" \
-        --node-name "node-$i" --kubeconfig "$RUN/kubeconfig-speaker" --metrics-addr "198.51.100.1$i:7473" >/dev/null
+        --node-name "node-$i" --kubeconfig "$SPK_KC" --metrics-addr "198.51.100.1$i:7473" >/dev/null
 done
 
 say "Applying the example IPAddressPool and L2Advertisement"

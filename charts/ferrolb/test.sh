@@ -159,14 +159,47 @@ check "metrics Services for both components by default" \
 check "two CRDs rendered by default" bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 ]]' _ "$tmp/def.yaml"
 check "no wildcard in any RBAC rule" bash -c '! grep -E "(verbs|resources|apiGroups): .*\"\*\"" "$1"' _ "$tmp/def.yaml"
 
-# The CRDs reach the cluster exactly as crdgen wrote them.
+# The CRDs reach the cluster as crdgen wrote them, plus the chart's labels (and, with keep, the
+# resource-policy annotation) in their metadata. without_added_meta drops exactly those blocks.
 norm() { grep -v -e '^#' -e '^---' -e '^[[:space:]]*$'; }
+without_added_meta() {
+    awk '
+        /^metadata:$/ { inmeta = 1; print; next }
+        /^[^ ]/ { inmeta = 0; skip = 0 }
+        inmeta && /^  (labels|annotations):$/ { skip = 1; next }
+        inmeta && /^  [^ ]/ { skip = 0 }
+        !skip { print }
+    '
+}
+export -f without_added_meta
+generated=$chart/charts/crds/files/crds.yaml
 if render crds --show-only charts/crds/templates/crds.yaml \
-    && diff <(norm <"$chart/charts/crds/templates/crds.yaml") <(norm <"$tmp/crds.yaml") >"$tmp/crds.diff"; then
-    ok "rendered CRDs are the generated file, unchanged"
+    && diff <(norm <"$generated") <(without_added_meta <"$tmp/crds.yaml" | norm) >"$tmp/crds.diff"; then
+    ok "rendered CRDs are the generated file, with only labels added"
 else
-    bad "rendered CRDs are the generated file, unchanged" "$(cat "$tmp/crds.err" "$tmp/crds.diff" 2>/dev/null)"
+    bad "rendered CRDs are the generated file, with only labels added" "$(cat "$tmp/crds.err" "$tmp/crds.diff" 2>/dev/null)"
 fi
+check "the generated file holds two CRDs" bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 ]]' _ "$generated"
+check "both CRDs carry the release's labels" \
+    bash -c '[[ $(grep -c "^    app.kubernetes.io/managed-by: Helm$" "$1") == 2 && $(grep -c "^    app.kubernetes.io/instance: t$" "$1") == 2 ]]' _ "$tmp/crds.yaml"
+check "by default the CRDs are not kept on uninstall" bash -c '! grep -q "helm.sh/resource-policy" "$1"' _ "$tmp/crds.yaml"
+if render keep --set crds.keep=true --show-only charts/crds/templates/crds.yaml; then
+    check "crds.keep=true annotates both CRDs with helm.sh/resource-policy: keep" \
+        bash -c '[[ $(grep -c "^    helm.sh/resource-policy: keep$" "$1") == 2 ]]' _ "$tmp/keep.yaml"
+    check "crds.keep=true changes nothing else in the CRDs" \
+        bash -c 'diff <(without_added_meta <"$1") <(without_added_meta <"$2")' _ "$tmp/crds.yaml" "$tmp/keep.yaml"
+else
+    bad "helm template --set crds.keep=true" "$(cat "$tmp/keep.err")"
+fi
+
+# The Lease is the chart's, and the leader-election Role reaches only it (and may create it).
+lease=$(doc "$tmp/def.yaml" Lease)
+role=$(doc "$tmp/def.yaml" Role t-ferrolb-controller-leader-election)
+check "the chart creates the controller's Lease t-ferrolb-controller, without a spec" \
+    bash -c 'grep -q "^  name: t-ferrolb-controller$" <<<"$1" && ! grep -q "^spec:" <<<"$1"' _ "$lease"
+check "the leader-election Role names the Lease for get and update" \
+    bash -c 'grep -q "resourceNames: \[\"t-ferrolb-controller\"\]" <<<"$1" && grep -A1 resourceNames <<<"$1" | grep -q "verbs: \[\"get\", \"update\"\]"' _ "$role"
+check "the controller is told the Lease's name" has "$ctl" '- --lease-name=t-ferrolb-controller$'
 
 # --- The README's RBAC table is what the chart grants -----------------------------------------
 rbac_rendered() {
@@ -223,9 +256,9 @@ if render nocrds --set crds.enabled=false; then
 else
     bad "helm template --set crds.enabled=false" "$(cat "$tmp/nocrds.err")"
 fi
-if "$HELM" template ferrolb-crds "$chart/charts/crds" >"$tmp/sub.yaml" 2>"$tmp/sub.err"; then
-    check "the CRD subchart installs alone: two CRDs" \
-        bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 ]]' _ "$tmp/sub.yaml"
+if "$HELM" template ferrolb-crds "$chart/charts/crds" --set keep=true >"$tmp/sub.yaml" 2>"$tmp/sub.err"; then
+    check "the CRD subchart installs alone: two CRDs, kept with keep=true" \
+        bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 && $(grep -c "helm.sh/resource-policy: keep" "$1") == 2 ]]' _ "$tmp/sub.yaml"
 else
     bad "helm template charts/ferrolb/charts/crds" "$(cat "$tmp/sub.err")"
 fi
@@ -251,6 +284,8 @@ check "everything: extraArgs override the chart's --log-level instead of repeati
 check "everything: extraEnv in both workloads" bash -c '[[ $(grep -c "name: RUST_BACKTRACE" <<<"$1") == 2 ]]' _ "$both"
 check "everything: lease name and IPv6 metrics address" \
     bash -c 'grep -q -- "--lease-name=edge-lb-leader" <<<"$1" && grep -q -- "--metrics-addr=\[::\]:9472" <<<"$1"' _ "$ectl"
+check "everything: the Lease and the Role's resourceNames follow controller.leaseName" \
+    bash -c 'doc "$1" Lease edge-lb-leader | grep -q "^kind: Lease" && doc "$1" Role edge-lb-controller-leader-election | grep -q "resourceNames: \[\"edge-lb-leader\"\]"' _ "$tmp/ev.yaml"
 check "everything: speaker interfaces and failover timing" \
     bash -c 'grep -q -- "--interfaces=eth0,bond0.100" <<<"$1" && grep -q -- "--heartbeat-interval=50ms" <<<"$1" && grep -q -- "--dead-after=400ms" <<<"$1" && grep -q -- "--garp-burst=5$" <<<"$1" && grep -q -- "--garp-rate=500$" <<<"$1" && grep -q -- "--memberlist-port=17946" <<<"$1"' _ "$espk"
 check "everything: per-component resources" \
@@ -284,6 +319,15 @@ else
     bad "helm template --api-versions ferrolb.io/v1beta1/IPAddressPool" "$(cat "$tmp/evserved.err")"
 fi
 
+# --- The README's minimal values file renders ------------------------------------------------
+awk '/^# values.yaml: helm install/ { on = 1 } on && /^```/ { exit } on' "$repo/README.md" >"$tmp/readme-values.yaml"
+if [[ -s "$tmp/readme-values.yaml" ]] && render readme -f "$tmp/readme-values.yaml"; then
+    check "README's minimal values file: a pool with both families and an L2Advertisement" \
+        bash -c 'p=$(doc "$1" IPAddressPool default); grep -q -- "- 198.51.100.100-198.51.100.149" <<<"$p" && grep -q -- "- 2001:db8::100-2001:db8::1ff" <<<"$p" && doc "$1" L2Advertisement default | grep -q "^kind: L2Advertisement"' _ "$tmp/readme.yaml"
+else
+    bad "README's minimal values file renders" "$(cat "$tmp/readme-values.yaml" "$tmp/readme.err" 2>/dev/null)"
+fi
+
 # --- Bad values are rejected with a message ---------------------------------------------------
 # rejects DESCRIPTION EXPECTED-TEXT helm-args...: rendering must fail and stderr must contain the text.
 rejects() {
@@ -308,7 +352,6 @@ rejects "schema rejects a pool without addresses" "at '/addressPool/addresses': 
 rejects "schema rejects a malformed pool address" "at '/addressPool/addresses/0'" --set addressPool.create=true --set 'addressPool.addresses={not-an-ip}'
 rejects "schema rejects an interface name with a slash" "at '/speaker/interfaces/0'" --set 'speaker.interfaces={eth0/1}'
 rejects "deadAfter must exceed heartbeatInterval" "must be longer than speaker.heartbeatInterval" --set speaker.deadAfter=20ms
-rejects "crds.keep with crds.enabled is refused with instructions" "helm install ferrolb-crds charts/ferrolb/charts/crds" --set crds.keep=true
 
 # --- NOTES.txt renders (helm install --dry-run needs a cluster, so render it through tpl) ------
 notes() {
@@ -321,6 +364,9 @@ notes() {
 out=$(notes)
 check "NOTES.txt renders and tells how to create a pool when none was made" \
     bash -c 'grep -q "kind: IPAddressPool" <<<"$1" && grep -q "helm uninstall t" <<<"$1"' _ "$out"
+out=$(notes --set crds.keep=true)
+check "NOTES.txt says the CRDs are kept with crds.keep=true" \
+    bash -c 'grep -q "are kept by" <<<"$1" && grep -q "kubectl delete crd ipaddresspools.ferrolb.io" <<<"$1"' _ "$out"
 out=$(notes "${ev[@]}")
 check "NOTES.txt names the pool created from values" \
     bash -c 'grep -qF "IPAddressPool \\\"lan\\\" (198.51.100.10-198.51.100.20, 203.0.113.0/28, 2001:db8::/120)" <<<"$1"' _ "$out"

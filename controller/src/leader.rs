@@ -114,8 +114,12 @@ async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> bool {
         };
         return match api.create(&PostParams::default(), &lease).await {
             Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.is_already_exists() => {
+                tracing::debug!(lease = %name, "another replica created the Lease first");
+                false
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "lost the race to create the Lease");
+                tracing::warn!(lease = %name, error = %e, "the Lease does not exist and cannot be created");
                 false
             }
         };

@@ -5,7 +5,7 @@
 fn chart_crds_match_the_rust_types() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../charts/ferrolb/charts/crds/templates/crds.yaml"
+        "/../charts/ferrolb/charts/crds/files/crds.yaml"
     );
     let committed = std::fs::read_to_string(path).expect("the chart's CRD file exists");
     let generated = ferrolb_crds::crds_yaml().expect("CRDs render as YAML");

@@ -97,9 +97,6 @@ Checks that span several values, which values.schema.json cannot express. Includ
 controller Deployment, which every install renders, so a bad combination stops the release.
 */}}
 {{- define "ferrolb.validate" -}}
-{{- if and .Values.crds.enabled .Values.crds.keep }}
-{{- fail "crds.keep=true cannot be honoured while crds.enabled=true: the CRD manifest is generated and cannot carry the helm.sh/resource-policy annotation. To keep the CRDs (and your IPAddressPools) across `helm uninstall`, install them as their own release first (helm install ferrolb-crds charts/ferrolb/charts/crds) and install ferrolb with crds.enabled=false" }}
-{{- end }}
 {{- $hb := include "ferrolb.durationMs" .Values.speaker.heartbeatInterval | int64 }}
 {{- $dead := include "ferrolb.durationMs" .Values.speaker.deadAfter | int64 }}
 {{- if le $dead $hb }}

@@ -15,6 +15,26 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The CRDs as `crdgen` generates them (what the chart renders), for `kubectl apply -f`.
+pub fn crds_file() -> PathBuf {
+    workspace().join("charts/ferrolb/charts/crds/files/crds.yaml")
+}
+
+/// A command's stdout and stderr as one text, for assertion messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A command's stdout if it succeeded; otherwise an error naming `what` with all it printed.
+pub fn stdout_of(what: &str, out: std::process::Output) -> anyhow::Result<String> {
+    anyhow::ensure!(out.status.success(), "{what} failed: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Path of a workspace binary built by `cargo build --workspace --bins` (debug profile, or
 /// `FERROLB_PROFILE`). Panics with the command to run when it is missing: the test cannot proceed.
 pub fn binary(name: &str) -> String {
@@ -47,6 +67,28 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok(Some(_))`. After `timeout` it fails naming
+/// `what` and the last error `check` returned, so a scenario can report and go on.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!(": {e:#}"),
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}{last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -2,16 +2,8 @@
 //! its columns, and every malformed pool is rejected by the API server itself with a message a
 //! person understands (no webhook involved).
 
-use ferrolb_e2e::workspace;
+use ferrolb_e2e::{crds_file, text};
 use ferrolb_lab::{Lab, LabOptions};
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn pool_yaml(name: &str, spec: &str) -> String {
     format!(
@@ -40,7 +32,7 @@ async fn crds_validate_in_the_api_server() {
     })
     .await
     .expect("lab up");
-    let crds = workspace().join("charts/ferrolb/charts/crds/templates/crds.yaml");
+    let crds = crds_file();
     let out = lab
         .kubectl(&["apply", "-f", &crds.to_string_lossy()])
         .expect("kubectl");

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use ferrolb_e2e::{apply, binary, workspace};
+use ferrolb_e2e::{apply, binary, crds_file, eventually, text};
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams};
@@ -50,14 +50,6 @@ struct Env {
     _controller: HostProcess,
     _backends: Vec<LabProcess>,
     speaker_bin: String,
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 impl Env {
@@ -264,26 +256,13 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Polls `f` every 50 ms until it returns `Ok(Some(_))`, or fails after `timeout` with the last
-/// error or `what`.
+/// [`eventually`] for a check that does not wait on anything itself.
 async fn poll<T>(
     what: &str,
     timeout: Duration,
     mut f: impl FnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!(": {e:#}"),
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}{last}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(what, timeout, || std::future::ready(f())).await
 }
 
 async fn poll_condition(
@@ -344,7 +323,7 @@ async fn setup() -> anyhow::Result<Env> {
         name: None,
     })
     .await?;
-    let crds = workspace().join("charts/ferrolb/charts/crds/templates/crds.yaml");
+    let crds = crds_file();
     let out = lab.kubectl(&["apply", "-f", &crds.display().to_string()])?;
     ensure!(out.status.success(), "CRDs: {}", text(&out));
     let log = std::fs::File::create(lab.log_path("controller"))?;

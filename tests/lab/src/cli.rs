@@ -93,6 +93,18 @@ pub enum Cmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Write a kubeconfig that authenticates as a ServiceAccount (a fresh token) and reaches
+    /// the API server from node namespaces; prints its path.
+    SaKubeconfig {
+        /// Lab id (default: $FERROLB_LAB, else the most recent lab).
+        #[arg(long, env = "FERROLB_LAB")]
+        name: Option<String>,
+        /// The ServiceAccount's namespace.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// The ServiceAccount.
+        service_account: String,
+    },
     /// Serve a one-line HTTP page, a stand-in for a pod's web server in demos and tests.
     HttpBackend {
         /// Address to listen on.

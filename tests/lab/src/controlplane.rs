@@ -74,7 +74,29 @@ impl Layout {
     pub fn kube_proxy_config(&self, node: &str) -> PathBuf {
         self.run.join(format!("kube-proxy-{node}.json"))
     }
+    /// kube-apiserver's audit policy ([`AUDIT_POLICY`]).
+    pub fn audit_policy(&self) -> PathBuf {
+        self.run.join("audit-policy.yaml")
+    }
+    /// kube-apiserver's audit log: one JSON event per line.
+    pub fn audit_log(&self) -> PathBuf {
+        self.logs().join("audit.jsonl")
+    }
 }
+
+/// What the API server audits: every request made with a ServiceAccount's credentials, once its
+/// response is sent, without bodies. Tests read it to see exactly which verbs ferrolb's components
+/// used and whether any was refused, whatever the components did with the refusal. Requests
+/// of the lab itself (admin and controller-manager certificates) are not logged.
+pub const AUDIT_POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted, Panic]
+rules:
+  - level: Metadata
+    userGroups: [\"system:serviceaccounts\"]
+  - level: None
+";
 
 fn s(p: impl AsRef<Path>) -> String {
     p.as_ref().to_string_lossy().into_owned()
@@ -121,6 +143,12 @@ pub fn apiserver_args(tools: &Path, layout: &Layout) -> Vec<String> {
         format!("--cert-dir={}", s(layout.apiserver_cert_dir())),
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
+        format!("--audit-policy-file={}", s(layout.audit_policy())),
+        format!("--audit-log-path={}", s(layout.audit_log())),
+        "--audit-log-format=json".into(),
+        // Blocking: an event is on disk before its response is sent, so a test that has seen a
+        // component's effect can read the request behind it.
+        "--audit-log-mode=blocking".into(),
     ]
 }
 

@@ -1,4 +1,5 @@
-//! Rendering of the lab's kubeconfig files (host side, node side, controller manager).
+//! Rendering of the lab's kubeconfig files (host side, node side, controller manager, and
+//! ServiceAccount tokens for processes that stand in for pods).
 //!
 //! Pure: returns YAML text; the caller writes it. Certificate paths are absolute so the files
 //! work from any working directory, for kubectl and for `kube::Config::from_custom_kubeconfig`.
@@ -12,10 +13,22 @@ pub struct KubeconfigSpec<'a> {
     pub server: &'a str,
     /// CA certificate that signed the serving certificate.
     pub ca: &'a Path,
-    /// Client certificate.
-    pub cert: &'a Path,
-    /// Client key.
-    pub key: &'a Path,
+    /// Who the client is.
+    pub user: Credentials<'a>,
+}
+
+/// How a kubeconfig's user authenticates.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// A client certificate and its key (the lab's own users).
+    Certificate {
+        /// Client certificate.
+        cert: &'a Path,
+        /// Client key.
+        key: &'a Path,
+    },
+    /// A bearer token, e.g. a ServiceAccount's from `kubectl create token`.
+    Token(&'a str),
 }
 
 /// Name used for the cluster, user and context.
@@ -26,6 +39,14 @@ pub const NAME: &str = "ferrolb-lab";
 pub fn render(spec: &KubeconfigSpec<'_>) -> String {
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let p = |p: &Path| q(&p.to_string_lossy());
+    let user = match spec.user {
+        Credentials::Certificate { cert, key } => format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            p(cert),
+            p(key)
+        ),
+        Credentials::Token(token) => format!("    token: {}\n", q(token)),
+    };
     format!(
         "apiVersion: v1\n\
          kind: Config\n\
@@ -36,9 +57,8 @@ pub fn render(spec: &KubeconfigSpec<'_>) -> String {
              certificate-authority: {ca}\n\
          users:\n\
          - name: {NAME}\n  \
-           user:\n    \
-             client-certificate: {cert}\n    \
-             client-key: {key}\n\
+           user:\n\
+         {user}\
          contexts:\n\
          - name: {NAME}\n  \
            context:\n    \
@@ -47,8 +67,6 @@ pub fn render(spec: &KubeconfigSpec<'_>) -> String {
          current-context: {NAME}\n",
         server = q(spec.server),
         ca = p(spec.ca),
-        cert = p(spec.cert),
-        key = p(spec.key),
     )
 }
 
@@ -61,8 +79,10 @@ mod tests {
         let text = render(&KubeconfigSpec {
             server: "https://127.0.0.1:40123",
             ca: Path::new("/run/lab dir/pki/ca.crt"),
-            cert: Path::new("/run/lab dir/pki/admin.crt"),
-            key: Path::new("/run/lab dir/pki/admin.key"),
+            user: Credentials::Certificate {
+                cert: Path::new("/run/lab dir/pki/admin.crt"),
+                key: Path::new("/run/lab dir/pki/admin.key"),
+            },
         });
         let kc = kube::config::Kubeconfig::from_yaml(&text).expect("kube-rs parses it");
         assert_eq!(kc.current_context.as_deref(), Some(NAME));
@@ -80,5 +100,19 @@ mod tests {
         let ctx = kc.contexts[0].context.as_ref().expect("context");
         assert_eq!(ctx.cluster, NAME);
         assert_eq!(ctx.user.as_deref(), Some(NAME));
+    }
+
+    #[test]
+    fn renders_a_token_kubeconfig_kube_rs_accepts() {
+        let text = render(&KubeconfigSpec {
+            server: "https://198.51.100.2:6443",
+            ca: Path::new("/run/lab/pki/ca.crt"),
+            user: Credentials::Token("eyJhbGciOi.J9\"x"),
+        });
+        let kc = kube::config::Kubeconfig::from_yaml(&text).expect("kube-rs parses it");
+        let user = kc.auth_infos[0].auth_info.as_ref().expect("user");
+        assert!(user.token.is_some(), "a token");
+        assert!(text.contains(r#"    token: "eyJhbGciOi.J9\"x""#), "{text}");
+        assert!(user.client_certificate.is_none() && user.client_key.is_none());
     }
 }

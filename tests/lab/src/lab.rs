@@ -16,7 +16,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::certs::{self, CertError};
 use crate::controlplane::{self as cp, Layout};
-use crate::kubeconfig::{self, KubeconfigSpec};
+use crate::kubeconfig::{self, Credentials, KubeconfigSpec};
 use crate::plan::{API_PORT, CP_IPV4, LabHost, Plan, PlanError};
 use crate::process::{self, LabProcess, ProcessError, Signal};
 use crate::state::{self, LabState, Phase, ProcId, ProcRecord, StateError};
@@ -242,6 +242,11 @@ impl Lab {
         let cp_ns = lab.plan.cp.netns.clone();
         let etcd = cp::etcd_args(&lab.tools_bin, &lab.layout);
         lab.start("etcd", Some(&cp_ns), &etcd)?;
+        let policy = lab.layout.audit_policy();
+        std::fs::write(&policy, cp::AUDIT_POLICY).map_err(|source| LabError::Write {
+            path: policy.clone(),
+            source,
+        })?;
         let apiserver = cp::apiserver_args(&lab.tools_bin, &lab.layout);
         lab.start("kube-apiserver", Some(&cp_ns), &apiserver)?;
         let relay_cp = lab.relay_args(
@@ -271,6 +276,22 @@ impl Lab {
         lab.save()?;
         tracing::info!(lab = %id, elapsed = ?started.elapsed(), "lab is up");
         Ok(lab)
+    }
+
+    /// The API server's audit log: a JSON event per request made with ServiceAccount credentials
+    /// (see [`cp::AUDIT_POLICY`]).
+    pub fn audit_log(&self) -> PathBuf {
+        self.layout.audit_log()
+    }
+
+    /// A kubeconfig for processes in node namespaces that authenticates as ServiceAccount
+    /// `namespace/name`; see [`service_account_kubeconfig`].
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, LabError> {
+        service_account_kubeconfig(&self.state, namespace, name)
     }
 
     /// The run id (prefix of every namespace).
@@ -500,8 +521,10 @@ impl Lab {
         let text = kubeconfig::render(&KubeconfigSpec {
             server,
             ca: &pki.ca_crt(),
-            cert: &pki.crt(user),
-            key: &pki.key(user),
+            user: Credentials::Certificate {
+                cert: &pki.crt(user),
+                key: &pki.key(user),
+            },
         });
         std::fs::write(path, text).map_err(|source| LabError::Write {
             path: path.to_path_buf(),
@@ -615,6 +638,60 @@ impl Drop for Lab {
             let _ = self.teardown();
         }
     }
+}
+
+/// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` with a fresh token
+/// (`kubectl create token`, valid 24 h) and reaches the API server at its LAN address, as a pod's
+/// mounted token would. Processes started in node namespaces with it get exactly that account's
+/// RBAC. Returns the file's path (`<run>/kubeconfig-sa-<namespace>-<name>`, mode 0600).
+pub fn service_account_kubeconfig(
+    st: &LabState,
+    namespace: &str,
+    name: &str,
+) -> Result<PathBuf, LabError> {
+    let argv = crate::cli::kubectl_argv(
+        st,
+        &strings(&[
+            "create",
+            "token",
+            name,
+            "--namespace",
+            namespace,
+            "--duration=24h",
+        ]),
+    );
+    let out = output(&argv)?;
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || token.is_empty() {
+        return Err(LabError::Command {
+            cmd: argv.join(" "),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let layout = Layout::new(&state::run_dir(&st.id));
+    let text = kubeconfig::render(&KubeconfigSpec {
+        server: &format!("https://{CP_IPV4}:{API_PORT}"),
+        ca: &layout.pki().ca_crt(),
+        user: Credentials::Token(&token),
+    });
+    let path = layout.run.join(format!("kubeconfig-sa-{namespace}-{name}"));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(text.as_bytes())
+    };
+    write().map_err(|source| LabError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
 }
 
 /// A kube-rs client from a kubeconfig file.

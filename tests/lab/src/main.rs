@@ -122,6 +122,17 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Cmd::SaKubeconfig {
+            name,
+            namespace,
+            service_account,
+        } => {
+            let st = state::resolve(name.as_deref())?;
+            let path =
+                ferrolb_lab::lab::service_account_kubeconfig(&st, &namespace, &service_account)?;
+            println!("{}", path.display());
+            Ok(0)
+        }
         Cmd::HttpBackend { listen, text } => {
             runtime()?.block_on(http_backend(listen, text))?;
             Ok(0)

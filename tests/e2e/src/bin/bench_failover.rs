@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use clap::Parser;
-use ferrolb_e2e::{apply, binary, workspace};
+use ferrolb_e2e::{apply, binary, crds_file};
 use ferrolb_lab::{Lab, LabOptions, LabProcess};
 use ferrolb_speaker_core::election;
 use k8s_openapi::api::core::v1::Service;
@@ -299,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("lab {} up", lab.id());
-    let crds = workspace().join("charts/ferrolb/charts/crds/templates/crds.yaml");
+    let crds = crds_file();
     let out = lab.kubectl(&["apply", "-f", &crds.display().to_string()])?;
     ensure!(out.status.success(), "CRDs not applied");
     let log = std::fs::File::create(lab.log_path("controller"))?;
