@@ -351,7 +351,9 @@ rejects "schema rejects a misspelt key" "additional properties 'contoller' not a
 rejects "schema rejects a pool without addresses" "at '/addressPool/addresses': minItems" --set addressPool.create=true
 rejects "schema rejects a malformed pool address" "at '/addressPool/addresses/0'" --set addressPool.create=true --set 'addressPool.addresses={not-an-ip}'
 rejects "schema rejects an interface name with a slash" "at '/speaker/interfaces/0'" --set 'speaker.interfaces={eth0/1}'
-rejects "deadAfter must exceed heartbeatInterval" "must be longer than speaker.heartbeatInterval" --set speaker.deadAfter=20ms
+rejects "deadAfter must be at least twice heartbeatInterval" "must be at least twice speaker.heartbeatInterval" --set speaker.deadAfter=40ms
+check "deadAfter of exactly twice heartbeatInterval is accepted" \
+    bash -c '"$1" template t "$2" --set speaker.deadAfter=50ms >/dev/null' _ "$HELM" "$chart"
 
 # --- NOTES.txt renders (helm install --dry-run needs a cluster, so render it through tpl) ------
 notes() {

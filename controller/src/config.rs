@@ -1,26 +1,17 @@
 //! Command-line flags. Every flag can also be set with a `FERROLB_*` environment variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::Parser;
-use ferrolb_crds::runtime::LogFormat;
+use ferrolb_crds::runtime::CommonArgs;
 
 /// ferrolb controller: assigns LoadBalancer IPs from IPAddressPools and publishes them in Service status.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ferrolb-controller", version, about, long_about = None)]
 pub struct Args {
-    /// Kubeconfig to use; default: in-cluster configuration, then KUBECONFIG or ~/.kube/config.
-    #[arg(long, env = "FERROLB_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// spec.loadBalancerClass served by this ferrolb.
-    #[arg(long, env = "FERROLB_LB_CLASS", default_value = "ferrolb.io/lb")]
-    pub lb_class: String,
-
-    /// Ignore Services without a loadBalancerClass (when another load balancer serves those).
-    #[arg(long, env = "FERROLB_IGNORE_CLASSLESS")]
-    pub ignore_classless: bool,
+    /// Kubeconfig, class, logging: shared with the speaker.
+    #[command(flatten)]
+    pub common: CommonArgs,
 
     /// Run leader election on a coordination.k8s.io Lease; only the leader writes.
     #[arg(long, env = "FERROLB_LEADER_ELECT")]
@@ -45,14 +36,6 @@ pub struct Args {
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
     pub metrics_addr: SocketAddr,
-
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
-    #[arg(long, env = "FERROLB_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-
-    /// Log format.
-    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 impl Args {
@@ -89,8 +72,8 @@ mod tests {
     #[test]
     fn defaults() {
         let a = Args::parse_from(["ferrolb-controller"]);
-        assert_eq!(a.lb_class, "ferrolb.io/lb");
-        assert!(!a.leader_elect && !a.ignore_classless);
+        assert_eq!(a.common.lb_class, "ferrolb.io/lb");
+        assert!(!a.leader_elect && !a.common.ignore_classless);
         assert_eq!(a.metrics_addr.port(), 7472);
     }
 }

@@ -55,13 +55,13 @@ impl Relist {
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    runtime::init_tracing(&args.log_level, args.log_format);
-    let client = runtime::kube_client(args.kubeconfig.as_ref()).await?;
+    runtime::init_tracing(&args.common.log_level, args.common.log_format);
+    let client = runtime::kube_client(args.common.kubeconfig.as_ref()).await?;
     let version = client
         .apiserver_version()
         .await
         .context("cannot reach the Kubernetes API server (check --kubeconfig and the network)")?;
-    tracing::info!(server = %version.git_version, lb_class = %args.lb_class, "ferrolb controller starting");
+    tracing::info!(server = %version.git_version, lb_class = %args.common.lb_class, "ferrolb controller starting");
 
     let metrics = Metrics::default();
     let health = Health::default();
@@ -121,8 +121,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .boxed();
 
     let mut core = Core::new(CoreConfig {
-        lb_class: args.lb_class.clone(),
-        ignore_classless: args.ignore_classless,
+        lb_class: args.common.lb_class.clone(),
+        ignore_classless: args.common.ignore_classless,
     });
     core.set_leader(*leader_rx.borrow());
     let mut relists: [Relist; 3] = Default::default();

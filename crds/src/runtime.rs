@@ -23,6 +23,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// The flags both binaries take, flattened into each one's `Args`. Every flag can also be set with
+/// a `FERROLB_*` environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Kubeconfig to use; default: in-cluster configuration, then KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "FERROLB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// spec.loadBalancerClass served by this ferrolb.
+    #[arg(long, env = "FERROLB_LB_CLASS", default_value = "ferrolb.io/lb")]
+    pub lb_class: String,
+
+    /// Ignore Services without a loadBalancerClass (when another load balancer serves those).
+    #[arg(long, env = "FERROLB_IGNORE_CLASSLESS")]
+    pub ignore_classless: bool,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    #[arg(long, env = "FERROLB_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
 /// Installs the global tracing subscriber. `RUST_LOG` overrides `level` when set.
 pub fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

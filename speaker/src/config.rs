@@ -4,11 +4,10 @@
 //! Owns parsing and defaults only; it must not open sockets or talk to the cluster.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ferrolb_crds::runtime::LogFormat;
+use ferrolb_crds::runtime::CommonArgs;
 
 /// Why a flag value is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,17 +62,9 @@ pub struct Args {
     #[arg(long, env = "FERROLB_NODE_NAME")]
     pub node_name: Option<String>,
 
-    /// Kubeconfig to use; default: in-cluster configuration, then KUBECONFIG or ~/.kube/config.
-    #[arg(long, env = "FERROLB_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// spec.loadBalancerClass served by this ferrolb.
-    #[arg(long, env = "FERROLB_LB_CLASS", default_value = "ferrolb.io/lb")]
-    pub lb_class: String,
-
-    /// Ignore Services without a loadBalancerClass (when another load balancer serves those).
-    #[arg(long, env = "FERROLB_IGNORE_CLASSLESS")]
-    pub ignore_classless: bool,
+    /// Kubeconfig, class, logging: shared with the controller.
+    #[command(flatten)]
+    pub common: CommonArgs,
 
     /// Interfaces the speaker may announce on (comma separated); default: any, as chosen by
     /// L2Advertisements or the interface holding the node's InternalIP.
@@ -103,14 +94,6 @@ pub struct Args {
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     pub metrics_addr: SocketAddr,
-
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
-    #[arg(long, env = "FERROLB_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-
-    /// Log format.
-    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 impl Args {
@@ -155,14 +138,14 @@ mod tests {
     #[test]
     fn defaults_follow_the_chart_contract() {
         let a = Args::try_parse_from(["ferrolb-speaker", "--node-name", "n1"]).expect("parses");
-        assert_eq!(a.lb_class, "ferrolb.io/lb");
+        assert_eq!(a.common.lb_class, "ferrolb.io/lb");
         assert_eq!(a.memberlist_port, 7946);
         assert_eq!(a.heartbeat_interval, Duration::from_millis(25));
         assert_eq!(a.dead_after, Duration::from_millis(200));
         assert_eq!(a.garp_burst, 3);
         assert_eq!(a.garp_rate, 200);
         assert_eq!(a.metrics_addr.port(), 7473);
-        assert!(a.interfaces.is_empty() && !a.ignore_classless);
+        assert!(a.interfaces.is_empty() && !a.common.ignore_classless);
         assert_eq!(a.validate(), Ok(()));
     }
 

@@ -20,16 +20,16 @@ const API_CHECK: Duration = Duration::from_secs(15);
 
 /// Runs the speaker until SIGTERM or SIGINT, then hands over and returns.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    runtime::init_tracing(&args.log_level, args.log_format);
+    runtime::init_tracing(&args.common.log_level, args.common.log_format);
     let node = args.node_name()?;
     args.validate()?;
-    let client = runtime::kube_client(args.kubeconfig.as_ref()).await?;
+    let client = runtime::kube_client(args.common.kubeconfig.as_ref()).await?;
     let version = tokio::time::timeout(API_CHECK, client.apiserver_version())
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {API_CHECK:?}"))
         .and_then(|r| r.map_err(anyhow::Error::from))
         .context("cannot reach the Kubernetes API server (check --kubeconfig and the network)")?;
-    tracing::info!(server = %version.git_version, node = %node, lb_class = %args.lb_class, "ferrolb speaker starting");
+    tracing::info!(server = %version.git_version, node = %node, lb_class = %args.common.lb_class, "ferrolb speaker starting");
 
     let metrics = Metrics::default();
     let health = Health::default();
@@ -56,8 +56,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(crate::watch::run(
         client.clone(),
         PlanConfig {
-            lb_class: args.lb_class.clone(),
-            ignore_classless: args.ignore_classless,
+            lb_class: args.common.lb_class.clone(),
+            ignore_classless: args.common.ignore_classless,
             self_node: node.clone(),
         },
         args.memberlist_port,

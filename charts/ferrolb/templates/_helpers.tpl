@@ -99,8 +99,8 @@ controller Deployment, which every install renders, so a bad combination stops t
 {{- define "ferrolb.validate" -}}
 {{- $hb := include "ferrolb.durationMs" .Values.speaker.heartbeatInterval | int64 }}
 {{- $dead := include "ferrolb.durationMs" .Values.speaker.deadAfter | int64 }}
-{{- if le $dead $hb }}
-{{- fail (printf "speaker.deadAfter (%s) must be longer than speaker.heartbeatInterval (%s), or every peer is declared dead between two heartbeats" .Values.speaker.deadAfter .Values.speaker.heartbeatInterval) }}
+{{- if lt $dead (mul $hb 2) }}
+{{- fail (printf "speaker.deadAfter (%s) must be at least twice speaker.heartbeatInterval (%s): a peer is declared dead only after missing two heartbeats, as the speaker itself requires" .Values.speaker.deadAfter .Values.speaker.heartbeatInterval) }}
 {{- end }}
 {{- if and .Values.addressPool.create (empty .Values.addressPool.addresses) }}
 {{- fail "addressPool.create=true needs at least one entry in addressPool.addresses (a CIDR like 198.51.100.0/24 or a range like 198.51.100.10-198.51.100.20)" }}
