@@ -301,6 +301,23 @@ mod tests {
             Ok(Cmd::Kubectl { args, .. }) => assert_eq!(args, ["get", "nodes", "-o", "wide"]),
             other => panic!("{other:?}"),
         }
+        match parse(&["sa-kubeconfig", "-n", "ferrolb-system", "ferrolb-speaker"])
+            .map(|c| c.command)
+        {
+            Ok(Cmd::SaKubeconfig {
+                namespace,
+                service_account,
+                ..
+            }) => assert_eq!(
+                (namespace.as_str(), service_account.as_str()),
+                ("ferrolb-system", "ferrolb-speaker")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["sa-kubeconfig"]).is_err(),
+            "the ServiceAccount is required"
+        );
         match parse(&[
             "relay",
             "--listen",
