@@ -275,6 +275,11 @@ impl Core {
         self.dirty.insert(key);
     }
 
+    /// A pool status write failed: compare and write pool statuses again on the next tick.
+    pub fn pool_write_failed(&mut self) {
+        self.pools_dirty = true;
+    }
+
     /// Whether pool statuses may need a write.
     pub fn pools_dirty(&self) -> bool {
         self.pools_dirty

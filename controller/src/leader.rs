@@ -4,6 +4,11 @@
 //! that channel. The decision of what to do with the Lease is a pure function ([`decide`]) of what was
 //! read and the time; the task around it only reads, writes and sleeps. Writes use the Lease's
 //! resourceVersion, so two replicas can never both win the same term.
+//!
+//! A leader stays leader only while its last confirmed renewal is younger than two thirds of the
+//! lease ([`still_leading`]), and every request to the Lease has a deadline. So a leader whose API
+//! connection hangs steps down before a standby may take the expired Lease over, and two replicas
+//! never write at once; a single failed renewal, on the other hand, does not cost the lead.
 
 use std::time::Duration;
 
@@ -12,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What to do with the Lease as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +60,24 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     }
 }
 
+/// Whether a replica whose last confirmed renewal started at `last_renewed` may still act as
+/// leader at `now`. `deadline` is shorter than the lease: the renewal's `renewTime` was taken when
+/// it started, so a standby cannot acquire before `lease_duration` after it. Pure.
+pub fn still_leading(last_renewed: Option<Instant>, now: Instant, deadline: Duration) -> bool {
+    last_renewed.is_some_and(|at| now.saturating_duration_since(at) < deadline)
+}
+
+/// What one round with the Lease came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// We hold the Lease, renewed (or acquired) just now.
+    Leads,
+    /// Someone else holds it, or took it from under us (a write conflict).
+    Follows,
+    /// The API server did not answer, or answered with an error: nothing is known.
+    Unknown,
+}
+
 /// Runs the election until `shutdown` fires, then releases the Lease if we hold it.
 pub async fn run(
     api: Api<Lease>,
@@ -64,10 +88,26 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let secs = i32::try_from(lease_duration.as_secs()).unwrap_or(15).max(1);
-    // Renew three times per lease period, so one slow request does not cost the lease.
+    // Renew three times per lease period, so one slow request does not cost the lease; give up
+    // leading two thirds into it without a confirmed renewal.
     let period = lease_duration / 3;
+    let deadline = lease_duration * 2 / 3;
+    let mut last_renewed: Option<Instant> = None;
     loop {
-        let leading = step(&api, &name, &me, secs).await;
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(period, step(&api, &name, &me, secs)).await {
+            Ok(o) => o,
+            Err(_) => {
+                tracing::warn!(lease = %name, timeout = ?period, "the API server did not answer about the Lease in time");
+                Outcome::Unknown
+            }
+        };
+        match outcome {
+            Outcome::Leads => last_renewed = Some(started),
+            Outcome::Follows => last_renewed = None,
+            Outcome::Unknown => {}
+        }
+        let leading = still_leading(last_renewed, Instant::now(), deadline);
         if *tx.borrow() != leading {
             if leading {
                 tracing::info!(lease = %name, identity = %me, "became leader");
@@ -87,13 +127,13 @@ pub async fn run(
     }
 }
 
-async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> bool {
+async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> Outcome {
     let now = Timestamp::now();
     let current = match api.get_opt(name).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the leader Lease");
-            return false;
+            return Outcome::Unknown;
         }
     };
     let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), me, now);
@@ -113,20 +153,20 @@ async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> bool {
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => true,
+            Ok(_) => Outcome::Leads,
             Err(kube::Error::Api(e)) if e.is_already_exists() => {
                 tracing::debug!(lease = %name, "another replica created the Lease first");
-                false
+                Outcome::Follows
             }
             Err(e) => {
                 tracing::warn!(lease = %name, error = %e, "the Lease does not exist and cannot be created");
-                false
+                Outcome::Unknown
             }
         };
     };
     let spec = lease.spec.get_or_insert_with(Default::default);
     match decision {
-        Decision::Follow { .. } => return false,
+        Decision::Follow { .. } => return Outcome::Follows,
         Decision::Renew => {}
         Decision::Acquire => {
             spec.holder_identity = Some(me.into());
@@ -138,10 +178,14 @@ async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> bool {
     spec.renew_time = Some(MicroTime(now));
     // replace() carries resourceVersion: a concurrent writer makes this fail with a conflict.
     match api.replace(name, &PostParams::default(), &lease).await {
-        Ok(_) => true,
+        Ok(_) => Outcome::Leads,
+        Err(kube::Error::Api(e)) if e.is_conflict() => {
+            tracing::debug!(lease = %name, "the Lease changed under us; another replica wrote it");
+            Outcome::Follows
+        }
         Err(e) => {
-            tracing::debug!(error = %e, "Lease update lost");
-            false
+            tracing::warn!(lease = %name, error = %e, "cannot renew the Lease");
+            Outcome::Unknown
         }
     }
 }
@@ -184,6 +228,29 @@ mod tests {
             )),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn leadership_lasts_until_the_renew_deadline() {
+        let t0 = Instant::now();
+        let deadline = Duration::from_millis(2666);
+        assert!(!still_leading(None, t0, deadline), "never renewed");
+        assert!(still_leading(Some(t0), t0, deadline));
+        assert!(still_leading(
+            Some(t0),
+            t0 + Duration::from_millis(2665),
+            deadline
+        ));
+        assert!(
+            !still_leading(Some(t0), t0 + deadline, deadline),
+            "a renewal as old as the deadline no longer counts"
+        );
+        // A clock that went backwards (cannot happen with Instant, but saturate anyway).
+        assert!(still_leading(
+            Some(t0 + Duration::from_secs(1)),
+            t0,
+            deadline
+        ));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::config::Args;
 use crate::core::{Core, CoreConfig, Kind};
 use crate::pools::PoolView;
 use crate::service::ServiceView;
-use crate::writer::Writer;
+use crate::writer::{Failed, Writer};
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -199,7 +199,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 core.set_leader(leading);
                 metrics.set("ferrolb_controller_leader", "1 while this replica leads", &[], if leading { 1.0 } else { 0.0 });
             }
-            Some(f) = fail_rx.recv() => core.write_failed(&f.namespace, &f.name),
+            Some(f) = fail_rx.recv() => match f {
+                Failed::Service { namespace, name } => core.write_failed(&namespace, &name),
+                Failed::PoolStatus => core.pool_write_failed(),
+            },
             _ = pool_tick.tick() => {
                 if core.pools_dirty() {
                     for a in core.pool_statuses(&now()) {

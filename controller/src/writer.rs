@@ -23,13 +23,41 @@ use crate::core::{Action, Target};
 /// Field manager of every ferrolb controller write.
 pub const FIELD_MANAGER: &str = "ferrolb-controller";
 
+/// A write that takes longer is abandoned and reported failed (so it is retried): one hung
+/// connection must not hold a writer slot, or the pool status, forever.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A write that failed, for the core to retry.
-#[derive(Debug, Clone)]
-pub struct Failed {
-    /// Service namespace.
-    pub namespace: String,
-    /// Service name.
-    pub name: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// A Service's status or annotation.
+    Service {
+        /// Service namespace.
+        namespace: String,
+        /// Service name.
+        name: String,
+    },
+    /// A pool's status.
+    PoolStatus,
+}
+
+impl Failed {
+    /// What to retry for `action`, or `None` for an Event (informative, not retried).
+    fn of(action: &Action) -> Option<Failed> {
+        match action {
+            Action::ServiceStatus {
+                namespace, name, ..
+            }
+            | Action::ServiceAnnotation {
+                namespace, name, ..
+            } => Some(Failed::Service {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }),
+            Action::PoolStatus { .. } => Some(Failed::PoolStatus),
+            Action::Event { .. } => None,
+        }
+    }
 }
 
 /// Writes what the core decided.
@@ -90,16 +118,13 @@ impl Writer {
                         return;
                     }
                     let what = kind_of(&action);
-                    let svc = match &action {
-                        Action::ServiceStatus {
-                            namespace, name, ..
-                        }
-                        | Action::ServiceAnnotation {
-                            namespace, name, ..
-                        } => Some((namespace.clone(), name.clone())),
-                        _ => None,
+                    let retry = Failed::of(&action);
+                    let result = match tokio::time::timeout(WRITE_TIMEOUT, w.perform(action)).await
+                    {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
                     };
-                    match w.perform(action).await {
+                    match result {
                         Ok(()) => w.metrics.inc(
                             "ferrolb_controller_api_writes_total",
                             "API writes by kind",
@@ -114,8 +139,8 @@ impl Writer {
                                 1.0,
                             );
                             tracing::warn!(kind = what, error = %e, "write failed; will retry");
-                            if let Some((namespace, name)) = svc {
-                                let _ = failed.send(Failed { namespace, name });
+                            if let Some(f) = retry {
+                                let _ = failed.send(f);
                             }
                         }
                     }

@@ -290,6 +290,14 @@ impl Env {
             .collect()
     }
 
+    /// The identity holding the chart's Lease, if anyone does.
+    async fn lease_holder(&self) -> anyhow::Result<Option<String>> {
+        let lease = Api::<Lease>::namespaced(self.client.clone(), NS)
+            .get(&format!("{RELEASE}-controller"))
+            .await?;
+        Ok(lease.spec.and_then(|s| s.holder_identity))
+    }
+
     async fn service(&self) -> anyhow::Result<Service> {
         Ok(Api::<Service>::namespaced(self.client.clone(), APP_NS)
             .get("web")
@@ -755,13 +763,7 @@ async fn run_workloads(env: &mut Env) -> anyhow::Result<String> {
         .filter(|p| p.component == Component::Controller)
         .map(|p| p.name.clone())
         .collect();
-    let holder = eventually("a controller to hold the Lease", T, || async {
-        let lease = Api::<Lease>::namespaced(env.client.clone(), NS)
-            .get(&format!("{RELEASE}-controller"))
-            .await?;
-        Ok(lease.spec.and_then(|s| s.holder_identity))
-    })
-    .await?;
+    let holder = eventually("a controller to hold the Lease", T, || env.lease_holder()).await?;
     ensure!(
         controllers.contains(&holder),
         "the Lease is held by {holder:?}, not one of {controllers:?}"
@@ -921,6 +923,81 @@ async fn upgrade_takeover(env: &mut Env, ip: &str) -> anyhow::Result<String> {
         "pool adopted as it was; rolled {} pods; {served}",
         env.pods.len()
     ))
+}
+
+/// The time of the first log line containing `needle`, from the binaries' text log format
+/// (`2026-12-01T16:23:28.225079Z  INFO became leader ...`).
+fn logged_at(log: &str, needle: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    log.lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+}
+
+/// The leader's node loses the network. The leader must stop acting as leader before the
+/// standby may take the Lease over, so two replicas never write at once; the standby then
+/// leads, and the Service keeps its IP (its announcement fails over with the node's speaker).
+async fn partitioned_leader(env: &mut Env, ip: &str) -> anyhow::Result<String> {
+    let holder = env
+        .lease_holder()
+        .await?
+        .ok_or_else(|| anyhow!("nobody holds the Lease"))?;
+    let (old_node, old_log_before) = {
+        let p = env
+            .pods
+            .iter()
+            .find(|p| p.name == holder)
+            .ok_or_else(|| anyhow!("the holder {holder} is not one of the test's pods"))?;
+        (p.node.clone(), p.process.log())
+    };
+    let standby = env
+        .pods
+        .iter()
+        .find(|p| p.component == Component::Controller && p.name != holder)
+        .map(|p| p.name.clone())
+        .ok_or_else(|| anyhow!("no standby controller"))?;
+    let skip = old_log_before.len();
+    let out = env.exec(&old_node, &["ip", "link", "set", "eth0", "down"])?;
+    ensure!(out.status.success(), "link down: {}", text(&out));
+    let result = async {
+        let new = eventually("the standby to take the Lease", T, || async {
+            Ok(env.lease_holder().await?.filter(|h| *h != holder))
+        })
+        .await?;
+        ensure!(new == standby, "the Lease went to {new}, not the standby {standby}");
+        let log_of = |name: &str| {
+            env.pods
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.process.log())
+                .unwrap_or_default()
+        };
+        let old_log = log_of(&holder);
+        let stepped_down = logged_at(old_log.get(skip..).unwrap_or_default(), "not leader")
+            .ok_or_else(|| anyhow!("the partitioned leader {holder} never stepped down"))?;
+        let took_over = logged_at(&log_of(&standby), "became leader")
+            .ok_or_else(|| anyhow!("{standby} does not log that it leads"))?;
+        ensure!(
+            stepped_down < took_over,
+            "two leaders: {holder} stepped down at {stepped_down}, after {standby} took over at {took_over}"
+        );
+        Ok(format!(
+            "{holder} stepped down {} ms before {standby} took over",
+            (took_over - stepped_down).get_milliseconds()
+        ))
+    }
+    .await;
+    let out = env.exec(&old_node, &["ip", "link", "set", "eth0", "up"])?;
+    ensure!(out.status.success(), "link up: {}", text(&out));
+    let report = result?;
+    env.wait_ready().await?;
+    let now = env.ingress_ip().await?;
+    ensure!(
+        now.as_deref() == Some(ip),
+        "the IP changed from {ip} to {now:?}"
+    );
+    let served = env.check_served(ip).await?;
+    Ok(format!("{report}; {served}"))
 }
 
 /// A second upgrade from a newer chart: its changed CRD reaches the cluster, the pool grows,
@@ -1167,6 +1244,7 @@ async fn story(env: &mut Env) -> anyhow::Result<()> {
         .await?
         .ok_or_else(|| anyhow!("the Service lost its IP"))?;
     report("first upgrade (takeover)", upgrade_takeover(env, &ip).await)?;
+    report("partitioned leader", partitioned_leader(env, &ip).await)?;
     report("second upgrade (changes)", upgrade_changes(env, &ip).await)?;
     report("RBAC from the audit log", rbac_from_audit(env).await)?;
     report("uninstall", uninstall(env).await)?;
