@@ -328,6 +328,15 @@ else
     bad "README's minimal values file renders" "$(cat "$tmp/readme-values.yaml" "$tmp/readme.err" 2>/dev/null)"
 fi
 
+# --- Long names stay within the API's limits -------------------------------------------------
+long=$(printf 'r%.0s' {1..52})
+if render long --set fullnameOverride="$long"; then
+    check "a 52-character fullname: every Service name is a DNS label (at most 63), all distinct" \
+        bash -c 'names=$(awk "/^kind: Service$/ { s = 1; next } s && /^  name: / { print \$2; s = 0 }" "$1"); [[ $(wc -l <<<"$names") == 2 && $(sort -u <<<"$names" | wc -l) == 2 ]] && ! awk "length > 63" <<<"$names" | grep -q .' _ "$tmp/long.yaml"
+else
+    bad "helm template --set fullnameOverride=<52 characters>" "$(cat "$tmp/long.err")"
+fi
+
 # --- Bad values are rejected with a message ---------------------------------------------------
 # rejects DESCRIPTION EXPECTED-TEXT helm-args...: rendering must fail and stderr must contain the text.
 rejects() {
@@ -351,6 +360,9 @@ rejects "schema rejects a misspelt key" "additional properties 'contoller' not a
 rejects "schema rejects a pool without addresses" "at '/addressPool/addresses': minItems" --set addressPool.create=true
 rejects "schema rejects a malformed pool address" "at '/addressPool/addresses/0'" --set addressPool.create=true --set 'addressPool.addresses={not-an-ip}'
 rejects "schema rejects an interface name with a slash" "at '/speaker/interfaces/0'" --set 'speaker.interfaces={eth0/1}'
+rejects "durations longer than the speaker accepts" "speaker.deadAfter is longer than an hour" --set speaker.deadAfter=7200s
+rejects "a loopback metrics address (the probes would fail)" "is a loopback address" --set metrics.bindAddress=127.0.0.1
+rejects "schema rejects an IPv4 bind address with an octet over 255" "at '/metrics/bindAddress'" --set metrics.bindAddress=999.1.1.1
 rejects "deadAfter must be at least twice heartbeatInterval" "must be at least twice speaker.heartbeatInterval" --set speaker.deadAfter=40ms
 check "deadAfter of exactly twice heartbeatInterval is accepted" \
     bash -c '"$1" template t "$2" --set speaker.deadAfter=50ms >/dev/null' _ "$HELM" "$chart"

@@ -99,6 +99,15 @@ controller Deployment, which every install renders, so a bad combination stops t
 {{- define "ferrolb.validate" -}}
 {{- $hb := include "ferrolb.durationMs" .Values.speaker.heartbeatInterval | int64 }}
 {{- $dead := include "ferrolb.durationMs" .Values.speaker.deadAfter | int64 }}
+{{- range $name, $ms := dict "speaker.heartbeatInterval" $hb "speaker.deadAfter" $dead }}
+{{- if gt $ms 3600000 }}
+{{- fail (printf "%s is longer than an hour (3600s), which the speaker refuses" $name) }}
+{{- end }}
+{{- end }}
+{{- $bind := .Values.metrics.bindAddress }}
+{{- if or (hasPrefix "127." $bind) (eq $bind "::1") }}
+{{- fail (printf "metrics.bindAddress=%s is a loopback address: the kubelet probes /healthz and /readyz on the pod's IP, so every pod would be restarted. Use 0.0.0.0 or ::" $bind) }}
+{{- end }}
 {{- if lt $dead (mul $hb 2) }}
 {{- fail (printf "speaker.deadAfter (%s) must be at least twice speaker.heartbeatInterval (%s): a peer is declared dead only after missing two heartbeats, as the speaker itself requires" .Values.speaker.deadAfter .Values.speaker.heartbeatInterval) }}
 {{- end }}
