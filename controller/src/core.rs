@@ -174,6 +174,7 @@ impl Core {
             old.config != view.config
                 || old.allocation != view.allocation
                 || old.bad_entries != view.bad_entries
+                || old.bad_selectors != view.bad_selectors
         });
         self.pools.insert(view.name.clone(), view);
         self.pools_dirty = true;
@@ -656,31 +657,33 @@ impl Core {
             };
             let status = pools::desired_status(pool, stats, &overlaps, now);
             if pools::status_differs(&status, pool.status.as_ref()) {
-                let was_overlapping = pool
-                    .status
-                    .as_ref()
-                    .and_then(|s| {
-                        s.conditions
-                            .iter()
-                            .find(|c| c.type_ == ferrolb_crds::conditions::POOL_OVERLAP)
-                    })
-                    .map(|c| c.message.clone());
-                if let Some(c) = status
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == ferrolb_crds::conditions::POOL_OVERLAP)
-                    && c.status == "True"
-                    && was_overlapping.as_deref() != Some(c.message.as_str())
-                {
-                    out.push(Action::Event {
-                        target: Target::Pool {
-                            name: pool.name.clone(),
-                            uid: pool.uid.clone(),
-                        },
-                        warning: true,
-                        reason: "OverlapsOtherPools".into(),
-                        note: c.message.clone(),
-                    });
+                // A Warning event when a condition turns bad, or says something new while bad.
+                let bad_when = [
+                    (ferrolb_crds::conditions::POOL_OVERLAP, "True"),
+                    (ferrolb_crds::conditions::POOL_READY, "False"),
+                ];
+                for (type_, bad) in bad_when {
+                    let find =
+                        |conds: &[Condition]| conds.iter().find(|c| c.type_ == type_).cloned();
+                    let was = pool
+                        .status
+                        .as_ref()
+                        .and_then(|s| find(&s.conditions))
+                        .filter(|c| c.status == bad)
+                        .map(|c| c.message);
+                    if let Some(c) = find(&status.conditions).filter(|c| c.status == bad)
+                        && was.as_deref() != Some(c.message.as_str())
+                    {
+                        out.push(Action::Event {
+                            target: Target::Pool {
+                                name: pool.name.clone(),
+                                uid: pool.uid.clone(),
+                            },
+                            warning: true,
+                            reason: c.reason.clone(),
+                            note: c.message.clone(),
+                        });
+                    }
                 }
                 out.push(Action::PoolStatus {
                     name: pool.name.clone(),

@@ -26,6 +26,8 @@ pub struct PoolView {
     pub config: PoolConfig,
     /// Entries that did not parse, with the reason.
     pub bad_entries: Vec<String>,
+    /// `serviceAllocation` selectors that are malformed, with the reason. They select nothing.
+    pub bad_selectors: Vec<String>,
     /// `spec.serviceAllocation`.
     pub allocation: Option<ServiceAllocation>,
     /// The status as last observed, to write only on change.
@@ -44,6 +46,12 @@ impl PoolView {
                 Err(e) => bad_entries.push(format!("{entry:?}: {e}")),
             }
         }
+        let bad_selectors = pool
+            .spec
+            .service_allocation
+            .as_ref()
+            .map(bad_selectors)
+            .unwrap_or_default();
         Some(PoolView {
             config: PoolConfig {
                 name: name.clone(),
@@ -55,6 +63,7 @@ impl PoolView {
             uid: pool.metadata.uid.clone(),
             generation: pool.metadata.generation,
             bad_entries,
+            bad_selectors,
             allocation: pool.spec.service_allocation.clone(),
             status: pool.status.clone(),
         })
@@ -95,6 +104,24 @@ impl PoolView {
     fn priority(&self) -> Option<i32> {
         self.allocation.as_ref().and_then(|a| a.priority)
     }
+}
+
+/// Every malformed selector of a `serviceAllocation`, named by its field and index.
+fn bad_selectors(a: &ServiceAllocation) -> Vec<String> {
+    let fields = [
+        ("namespaceSelectors", &a.namespace_selectors),
+        ("serviceSelectors", &a.service_selectors),
+    ];
+    fields
+        .into_iter()
+        .flat_map(|(field, list)| {
+            list.iter().enumerate().filter_map(move |(i, s)| {
+                selector::validate(s)
+                    .err()
+                    .map(|e| format!("serviceAllocation.{field}[{i}]: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// The pools a Service may get addresses from automatically, in the order they are tried: pools whose
@@ -187,12 +214,27 @@ pub fn desired_status(
     let v4 = stats.family(Family::V4);
     let v6 = stats.family(Family::V6);
 
-    let ready = if pool.bad_entries.is_empty() {
+    let mut problems = Vec::new();
+    if !pool.bad_entries.is_empty() {
+        problems.push(format!("ignored entries: {}", pool.bad_entries.join("; ")));
+    }
+    if !pool.bad_selectors.is_empty() {
+        problems.push(format!(
+            "selectors that select nothing: {}",
+            pool.bad_selectors.join("; ")
+        ));
+    }
+    let reason = if !pool.bad_entries.is_empty() {
+        "InvalidAddresses"
+    } else {
+        "InvalidSelectors"
+    };
+    let ready = if problems.is_empty() {
         condition(
             conditions::POOL_READY,
             true,
             "Valid",
-            "all addresses parse".into(),
+            "all addresses and selectors are valid".into(),
             pool.generation,
             prev(conditions::POOL_READY),
             now,
@@ -201,8 +243,8 @@ pub fn desired_status(
         condition(
             conditions::POOL_READY,
             false,
-            "InvalidAddresses",
-            format!("ignored entries: {}", pool.bad_entries.join("; ")),
+            reason,
+            problems.join(". "),
             pool.generation,
             prev(conditions::POOL_READY),
             now,
@@ -369,5 +411,56 @@ mod tests {
         assert_eq!(ready.status, "False");
         assert!(ready.message.contains("nonsense"), "{}", ready.message);
         assert!(!status_differs(&st, Some(&st)));
+    }
+
+    #[test]
+    fn malformed_selectors_select_nothing_and_say_so() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+        let bad = |op: &str, values: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "team".into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            ..Default::default()
+        };
+        let p = pool(
+            "p",
+            true,
+            Some(ServiceAllocation {
+                namespace_selectors: vec![bad("in", &["a"])],
+                service_selectors: vec![LabelSelector::default(), bad("NotIn", &[])],
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            p.bad_selectors,
+            [
+                "serviceAllocation.namespaceSelectors[0]: unknown label selector operator \"in\" (want In, NotIn, Exists or DoesNotExist)",
+                "serviceAllocation.serviceSelectors[1]: label selector operator NotIn on key \"team\" needs at least one value",
+            ]
+        );
+        let ns: BTreeMap<_, _> = [("team".to_string(), "a".to_string())].into();
+        assert_eq!(p.selects("x", Some(&ns), &BTreeMap::new()), Some(false));
+
+        let mut alloc = ferrolb_allocator::Allocator::new();
+        alloc.set_pools(vec![p.config.clone()]);
+        let stats = alloc.pool_stats("p").expect("known pool");
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let ready = desired_status(&p, stats, &[], &now).conditions[0].clone();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSelectors")
+        );
+        assert!(
+            ready.message.contains("namespaceSelectors[0]"),
+            "{}",
+            ready.message
+        );
+        assert!(
+            ready.message.contains("serviceSelectors[1]"),
+            "{}",
+            ready.message
+        );
     }
 }

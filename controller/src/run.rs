@@ -160,6 +160,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         if !v.bad_entries.is_empty() {
                             tracing::warn!(pool = %v.name, entries = ?v.bad_entries, "pool has entries that do not parse; they are ignored");
                         }
+                        if !v.bad_selectors.is_empty() {
+                            tracing::warn!(pool = %v.name, selectors = ?v.bad_selectors, "pool has malformed serviceAllocation selectors; they select nothing");
+                        }
                         core.upsert_pool(v);
                     }
                 }

@@ -318,3 +318,61 @@ fn nothing_happens_before_sync_or_without_leadership() {
     c.set_leader(true);
     assert!(!c.reconcile(&now()).is_empty());
 }
+
+#[test]
+fn a_pool_with_a_malformed_selector_gets_one_warning_and_a_condition() {
+    use ferrolb_crds::ServiceAllocation;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    let mut p = IPAddressPool::new(
+        "blue",
+        IPAddressPoolSpec {
+            addresses: vec!["198.51.100.0/30".into()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            service_allocation: Some(ServiceAllocation {
+                service_selectors: vec![LabelSelector {
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: "tier".into(),
+                        operator: "in".into(),
+                        values: Some(vec!["web".into()]),
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        },
+    );
+    let mut c = core_with(&[PoolView::from_pool(&p).expect("named")], &[]);
+    assert!(c.reconcile(&now()).is_empty(), "no Service, nothing to write");
+    let first = c.pool_statuses(&now());
+    let warnings: Vec<_> = first
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event {
+                warning: true,
+                reason,
+                note,
+                ..
+            } => Some((reason.clone(), note.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{first:?}");
+    assert_eq!(warnings[0].0, "InvalidSelectors");
+    assert!(
+        warnings[0].1.contains("serviceSelectors[0]"),
+        "{}",
+        warnings[0].1
+    );
+    // The API server echoes the status back: nothing more to write, and no second warning.
+    let status = first
+        .iter()
+        .find_map(|a| match a {
+            Action::PoolStatus { status, .. } => Some(status.clone()),
+            _ => None,
+        })
+        .expect("a status write");
+    p.status = Some(status);
+    c.upsert_pool(PoolView::from_pool(&p).expect("named"));
+    assert!(c.pool_statuses(&now()).is_empty());
+}

@@ -19,37 +19,50 @@ pub enum SelectorError {
     MissingValues(String, String),
 }
 
-/// Whether `labels` satisfy `selector`. An empty selector matches everything, as in Kubernetes.
-pub fn matches(
-    selector: &LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> Result<bool, SelectorError> {
-    if let Some(want) = &selector.match_labels
-        && want.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return Ok(false);
-    }
+/// Checks a selector on its own: `Ok` exactly when [`matches`] cannot fail for it, whatever the
+/// labels. Lets a holder of selectors report a bad one before any object meets it.
+pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
     for expr in selector.match_expressions.iter().flatten() {
         let values = expr.values.as_deref().unwrap_or_default();
-        let have = labels.get(&expr.key);
-        let ok = match expr.operator.as_str() {
+        match expr.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => {
                 return Err(SelectorError::MissingValues(
                     expr.operator.clone(),
                     expr.key.clone(),
                 ));
             }
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => !have.is_some_and(|v| values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
             other => return Err(SelectorError::UnknownOperator(other.to_string())),
-        };
-        if !ok {
-            return Ok(false);
         }
     }
-    Ok(true)
+    Ok(())
+}
+
+/// Whether `labels` satisfy `selector`. An empty selector matches everything, as in Kubernetes.
+/// A malformed selector is an error, never a silent match or mismatch.
+pub fn matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, SelectorError> {
+    validate(selector)?;
+    if let Some(want) = &selector.match_labels
+        && want.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return Ok(false);
+    }
+    let holds =
+        |expr: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement| {
+            let values = expr.values.as_deref().unwrap_or_default();
+            let have = labels.get(&expr.key);
+            match expr.operator.as_str() {
+                "In" => have.is_some_and(|v| values.contains(v)),
+                "NotIn" => !have.is_some_and(|v| values.contains(v)),
+                "Exists" => have.is_some(),
+                // DoesNotExist; validate() has ruled out anything else.
+                _ => have.is_none(),
+            }
+        };
+    Ok(selector.match_expressions.iter().flatten().all(holds))
 }
 
 /// Whether any selector in `selectors` matches; an empty list matches everything.
@@ -133,5 +146,19 @@ mod tests {
             matches(&expr("zone", "In", &[]), &l),
             Err(SelectorError::MissingValues(..))
         ));
+    }
+
+    #[test]
+    fn a_bad_expression_is_an_error_even_when_match_labels_already_fail() {
+        let mut s = expr("zone", "in", &["a"]);
+        s.match_labels = Some([("tier".to_string(), "web".to_string())].into());
+        let l = labels(&[("zone", "a")]);
+        assert!(matches!(
+            matches(&s, &l),
+            Err(SelectorError::UnknownOperator(op)) if op == "in"
+        ));
+        assert!(validate(&s).is_err());
+        assert_eq!(validate(&expr("zone", "Exists", &[])), Ok(()));
+        assert_eq!(validate(&LabelSelector::default()), Ok(()));
     }
 }
