@@ -1,5 +1,6 @@
 //! The speaker's decisions from a plan and a membership view: who announces each IP, which IPs
-//! this node announces, and which Service conditions this node must write.
+//! this node announces, which Service conditions this node must write, and which events about
+//! this node's interfaces to record.
 //!
 //! Pure: data and `now` in, values out. It must not do I/O, await or read clocks; the shell
 //! ([`crate::engine`]) feeds it and carries out the result.
@@ -11,6 +12,14 @@
 //! when no IP of it is announced, the alive speaker with the smallest name. Every speaker
 //! computes the same answer from the same view, so there is one writer, and it writes only when
 //! the published condition differs from the desired one: zero writes in steady state.
+//!
+//! # Nodes that cannot announce
+//!
+//! A node eligible for an IP but without a usable interface for it (missing, down, or not in
+//! `--interfaces`) says so in its heartbeats ([`MemberView::unable`]), and every node leaves it
+//! out of the candidates. When that leaves no candidate, the IP has no owner, the first alive
+//! speaker is responsible, and the condition says `False/NoUsableInterface` naming those nodes,
+//! instead of the last announcer's words staying up while nobody answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -19,7 +28,7 @@ use std::time::{Duration, Instant};
 use ferrolb_speaker_core::election;
 
 use crate::objects::{ObservedCondition, SvcKey};
-use crate::plan::Plan;
+use crate::plan::{NotAnnounced, Plan, WantedInterface};
 
 /// The membership view the decisions need.
 #[derive(Debug, Clone, Default)]
@@ -30,15 +39,25 @@ pub struct MemberView {
     pub claims: BTreeMap<String, BTreeSet<IpAddr>>,
     /// Peers that came up very recently (see [`owners`]).
     pub young: BTreeSet<String>,
+    /// What each alive speaker reported it cannot announce, for lack of a usable interface
+    /// (peers' from their heartbeats; ours as just computed).
+    pub unable: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
-/// The announcer of every announceable IP (`None`: no eligible node is alive).
+impl MemberView {
+    fn is_unable(&self, node: &str, ip: &IpAddr) -> bool {
+        self.unable.get(node).is_some_and(|u| u.contains(ip))
+    }
+}
+
+/// The announcer of every announceable IP (`None`: no eligible alive node can announce it).
 ///
 /// `self_capable(ip)` says whether this node can announce `ip` right now (settled, and an
 /// interface to announce on exists). When it cannot, this node leaves itself out of the
-/// candidates: its peers may still count it in, but they see it does not claim the IP, and the
-/// sticky rule hands the IP to the claimant they elect instead, so every view converges on one
-/// announcer within a heartbeat.
+/// candidates. Peers that reported the IP in their unable set are left out too; a peer that
+/// cannot announce for another reason (not settled yet) may still be counted in by the others,
+/// but they see it does not claim the IP, and the sticky rule hands the IP to the claimant they
+/// elect instead, so every view converges on one announcer within a heartbeat.
 ///
 /// A claim by a *young* peer (one that came up moments ago) does not make this node give up an
 /// IP it claims itself. Why: heartbeats a dead speaker sent while its link was down can be
@@ -60,7 +79,13 @@ pub fn owners(
                 .eligible
                 .iter()
                 .filter(|n| view.alive.contains(*n))
-                .filter(|n| n.as_str() != self_node || self_capable(ip))
+                .filter(|n| {
+                    if n.as_str() == self_node {
+                        self_capable(ip)
+                    } else {
+                        !view.is_unable(n, &ip)
+                    }
+                })
                 .collect();
             let i_claim = view.claims.get(self_node).is_some_and(|c| c.contains(&ip));
             let owner = election::owner(ip, candidates.iter().copied(), |n| {
@@ -89,14 +114,42 @@ pub fn diff(before: &BTreeSet<IpAddr>, after: &BTreeSet<IpAddr>) -> (Vec<IpAddr>
     )
 }
 
+/// The reason of a Service's `ferrolb.io/Announced` condition. `as_str()` is the condition
+/// reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Every IP is announced.
+    Announced,
+    /// Some IPs are announced, some not.
+    PartiallyAnnounced,
+    /// The plan leaves the (first unannounced) IP out.
+    Plan(NotAnnounced),
+    /// Nodes are eligible, but none of them is alive.
+    NoAliveNode,
+    /// The alive eligible nodes reported no usable interface for the IP.
+    NoUsableInterface,
+}
+
+impl Reason {
+    /// CamelCase, as condition reasons must be.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Announced => "Announced",
+            Self::PartiallyAnnounced => "PartiallyAnnounced",
+            Self::Plan(r) => r.as_str(),
+            Self::NoAliveNode => "NoAliveNode",
+            Self::NoUsableInterface => "NoUsableInterface",
+        }
+    }
+}
+
 /// The condition a Service should carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
     /// Any IP announced.
     pub announced: bool,
-    /// `Announced`, `PartiallyAnnounced`, or why not ([`crate::plan::NotAnnounced::as_str`],
-    /// `NoAliveNode`).
-    pub reason: String,
+    /// Why (or why not).
+    pub reason: Reason,
     /// "announced by node-2 on eth0".
     pub message: String,
 }
@@ -105,8 +158,47 @@ impl Desired {
     /// Whether the published condition already says this.
     pub fn matches(&self, o: &ObservedCondition) -> bool {
         o.status == if self.announced { "True" } else { "False" }
-            && o.reason == self.reason
+            && o.reason == self.reason.as_str()
             && o.message == self.message
+    }
+}
+
+/// Most node names one condition message lists before "and N more": a message names the nodes
+/// to look at, it is not an inventory (and a condition message is limited to 32 KiB).
+const MAX_NAMED_NODES: usize = 5;
+
+/// "node-1, node-2", or "node-1, …, node-5 and 3 more".
+fn name_list(names: &[&str]) -> String {
+    let shown = names.get(..MAX_NAMED_NODES).unwrap_or(names).join(", ");
+    match names.len().saturating_sub(MAX_NAMED_NODES) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+/// Why an IP the plan announces has no owner, in words for the condition.
+fn unowned(plan: &Plan, view: &MemberView, ip: &IpAddr) -> (Reason, String) {
+    let unable: Vec<&str> = plan
+        .ips
+        .get(ip)
+        .into_iter()
+        .flat_map(|p| p.eligible.iter())
+        .filter(|n| view.alive.contains(*n) && view.is_unable(n, ip))
+        .map(String::as_str)
+        .collect();
+    match plan.ips.get(ip) {
+        Some(p) if !unable.is_empty() => (
+            Reason::NoUsableInterface,
+            format!(
+                "not announced: no usable interface on {} (wanted {}; missing, down or not in --interfaces)",
+                name_list(&unable),
+                p.wanted.describe()
+            ),
+        ),
+        _ => (
+            Reason::NoAliveNode,
+            "not announced: no eligible speaker is alive".to_string(),
+        ),
     }
 }
 
@@ -133,7 +225,7 @@ pub fn desired_conditions(
         }
         let mut parts = Vec::new();
         let mut announced = 0usize;
-        let mut first_reason: Option<&str> = None;
+        let mut first_reason: Option<Reason> = None;
         for ip in &sp.ips {
             let text = if let Some(o) = owner_of(ip) {
                 announced += 1;
@@ -144,11 +236,12 @@ pub fn desired_conditions(
                     _ => format!("announced by {o}"),
                 }
             } else if let Some(r) = sp.not_announced.get(ip) {
-                first_reason.get_or_insert(r.as_str());
+                first_reason.get_or_insert(Reason::Plan(*r));
                 format!("not announced: {}", r.describe())
             } else {
-                first_reason.get_or_insert("NoAliveNode");
-                "not announced: no eligible speaker is alive".to_string()
+                let (reason, text) = unowned(plan, view, ip);
+                first_reason.get_or_insert(reason);
+                text
             };
             parts.push(if sp.ips.len() == 1 {
                 text
@@ -157,20 +250,123 @@ pub fn desired_conditions(
             });
         }
         let reason = if announced == sp.ips.len() {
-            "Announced"
+            Reason::Announced
         } else if announced > 0 {
-            "PartiallyAnnounced"
+            Reason::PartiallyAnnounced
         } else {
-            first_reason.unwrap_or("NoAliveNode")
+            first_reason.unwrap_or(Reason::NoAliveNode)
         };
         out.insert(
             key.clone(),
             Desired {
                 announced: announced > 0,
-                reason: reason.to_string(),
+                reason,
                 message: parts.join("; "),
             },
         );
+    }
+    out
+}
+
+/// This node's wanted interfaces that resolve to nothing usable (missing, down, or not in
+/// `--interfaces`), each with the IPs this node is eligible for that want it.
+pub type Unusable = BTreeMap<WantedInterface, BTreeSet<IpAddr>>;
+
+/// Why an event regarding this node's Node object is recorded. `as_str()` is the event reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterfaceChange {
+    /// An interface IPs want became unusable (a Warning).
+    Unusable,
+    /// It is usable again.
+    Usable,
+    /// No IP wants it any more, though it is still unusable: the warning no longer applies.
+    NotNeeded,
+}
+
+impl InterfaceChange {
+    /// CamelCase, as event reasons must be.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unusable => "InterfaceUnusable",
+            Self::Usable => "InterfaceUsable",
+            Self::NotNeeded => "InterfaceNotNeeded",
+        }
+    }
+
+    /// Whether the event is a Warning (else Normal).
+    pub const fn is_warning(self) -> bool {
+        matches!(self, Self::Unusable)
+    }
+}
+
+/// An event about one of this node's interfaces, to record regarding its Node object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// What changed.
+    pub change: InterfaceChange,
+    /// The interface.
+    pub interface: WantedInterface,
+    /// The event's note: the interface and the IPs affected, at most [`MAX_LISTED_IPS`] named.
+    pub note: String,
+}
+
+/// Most IPs one event note lists before "and N more" (an event note is limited to 1 KiB).
+pub const MAX_LISTED_IPS: usize = 10;
+
+fn ip_list(ips: &BTreeSet<IpAddr>) -> String {
+    let shown: Vec<String> = ips
+        .iter()
+        .take(MAX_LISTED_IPS)
+        .map(|ip| ip.to_string())
+        .collect();
+    match ips.len().saturating_sub(MAX_LISTED_IPS) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// The events for a change of this node's unusable interfaces: one per interface that became
+/// unusable or stopped being so, none for a change of only the IPs that want an interface (so a
+/// replan, a resync or an endpoint moving between IPs is silent). `usable_now` tells an
+/// interface that recovered from one that is merely no longer wanted.
+pub fn interface_events(
+    before: &Unusable,
+    after: &Unusable,
+    usable_now: impl Fn(&WantedInterface) -> bool,
+) -> Vec<NodeEvent> {
+    let mut out = Vec::new();
+    for (iface, ips) in after.iter().filter(|(i, _)| !before.contains_key(*i)) {
+        let n = ips.len();
+        out.push(NodeEvent {
+            change: InterfaceChange::Unusable,
+            interface: iface.clone(),
+            note: format!(
+                "{iface} is missing, down or not in --interfaces; this node cannot announce {} {} on it: {}",
+                n,
+                if n == 1 { "IP" } else { "IPs" },
+                ip_list(ips)
+            ),
+        });
+    }
+    for (iface, ips) in before.iter().filter(|(i, _)| !after.contains_key(*i)) {
+        let (change, note) = if usable_now(iface) {
+            (
+                InterfaceChange::Usable,
+                format!("{iface} is usable again for {}", ip_list(ips)),
+            )
+        } else {
+            (
+                InterfaceChange::NotNeeded,
+                format!(
+                    "no IP wants {iface} on this node any more (it is still missing, down or not in --interfaces)"
+                ),
+            )
+        };
+        out.push(NodeEvent {
+            change,
+            interface: iface.clone(),
+            note,
+        });
     }
     out
 }
@@ -267,7 +463,7 @@ impl StatusTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{IpPlan, NotAnnounced, ServicePlan};
+    use crate::plan::{Interfaces, IpPlan, ServicePlan};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("literal ip")
@@ -406,7 +602,7 @@ mod tests {
             d["ns/web"],
             Desired {
                 announced: true,
-                reason: "Announced".into(),
+                reason: Reason::Announced,
                 message: "announced by n2 on eth0".into()
             }
         );
@@ -425,7 +621,7 @@ mod tests {
         assert!(desired_conditions(&p, &BTreeMap::new(), &v, "n3", &BTreeMap::new()).is_empty());
         let d = desired_conditions(&p, &BTreeMap::new(), &v, "n2", &BTreeMap::new());
         assert!(!d["ns/web"].announced);
-        assert_eq!(d["ns/web"].reason, "NoEndpoints");
+        assert_eq!(d["ns/web"].reason, Reason::Plan(NotAnnounced::NoEndpoints));
     }
 
     #[test]
@@ -438,7 +634,7 @@ mod tests {
         let o: BTreeMap<IpAddr, Option<String>> =
             [(ip("198.51.100.70"), Some("n1".to_string()))].into();
         let d = desired_conditions(&p, &o, &view(&["n1"], &[]), "n1", &BTreeMap::new());
-        assert_eq!(d["ns/web"].reason, "PartiallyAnnounced");
+        assert_eq!(d["ns/web"].reason, Reason::PartiallyAnnounced);
         assert!(
             d["ns/web"]
                 .message
@@ -453,7 +649,7 @@ mod tests {
             "ns/web".to_string(),
             Desired {
                 announced: true,
-                reason: "Announced".into(),
+                reason: Reason::Announced,
                 message: "announced by n1 on eth0".into(),
             },
         )]
@@ -481,7 +677,7 @@ mod tests {
         // Same announcer with a reason-only change: written, but no new event.
         let mut d2 = d.clone();
         if let Some(x) = d2.get_mut("ns/web") {
-            x.reason = "PartiallyAnnounced".into();
+            x.reason = Reason::PartiallyAnnounced;
         }
         let w = t.writes(&d2, &p, t0 + Duration::from_secs(200));
         assert_eq!(w.len(), 1);
@@ -495,7 +691,7 @@ mod tests {
             "ns/web".to_string(),
             Desired {
                 announced: true,
-                reason: "Announced".into(),
+                reason: Reason::Announced,
                 message: "announced by n1".into(),
             },
         )]
@@ -520,7 +716,7 @@ mod tests {
             "ns/web".to_string(),
             Desired {
                 announced: true,
-                reason: "Announced".into(),
+                reason: Reason::Announced,
                 message: "announced by n1".into(),
             },
         )]
@@ -530,5 +726,181 @@ mod tests {
         assert_eq!(t.writes(&d, &p, t0).len(), 1);
         assert!(t.writes(&d, &p, t0 + Duration::from_secs(29)).is_empty());
         assert_eq!(t.writes(&d, &p, t0 + Duration::from_secs(31)).len(), 1);
+    }
+
+    /// `plan_one` whose eligible nodes are all asked for `eth9` alone.
+    fn plan_eth9(addr: &str, eligible: &[&str]) -> Plan {
+        let mut p = plan_one(addr, eligible);
+        let wanted = Interfaces {
+            default: false,
+            named: ["eth9".to_string()].into(),
+        };
+        if let Some(x) = p.ips.get_mut(&ip(addr)) {
+            x.wanted = wanted.clone();
+            x.interfaces = wanted;
+        }
+        p
+    }
+
+    fn unable(v: &mut MemberView, nodes: &[&str], addr: &str) {
+        for n in nodes {
+            v.unable.entry(n.to_string()).or_default().insert(ip(addr));
+        }
+    }
+
+    #[test]
+    fn when_every_node_is_unable_nobody_owns_and_one_node_says_why() {
+        let all = ["n1", "n2", "n3"];
+        let a = ip("198.51.100.70");
+        let mut p = plan_eth9("198.51.100.70", &all);
+        // What the last announcer left behind.
+        p.services.get_mut("ns/web").expect("web").observed = Some(ObservedCondition {
+            status: "True".into(),
+            reason: "Announced".into(),
+            message: "announced by n1 on eth0".into(),
+        });
+        let mut v = view(&all, &[]);
+        unable(&mut v, &all, "198.51.100.70");
+        let want = Desired {
+            announced: false,
+            reason: Reason::NoUsableInterface,
+            message: "not announced: no usable interface on n1, n2, n3 (wanted eth9; missing, down or not in --interfaces)".into(),
+        };
+        let mut writers = Vec::new();
+        for me in all {
+            // Each node cannot place it itself either.
+            let o = owners(&p, &v, me, |_| false);
+            assert_eq!(o[&a], None, "seen from {me}");
+            let d = desired_conditions(&p, &o, &v, me, &BTreeMap::new());
+            if let Some(d) = d.get("ns/web") {
+                assert_eq!(*d, want);
+                writers.push(me);
+            }
+        }
+        assert_eq!(writers, ["n1"], "exactly the first alive node writes");
+        // The stale True condition is replaced, with an event (the message changed).
+        let d: BTreeMap<SvcKey, Desired> = [("ns/web".to_string(), want)].into();
+        let w = StatusTracker::default().writes(&d, &p, Instant::now());
+        assert_eq!(w.len(), 1);
+        assert!(!w[0].desired.announced && w[0].event);
+    }
+
+    #[test]
+    fn one_capable_node_owns_what_the_others_cannot_place() {
+        let all = ["n1", "n2", "n3"];
+        let a = ip("198.51.100.70");
+        let p = plan_eth9("198.51.100.70", &all);
+        // However the hash ranks them, the one node with the interface is elected by all.
+        for capable in all {
+            let others: Vec<&str> = all.iter().copied().filter(|n| *n != capable).collect();
+            let mut v = view(&all, &[]);
+            unable(&mut v, &others, "198.51.100.70");
+            for me in all {
+                let o = owners(&p, &v, me, |_| me == capable);
+                assert_eq!(
+                    o[&a].as_deref(),
+                    Some(capable),
+                    "{me} with {capable} capable"
+                );
+            }
+            // It writes the condition, and says where.
+            let o = owners(&p, &v, capable, |_| true);
+            let ifs: BTreeMap<IpAddr, Vec<String>> = [(a, vec!["eth9".to_string()])].into();
+            let d = desired_conditions(&p, &o, &v, capable, &ifs);
+            assert_eq!(d["ns/web"].reason, Reason::Announced);
+            assert_eq!(
+                d["ns/web"].message,
+                format!("announced by {capable} on eth9")
+            );
+        }
+    }
+
+    #[test]
+    fn unable_reports_of_dead_or_ineligible_nodes_do_not_count() {
+        let a = ip("198.51.100.70");
+        let p = plan_eth9("198.51.100.70", &["n1"]);
+        // n1, the only eligible node, is dead: whatever n2 and n3 report, it is NoAliveNode.
+        let mut v = view(&["n2", "n3"], &[]);
+        unable(&mut v, &["n1", "n2", "n3"], "198.51.100.70");
+        let o = owners(&p, &v, "n2", |_| true);
+        assert_eq!(o[&a], None);
+        let d = desired_conditions(&p, &o, &v, "n2", &BTreeMap::new());
+        assert_eq!(d["ns/web"].reason, Reason::NoAliveNode);
+        assert_eq!(
+            d["ns/web"].message,
+            "not announced: no eligible speaker is alive"
+        );
+    }
+
+    #[test]
+    fn long_node_lists_are_cut_and_the_default_interface_is_named() {
+        let names = ["n1", "n2", "n3", "n4", "n5", "n6", "n7"];
+        let p = plan_one("198.51.100.70", &names);
+        let mut p = p;
+        if let Some(x) = p.ips.get_mut(&ip("198.51.100.70")) {
+            x.wanted.default = true;
+        }
+        let mut v = view(&names, &[]);
+        unable(&mut v, &names, "198.51.100.70");
+        let o = owners(&p, &v, "n1", |_| false);
+        let d = desired_conditions(&p, &o, &v, "n1", &BTreeMap::new());
+        assert_eq!(
+            d["ns/web"].message,
+            "not announced: no usable interface on n1, n2, n3, n4, n5 and 2 more (wanted the InternalIP interface; missing, down or not in --interfaces)"
+        );
+    }
+
+    #[test]
+    fn interface_events_only_on_changes_of_the_interface_set() {
+        let eth9 = WantedInterface::Named("eth9".into());
+        let one: Unusable = [(eth9.clone(), [ip("198.51.100.70")].into())].into();
+        let two: Unusable = [(
+            eth9.clone(),
+            [ip("198.51.100.70"), ip("198.51.100.71")].into(),
+        )]
+        .into();
+        let none = Unusable::new();
+        let ev = interface_events(&none, &one, |_| false);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].change.as_str(), "InterfaceUnusable");
+        assert!(ev[0].change.is_warning());
+        assert_eq!(
+            ev[0].note,
+            "eth9 is missing, down or not in --interfaces; this node cannot announce 1 IP on it: 198.51.100.70"
+        );
+        // The same set again (a resync), or more IPs wanting it: silent.
+        assert!(interface_events(&one, &one, |_| false).is_empty());
+        assert!(interface_events(&one, &two, |_| false).is_empty());
+        // Recovered, or no longer wanted.
+        let back = interface_events(&two, &none, |i| *i == eth9);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].change, InterfaceChange::Usable);
+        assert!(!back[0].change.is_warning());
+        assert_eq!(
+            back[0].note,
+            "eth9 is usable again for 198.51.100.70, 198.51.100.71"
+        );
+        let gone = interface_events(&two, &none, |_| false);
+        assert_eq!(gone[0].change, InterfaceChange::NotNeeded);
+        // Notes stay short however many IPs are affected.
+        let many: Unusable = [(
+            WantedInterface::Default,
+            (0..200u8)
+                .map(|i| IpAddr::from([198, 51, 100, i]))
+                .collect(),
+        )]
+        .into();
+        let ev = interface_events(&none, &many, |_| false);
+        assert!(
+            ev[0]
+                .note
+                .starts_with("the InternalIP interface is missing")
+        );
+        assert!(
+            ev[0].note.ends_with("198.51.100.9 and 190 more"),
+            "{}",
+            ev[0].note
+        );
+        assert!(ev[0].note.len() < 400);
     }
 }

@@ -5,7 +5,12 @@
 //! the [`StatusTracker`]; every decision is delegated to the pure modules ([`crate::decide`],
 //! [`crate::plan`], `speaker-core`). One task runs it, so nothing is shared but the answer sets
 //! of the receive threads. It never talks to the API server itself: plans arrive on a watch
-//! channel and status writes leave on an mpsc channel, so an API outage changes nothing here.
+//! channel and status writes and Node events leave on an mpsc channel, so an API outage changes
+//! nothing here.
+//!
+//! Each decision also resolves which interfaces this node lacks: the IPs it cannot place go out
+//! in its heartbeats (so peers elect someone else) and to a gauge, and a change of the set of
+//! unusable interfaces becomes one event on this node's Node object.
 //!
 //! The loop wakes for a datagram, a plan or interface change, a pacer deadline, or at least
 //! every [`TICK`], so a peer's death is noticed within `dead_after + TICK`.
@@ -20,12 +25,14 @@ use ferrolb_speaker_core::membership::{self, Action, DownReason, Event, Membersh
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::decide::{self, MemberView, StatusTracker, StatusWrite};
+use crate::decide::{self, MemberView, StatusTracker, Unusable};
 use crate::l2::{EngineBeat, L2, L2Event};
 use crate::metrics as m;
 use crate::netif::{self, Iface, IfaceTable};
 use crate::objects::SvcKey;
 use crate::pacer::Pacer;
+use crate::plan::WantedInterface;
+use crate::status::Request;
 use crate::watch::Published;
 
 /// Longest sleep of the loop: the resolution of failure detection beyond `dead_after`.
@@ -72,8 +79,8 @@ pub struct Channels {
     pub plans: watch::Receiver<Option<Arc<Published>>>,
     /// Interface tables from rtnetlink.
     pub ifaces: watch::Receiver<IfaceTable>,
-    /// Status writes to perform.
-    pub status: mpsc::UnboundedSender<StatusWrite>,
+    /// Status writes and Node events to perform.
+    pub status: mpsc::UnboundedSender<Request>,
     /// Status writes that failed.
     pub status_failed: mpsc::UnboundedReceiver<SvcKey>,
     /// Becomes true on SIGTERM/SIGINT.
@@ -87,31 +94,63 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Resolves, for each IP this node may announce, the interfaces to announce it on.
-/// Pure: the plan's interface choice, the table, the node's IPs and `--interfaces`.
+/// Where one IP can be announced from this node.
+#[derive(Debug, Default)]
+pub struct Resolved<'a> {
+    /// The usable interfaces, each once (the default first).
+    pub usable: Vec<&'a Iface>,
+    /// The wanted interfaces that are missing, down, or not in `--interfaces`.
+    pub unusable: Vec<WantedInterface>,
+}
+
+/// Resolves, for an IP this node may announce, the interfaces to announce it on and those it
+/// cannot use. Pure: the plan's interface choice, the table, the node's IPs and `--interfaces`.
 pub fn resolve_interfaces<'a>(
     wanted: &crate::plan::Interfaces,
     table: &'a IfaceTable,
     node_ips: &[IpAddr],
     allowed: &[String],
-) -> Vec<&'a Iface> {
-    let mut out: Vec<&Iface> = Vec::new();
+) -> Resolved<'a> {
+    let mut out = Resolved::default();
     let ok = |i: &Iface| {
         i.up && i.mac.is_some() && (allowed.is_empty() || allowed.iter().any(|a| a == &i.name))
     };
-    if wanted.default
-        && let Some(i) = netif::default_interface(table, node_ips).filter(|i| ok(i))
-    {
-        out.push(i);
+    if wanted.default {
+        match netif::default_interface(table, node_ips).filter(|i| ok(i)) {
+            Some(i) => out.usable.push(i),
+            None => out.unusable.push(WantedInterface::Default),
+        }
     }
     for name in &wanted.named {
-        if let Some(i) = table.get(name).filter(|i| ok(i))
-            && !out.iter().any(|o| o.index == i.index)
-        {
-            out.push(i);
+        match table.get(name).filter(|i| ok(i)) {
+            Some(i) if out.usable.iter().any(|o| o.index == i.index) => {}
+            Some(i) => out.usable.push(i),
+            None => out.unusable.push(WantedInterface::Named(name.clone())),
         }
     }
     out
+}
+
+/// Whether one wanted interface resolves to a usable one (see [`resolve_interfaces`]).
+fn interface_usable(
+    w: &WantedInterface,
+    table: &IfaceTable,
+    node_ips: &[IpAddr],
+    allowed: &[String],
+) -> bool {
+    let one = match w {
+        WantedInterface::Default => crate::plan::Interfaces {
+            default: true,
+            named: BTreeSet::new(),
+        },
+        WantedInterface::Named(n) => crate::plan::Interfaces {
+            default: false,
+            named: [n.clone()].into(),
+        },
+    };
+    resolve_interfaces(&one, table, node_ips, allowed)
+        .unusable
+        .is_empty()
 }
 
 struct State {
@@ -127,13 +166,19 @@ struct State {
     pacer: Pacer,
     l2: L2,
     tracker: StatusTracker,
-    status: mpsc::UnboundedSender<StatusWrite>,
+    status: mpsc::UnboundedSender<Request>,
     /// When each peer was last heard directly, for detection-time metrics.
     last_heard: BTreeMap<String, Instant>,
     /// When each peer last came up (see `decide::owners` on young claimants).
     up_since: BTreeMap<String, Instant>,
-    /// Interfaces already reported missing, so the log is not repeated every tick.
-    missing_reported: BTreeSet<String>,
+    /// Wanted interfaces this node cannot use, as last reported (log, Node event): only a
+    /// change of its keys is reported again.
+    unusable: Unusable,
+    /// IPs this node is eligible for but cannot place, as last given to membership.
+    unable: BTreeSet<IpAddr>,
+    /// The interface table has arrived: until then every interface looks missing, and saying
+    /// so (to peers, in events) would be false.
+    table_known: bool,
     l2_failed_reported: BTreeSet<String>,
     last_conflict_log: Option<Instant>,
     settled: bool,
@@ -191,6 +236,13 @@ impl State {
                     "more IPs than one heartbeat carries; peers may contest the rest"
                 );
             }
+            Event::UnableTruncated { kept, dropped } => {
+                tracing::warn!(
+                    kept,
+                    dropped,
+                    "more IPs without a usable interface than one heartbeat carries; peers may elect this node for the rest"
+                );
+            }
         }
     }
 
@@ -220,6 +272,8 @@ impl State {
         }
     }
 
+    /// The membership view, with this node's unable set as just computed (`self.unable`), not
+    /// as last sent.
     fn view(&self, now: Instant) -> MemberView {
         let alive = self.membership.alive();
         let claims = alive
@@ -241,10 +295,22 @@ impl State {
             .filter(|(n, at)| alive.contains(*n) && now.saturating_duration_since(**at) < young_for)
             .map(|(n, _)| n.clone())
             .collect();
+        let mut unable: BTreeMap<String, BTreeSet<IpAddr>> = alive
+            .iter()
+            .filter(|n| **n != self.cfg.node)
+            .map(|n| {
+                (
+                    n.clone(),
+                    self.membership.unable(n).iter().copied().collect(),
+                )
+            })
+            .collect();
+        unable.insert(self.cfg.node.clone(), self.unable.clone());
         MemberView {
             alive,
             claims,
             young,
+            unable,
         }
     }
 
@@ -272,32 +338,68 @@ impl State {
             return;
         };
         let plan = &published.plan;
-        // Where this node could announce each IP it is eligible for.
+        // Where this node could announce each IP it is eligible for, and what it lacks.
         let mut placement: BTreeMap<IpAddr, Vec<&Iface>> = BTreeMap::new();
-        let mut missing: BTreeSet<String> = BTreeSet::new();
+        let mut unusable = Unusable::new();
+        let mut unable = BTreeSet::new();
         for (ip, p) in &plan.ips {
             if !p.eligible.contains(&self.cfg.node) {
                 continue;
             }
-            let mut ifs = resolve_interfaces(
+            let r = resolve_interfaces(
                 &p.interfaces,
                 &self.table,
                 &published.node_ips,
                 &self.cfg.allowed_interfaces,
             );
+            for w in r.unusable {
+                unusable.entry(w).or_default().insert(*ip);
+            }
+            let mut ifs = r.usable;
+            // A port that failed to open counts as no interface for peers (they must take
+            // over), but is no news for the Node's events: it is logged, and retried soon.
             ifs.retain(|i| !self.broken.contains_key(&i.name));
             if ifs.is_empty() {
-                if p.interfaces.default {
-                    missing.insert("<default>".to_string());
-                }
-                missing.extend(p.interfaces.named.iter().cloned());
+                unable.insert(*ip);
             }
             placement.insert(*ip, ifs);
         }
-        for name in missing.difference(&self.missing_reported) {
-            tracing::warn!(interface = %name, "no usable interface (missing, down, or not in --interfaces); not announcing its IPs from this node");
+        if !self.table_known {
+            unusable.clear();
+            unable.clear();
         }
-        self.missing_reported = missing;
+        // Only a change of the set of unusable interfaces is news (not a replan, a resync or
+        // a restarted watch, which give the same set).
+        let events = decide::interface_events(&self.unusable, &unusable, |w| {
+            interface_usable(
+                w,
+                &self.table,
+                &published.node_ips,
+                &self.cfg.allowed_interfaces,
+            )
+        });
+        self.unusable = unusable;
+        for e in events {
+            if e.change.is_warning() {
+                tracing::warn!(interface = %e.interface, note = %e.note, "interface unusable; not announcing its IPs on it from this node");
+            } else {
+                tracing::info!(interface = %e.interface, note = %e.note, reason = e.change.as_str(), "interface no longer unusable");
+            }
+            let _ = self.status.send(Request::Node {
+                event: e,
+                uid: published.node_uid.clone(),
+            });
+        }
+        if unable != self.unable {
+            self.membership.set_unable(unable.iter().copied().collect());
+            self.unable = unable;
+        }
+        self.metrics.set(
+            m::IPS_WITHOUT_INTERFACE,
+            m::IPS_WITHOUT_INTERFACE_HELP,
+            &[],
+            self.unable.len() as f64,
+        );
         let view = self.view(now);
         let node = self.cfg.node.clone();
         let owners = decide::owners(plan, &view, &node, |ip| {
@@ -382,7 +484,7 @@ impl State {
         if settled {
             let desired = decide::desired_conditions(plan, &owners, &view, &node, &self.placed);
             for w in self.tracker.writes(&desired, plan, now) {
-                let _ = self.status.send(w);
+                let _ = self.status.send(Request::Condition(w));
             }
         }
     }
@@ -496,7 +598,9 @@ pub async fn run(
         status: ch.status.clone(),
         last_heard: BTreeMap::new(),
         up_since: BTreeMap::new(),
-        missing_reported: BTreeSet::new(),
+        unusable: Unusable::new(),
+        unable: BTreeSet::new(),
+        table_known: false,
         l2_failed_reported: BTreeSet::new(),
         last_conflict_log: None,
         settled: false,
@@ -551,7 +655,7 @@ pub async fn run(
             }
             Ok(()) = ch.ifaces.changed() => {
                 st.table = ch.ifaces.borrow_and_update().clone();
-                st.missing_reported.clear();
+                st.table_known = true;
                 // Re-apply ports (an interface may have come back or changed index).
                 st.placed.clear();
             }
@@ -659,7 +763,12 @@ mod tests {
             default,
             named: named.iter().map(|s| s.to_string()).collect(),
         };
-        let names = |v: Vec<&Iface>| v.into_iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        let names = |r: Resolved<'_>| {
+            r.usable
+                .into_iter()
+                .map(|i| i.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             names(resolve_interfaces(&want(true, &[]), &t, &node_ips, &[])),
             ["eth0"]
@@ -673,8 +782,26 @@ mod tests {
             )),
             ["eth0", "eth1"]
         );
-        // Down or missing interfaces are not used.
-        assert!(resolve_interfaces(&want(false, &["eth2", "nope"]), &t, &node_ips, &[]).is_empty());
+        // Down or missing interfaces are not used, and are reported.
+        let r = resolve_interfaces(&want(false, &["eth2", "nope"]), &t, &node_ips, &[]);
+        assert!(r.usable.is_empty());
+        assert_eq!(
+            r.unusable,
+            [
+                WantedInterface::Named("eth2".into()),
+                WantedInterface::Named("nope".into())
+            ]
+        );
+        // The default interface excluded by --interfaces is unusable; eth1 is fine.
+        let r = resolve_interfaces(&want(true, &["eth1"]), &t, &node_ips, &["eth1".into()]);
+        assert_eq!(r.unusable, [WantedInterface::Default]);
+        // No InternalIP interface at all (no address matches).
+        let other = ["192.0.2.200".parse().expect("literal")];
+        let r = resolve_interfaces(&want(true, &[]), &t, &other, &[]);
+        assert_eq!(
+            (r.usable.len(), r.unusable),
+            (0, vec![WantedInterface::Default])
+        );
         // --interfaces restricts.
         assert_eq!(
             names(resolve_interfaces(

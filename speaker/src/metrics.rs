@@ -74,3 +74,7 @@ pub const CONFLICTS_HELP: &str = "ARP/NDP frames from another host claiming an a
 pub const SETTLED: &str = "ferrolb_speaker_settled";
 /// Help of [`SETTLED`].
 pub const SETTLED_HELP: &str = "1 once membership has settled and the speaker may announce";
+/// Gauge: IPs this node is eligible for but cannot place (no usable interface).
+pub const IPS_WITHOUT_INTERFACE: &str = "ferrolb_speaker_ips_without_interface";
+/// Help of [`IPS_WITHOUT_INTERFACE`].
+pub const IPS_WITHOUT_INTERFACE_HELP: &str = "LoadBalancer IPs this node is eligible for but cannot announce: no wanted interface is present, up and allowed by --interfaces";

@@ -29,6 +29,8 @@ pub type SvcKey = String;
 pub struct NodeInfo {
     /// Node name.
     pub name: String,
+    /// `metadata.uid`, for events regarding the Node (so `kubectl describe node` finds them).
+    pub uid: Option<String>,
     /// Labels, for L2Advertisement `nodeSelectors` and the exclude label.
     pub labels: BTreeMap<String, String>,
     /// `InternalIP` addresses in the order the Node lists them.
@@ -56,6 +58,7 @@ impl NodeInfo {
             .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True");
         Some(NodeInfo {
             name,
+            uid: node.metadata.uid.clone(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
             internal_ips,
             network_unavailable,

@@ -33,9 +33,13 @@
 //!
 //! For this node, the interfaces are the union of the `interfaces` of the covering
 //! advertisements that select it; an advertisement without `interfaces` means the default
-//! interface (the one holding the node's InternalIP), resolved by the shell.
+//! interface (the one holding the node's InternalIP), resolved by the shell. Whether they exist
+//! on a node is not the plan's to know: each speaker resolves its own and reports those it
+//! cannot use in its heartbeats. For messages about that, [`IpPlan::wanted`] is the union over
+//! every eligible node, the same on every node.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::IpAddr;
 
 use ferrolb_crds::selector::{SelectorError, any_matches};
@@ -107,7 +111,26 @@ impl NotAnnounced {
     }
 }
 
-/// Interfaces this node announces an IP on.
+/// One interface an L2Advertisement asks a node to announce on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WantedInterface {
+    /// The interface holding the node's InternalIP (an advertisement without `interfaces`).
+    Default,
+    /// An interface named in an advertisement's `interfaces`.
+    Named(String),
+}
+
+impl fmt::Display for WantedInterface {
+    /// The words for messages: the name, or "the InternalIP interface".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("the InternalIP interface"),
+            Self::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Interfaces a node announces an IP on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Interfaces {
     /// The default interface (holding the node's InternalIP) is wanted.
@@ -126,6 +149,24 @@ impl Interfaces {
     pub fn is_empty(&self) -> bool {
         !self.default && self.named.is_empty()
     }
+
+    /// Each wanted interface, the default first.
+    pub fn iter(&self) -> impl Iterator<Item = WantedInterface> + '_ {
+        self.default
+            .then_some(WantedInterface::Default)
+            .into_iter()
+            .chain(self.named.iter().cloned().map(WantedInterface::Named))
+    }
+
+    /// For messages: "eth9", "the InternalIP interface", "the InternalIP interface, eth9".
+    pub fn describe(&self) -> String {
+        let words: Vec<String> = self.iter().map(|w| w.to_string()).collect();
+        if words.is_empty() {
+            "no interface".to_string()
+        } else {
+            words.join(", ")
+        }
+    }
 }
 
 /// How one IP is announced.
@@ -137,6 +178,9 @@ pub struct IpPlan {
     pub eligible: BTreeSet<String>,
     /// This node's interfaces for it (empty when this node is not eligible).
     pub interfaces: Interfaces,
+    /// The interfaces any eligible node is asked to announce it on (for messages; the same on
+    /// every node, unlike `interfaces`).
+    pub wanted: Interfaces,
     /// The sharing Services' eligible sets were disjoint and the union is used.
     pub disjoint_sharing: bool,
 }
@@ -249,6 +293,9 @@ fn node_usable(n: &NodeInfo) -> bool {
     !n.labels.contains_key(EXCLUDE_LABEL) && !n.network_unavailable
 }
 
+/// Eligible nodes, each with the interfaces it is asked to announce on.
+type NodeInterfaces = BTreeMap<String, Interfaces>;
+
 /// Computes the plan. Deterministic: the same snapshot gives the same plan on every node (except
 /// `interfaces`, which are this node's).
 pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
@@ -268,8 +315,8 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
         }
     }
     let mut services = BTreeMap::new();
-    // Per IP: each announceable Service's (eligible set, this node's interfaces).
-    let mut per_ip: BTreeMap<IpAddr, Vec<(SvcKey, BTreeSet<String>, Interfaces)>> = BTreeMap::new();
+    // Per IP: each announceable Service's eligible nodes with the interfaces each is asked for.
+    let mut per_ip: BTreeMap<IpAddr, Vec<(SvcKey, NodeInterfaces)>> = BTreeMap::new();
     for (key, svc) in &snap.services {
         if !svc.is_ours(&cfg.lb_class, cfg.ignore_classless) || svc.ips.is_empty() {
             continue;
@@ -306,36 +353,29 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
                 sp.not_announced.insert(ip, NotAnnounced::NoEndpoints);
                 continue;
             }
-            let mut eligible = BTreeSet::new();
-            let mut ifaces = Interfaces::default();
+            let mut eligible: BTreeMap<String, Interfaces> = BTreeMap::new();
             for node in snap.nodes.values().filter(|n| node_usable(n)) {
                 if svc.etp_local && !ep_nodes.contains(node.name.as_str()) {
                     continue;
                 }
-                let mut selected = false;
+                let mut wanted: Option<Interfaces> = None;
                 for adv in &covering {
                     if m.any(adv, &adv.node_selectors, &node.labels) {
-                        selected = true;
-                        if node.name == cfg.self_node {
-                            ifaces.merge(&Interfaces {
-                                default: adv.interfaces.is_empty(),
-                                named: adv.interfaces.iter().cloned().collect(),
-                            });
-                        }
+                        wanted.get_or_insert_default().merge(&Interfaces {
+                            default: adv.interfaces.is_empty(),
+                            named: adv.interfaces.iter().cloned().collect(),
+                        });
                     }
                 }
-                if selected {
-                    eligible.insert(node.name.clone());
+                if let Some(w) = wanted {
+                    eligible.insert(node.name.clone(), w);
                 }
             }
             if eligible.is_empty() {
                 sp.not_announced.insert(ip, NotAnnounced::NoEligibleNode);
                 continue;
             }
-            per_ip
-                .entry(ip)
-                .or_default()
-                .push((key.clone(), eligible, ifaces));
+            per_ip.entry(ip).or_default().push((key.clone(), eligible));
         }
         services.insert(key.clone(), sp);
     }
@@ -343,22 +383,29 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
     for (ip, users) in per_ip {
         let mut inter: Option<BTreeSet<String>> = None;
         let mut union = BTreeSet::new();
-        let mut interfaces = Interfaces::default();
         let mut names = Vec::new();
-        for (svc, set, ifs) in &users {
+        for (svc, nodes) in &users {
             names.push(svc.clone());
-            union.extend(set.iter().cloned());
-            interfaces.merge(ifs);
+            union.extend(nodes.keys().cloned());
             inter = Some(match inter {
-                None => set.clone(),
-                Some(i) => i.intersection(set).cloned().collect(),
+                None => nodes.keys().cloned().collect(),
+                Some(i) => i.into_iter().filter(|n| nodes.contains_key(n)).collect(),
             });
         }
         let inter = inter.unwrap_or_default();
         let disjoint = inter.is_empty();
         let eligible = if disjoint { union } else { inter };
-        if !eligible.contains(&cfg.self_node) {
-            interfaces = Interfaces::default();
+        // Only what eligible nodes are asked for: a node the intersection dropped never
+        // announces the IP, so its interfaces mean nothing for it.
+        let mut interfaces = Interfaces::default();
+        let mut wanted = Interfaces::default();
+        for (_, nodes) in &users {
+            for (node, ifs) in nodes.iter().filter(|(n, _)| eligible.contains(*n)) {
+                wanted.merge(ifs);
+                if *node == cfg.self_node {
+                    interfaces.merge(ifs);
+                }
+            }
         }
         names.sort();
         ips.insert(
@@ -367,6 +414,7 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
                 services: names,
                 eligible,
                 interfaces,
+                wanted,
                 disjoint_sharing: disjoint,
             },
         );
@@ -420,6 +468,7 @@ mod tests {
                 n.to_string(),
                 NodeInfo {
                     name: n.to_string(),
+                    uid: None,
                     labels: labels(&[("zone", if i == 0 { "a" } else { "b" })]),
                     internal_ips: vec![ip(&format!("198.51.100.{}", 11 + i))],
                     network_unavailable: false,
@@ -584,10 +633,20 @@ mod tests {
         let ifs = &p.ips[&ip("198.51.100.70")].interfaces;
         assert!(!ifs.default);
         assert_eq!(ifs.named.iter().collect::<Vec<_>>(), ["vlan10"]);
+        // What any eligible node is asked for: n1's vlan10, n2's and n3's default.
+        let wanted = &p.ips[&ip("198.51.100.70")].wanted;
+        assert_eq!(wanted.describe(), "the InternalIP interface, vlan10");
         s.l2advs.remove("zone-a-vlan");
         let p = compute(&s, &cfg());
         assert_eq!(eligible(&p, "198.51.100.70"), ["n2", "n3"]);
         assert!(p.ips[&ip("198.51.100.70")].interfaces.is_empty());
+        assert_eq!(
+            p.ips[&ip("198.51.100.70")]
+                .wanted
+                .iter()
+                .collect::<Vec<_>>(),
+            [WantedInterface::Default]
+        );
     }
 
     #[test]
@@ -710,9 +769,21 @@ mod tests {
             true,
             &[("n2", true), ("n3", true)],
         );
+        // n1 alone is asked for eth9; the intersection drops n1, so eth9 is wanted by nobody.
+        s.l2advs.insert(
+            "n1-eth9".into(),
+            L2AdvInfo {
+                name: "n1-eth9".into(),
+                node_selectors: vec![sel(&[("zone", "a")])],
+                interfaces: vec!["eth9".into()],
+                ..Default::default()
+            },
+        );
         let p = compute(&s, &cfg());
         let plan = &p.ips[&ip("198.51.100.80")];
         assert_eq!(eligible(&p, "198.51.100.80"), ["n2"]);
+        assert_eq!(plan.wanted.describe(), "the InternalIP interface");
+        assert!(plan.interfaces.is_empty());
         assert_eq!(plan.services, ["ns/a", "ns/b"]);
         assert!(!plan.disjoint_sharing);
         // A sharing Service without endpoints does not withdraw the IP from the others.

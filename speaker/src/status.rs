@@ -1,10 +1,14 @@
-//! Performs [`StatusWrite`]s: server-side apply of the `ferrolb.io/Announced` condition on a
-//! Service's status (field manager `ferrolb-speaker`, forced, so the new announcer takes the
-//! field over from the old one) and one Normal event per change of announcer.
+//! Performs [`Request`]s: [`StatusWrite`]s, i.e. server-side apply of the `ferrolb.io/Announced`
+//! condition on a Service's status (field manager `ferrolb-speaker`, forced, so the new
+//! announcer takes the field over from the old one) and one Normal event per change of
+//! announcer; and [`NodeEvent`]s, events regarding this speaker's own Node when one of its
+//! interfaces becomes unusable or stops being so.
 //!
 //! Runs as its own task fed by a channel so a slow or absent API server never delays ARP,
-//! membership or failover. Failed writes are reported back for [`crate::decide::StatusTracker`]
-//! to retry with backoff. Decides nothing itself.
+//! membership or failover. Failed status writes are reported back for
+//! [`crate::decide::StatusTracker`] to retry with backoff; a failed Node event is only counted
+//! and logged (it is informative, and the condition carries the lasting truth). Decides nothing
+//! itself.
 
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::decide::StatusWrite;
+use crate::decide::{NodeEvent, StatusWrite};
 use crate::metrics as m;
 use crate::objects::{ANNOUNCED_CONDITION, SvcKey};
 
@@ -39,12 +43,56 @@ pub enum StatusError {
     Timeout(Duration),
 }
 
+/// What the engine asks of this task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Write a Service's condition (and maybe its event).
+    Condition(StatusWrite),
+    /// Record an event regarding this speaker's Node.
+    Node {
+        /// The event.
+        event: NodeEvent,
+        /// The Node's UID, when known.
+        uid: Option<String>,
+    },
+}
+
+/// Longest event note the API server accepts is 1 KiB; notes are cut below it.
+const MAX_NOTE: usize = 1000;
+
+/// The reference of an event regarding Node `name`. Cluster-scoped: the recorder puts such
+/// events in the `default` namespace, where `kubectl describe node` looks for them.
+pub fn node_reference(name: &str, uid: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.into()),
+        uid,
+        ..Default::default()
+    }
+}
+
+/// The event for a [`NodeEvent`].
+pub fn node_event(e: &NodeEvent) -> Event {
+    Event {
+        type_: if e.change.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: e.change.as_str().into(),
+        note: Some(e.note.chars().take(MAX_NOTE).collect()),
+        action: "Announce".into(),
+        secondary: None,
+    }
+}
+
 /// The condition body for a write, as server-side apply wants it.
 pub fn condition_json(w: &StatusWrite, now: &str) -> serde_json::Value {
     let mut c = json!({
         "type": ANNOUNCED_CONDITION,
         "status": if w.desired.announced { "True" } else { "False" },
-        "reason": w.desired.reason,
+        "reason": w.desired.reason.as_str(),
         "message": w.desired.message,
         "lastTransitionTime": now,
     });
@@ -54,13 +102,13 @@ pub fn condition_json(w: &StatusWrite, now: &str) -> serde_json::Value {
     c
 }
 
-/// Writes status from `rx`, one at a time so two writes for one Service never land out of
-/// order, until the channel closes; failures go to `failed`.
+/// Performs requests from `rx`, one at a time so two writes for one Service never land out of
+/// order, until the channel closes; failed status writes go to `failed`.
 pub async fn run(
     client: kube::Client,
     node: String,
     metrics: Metrics,
-    rx: mpsc::UnboundedReceiver<StatusWrite>,
+    rx: mpsc::UnboundedReceiver<Request>,
     failed: mpsc::UnboundedSender<SvcKey>,
 ) {
     let recorder = Recorder::new(
@@ -73,12 +121,20 @@ pub async fn run(
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) });
     stream
-        .for_each(|w| {
+        .for_each(|req| {
             let client = client.clone();
             let recorder = recorder.clone();
             let metrics = metrics.clone();
             let failed = failed.clone();
+            let node = node.clone();
             async move {
+                let w = match req {
+                    Request::Condition(w) => w,
+                    Request::Node { event, uid } => {
+                        record_node_event(&recorder, &metrics, &node, event, uid).await;
+                        return;
+                    }
+                };
                 let svc = w.service.clone();
                 match tokio::time::timeout(WRITE_TIMEOUT, write(&client, &recorder, &metrics, &w)).await {
                     Ok(Ok(())) => {
@@ -98,6 +154,37 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Records one event regarding this Node; failures are counted and logged, not retried.
+async fn record_node_event(
+    recorder: &Recorder,
+    metrics: &Metrics,
+    node: &str,
+    event: NodeEvent,
+    uid: Option<String>,
+) {
+    metrics.inc(
+        m::API_REQUESTS,
+        m::API_REQUESTS_HELP,
+        &[("kind", "event")],
+        1.0,
+    );
+    let ev = node_event(&event);
+    let reference = node_reference(node, uid);
+    match tokio::time::timeout(WRITE_TIMEOUT, recorder.publish(&ev, &reference)).await {
+        Ok(Ok(())) => {
+            tracing::info!(reason = event.change.as_str(), interface = %event.interface, "node event recorded");
+        }
+        Ok(Err(e)) => {
+            metrics.inc(m::API_ERRORS, m::API_ERRORS_HELP, &[("kind", "event")], 1.0);
+            tracing::warn!(reason = event.change.as_str(), error = %e, "node event not recorded");
+        }
+        Err(_) => {
+            metrics.inc(m::API_ERRORS, m::API_ERRORS_HELP, &[("kind", "event")], 1.0);
+            tracing::warn!(reason = event.change.as_str(), error = %StatusError::Timeout(WRITE_TIMEOUT), "node event not recorded");
+        }
+    }
 }
 
 async fn write(
@@ -146,7 +233,7 @@ async fn write(
             } else {
                 "Withdrawn".into()
             },
-            note: Some(w.desired.message.chars().take(1000).collect()),
+            note: Some(w.desired.message.chars().take(MAX_NOTE).collect()),
             action: "Announce".into(),
             secondary: None,
         };
@@ -168,7 +255,8 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::Desired;
+    use crate::decide::{Desired, InterfaceChange, Reason};
+    use crate::plan::WantedInterface;
 
     #[test]
     fn condition_has_every_required_field() {
@@ -176,7 +264,7 @@ mod tests {
             service: "ns/web".into(),
             desired: Desired {
                 announced: true,
-                reason: "Announced".into(),
+                reason: Reason::Announced,
                 message: "announced by node-2 on eth0".into(),
             },
             uid: None,
@@ -190,5 +278,49 @@ mod tests {
         assert_eq!(c["message"], "announced by node-2 on eth0");
         assert_eq!(c["observedGeneration"], 3);
         assert_eq!(c["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        let w = StatusWrite {
+            desired: Desired {
+                announced: false,
+                reason: Reason::NoUsableInterface,
+                message: "not announced: no usable interface on node-1".into(),
+            },
+            ..w
+        };
+        let c = condition_json(&w, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("NoUsableInterface"))
+        );
+    }
+
+    #[test]
+    fn node_events_regard_the_node_and_say_what_changed() {
+        let e = NodeEvent {
+            change: InterfaceChange::Unusable,
+            interface: WantedInterface::Named("eth9".into()),
+            note: "x".repeat(5000),
+        };
+        let ev = node_event(&e);
+        assert_eq!(ev.type_, EventType::Warning);
+        assert_eq!(ev.reason, "InterfaceUnusable");
+        assert_eq!(ev.note.map(|n| n.len()), Some(MAX_NOTE));
+        let back = node_event(&NodeEvent {
+            change: InterfaceChange::Usable,
+            ..e
+        });
+        assert_eq!(
+            (back.type_, back.reason.as_str()),
+            (EventType::Normal, "InterfaceUsable")
+        );
+        let r = node_reference("node-1", Some("u-1".into()));
+        assert_eq!(
+            (
+                r.kind.as_deref(),
+                r.name.as_deref(),
+                r.uid.as_deref(),
+                r.namespace
+            ),
+            (Some("Node"), Some("node-1"), Some("u-1"), None)
+        );
     }
 }

@@ -37,6 +37,8 @@ pub struct Published {
     pub node_ips: Vec<IpAddr>,
     /// This node's Node object exists.
     pub node_known: bool,
+    /// This node's Node UID, for events regarding it.
+    pub node_uid: Option<String>,
 }
 
 /// Objects of one kind, with relist bookkeeping so objects deleted during a watch outage are
@@ -220,6 +222,7 @@ pub async fn run(
                             .collect(),
                         node_ips: me.map(|n| n.internal_ips.clone()).unwrap_or_default(),
                         node_known: me.is_some(),
+                        node_uid: me.and_then(|n| n.uid.clone()),
                         plan,
                     };
                     tx.send_replace(Some(Arc::new(published)));

@@ -248,6 +248,7 @@ fn late_heartbeats_within_dead_after_are_not_death() {
             uptime_ms: 0,
             heard: vec![],
             claims: vec![],
+            unable: vec![],
         })
     };
     assert_eq!(
@@ -384,6 +385,7 @@ fn late_heartbeat_after_leave_is_stale() {
             uptime_ms: 0,
             heard: vec![],
             claims: vec![],
+            unable: vec![],
         })
     };
     let _ = m.on_message(addr(1), hb(1), t0);
@@ -451,6 +453,7 @@ fn restart_is_told_by_incarnation_and_does_not_snatch() {
         uptime_ms: 0,
         heard: vec![],
         claims: before.clone(),
+        unable: vec![],
     });
     let stale_before = sim.nodes[0].m.stats().stale;
     let now = sim.at(sim.now);
@@ -498,6 +501,7 @@ fn settled_waits_for_peers_or_grace() {
             uptime_ms: 1,
             heard: vec![],
             claims: vec![],
+            unable: vec![],
         }),
         at(10),
     );
@@ -527,6 +531,7 @@ fn unknown_and_self_senders_are_ignored_and_counted() {
             uptime_ms: 1,
             heard: vec![],
             claims: vec![IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))],
+            unable: vec![],
         })
     };
     assert!(m.on_message(addr(9), hb("intruder".into()), t0).is_empty());
@@ -554,6 +559,7 @@ fn removed_peer_is_reported_down() {
         uptime_ms: 1,
         heard: vec![],
         claims: vec![],
+        unable: vec![],
     });
     let _ = m.on_message(addr(1), hb, t0);
     assert_eq!(
@@ -625,4 +631,90 @@ fn too_many_claims_are_reported_once() {
     );
     assert!(ev(m.tick(t0, &claims)).is_empty());
     assert_eq!(m.claims("node-0").len(), MAX_CLAIMS);
+}
+
+#[test]
+fn unable_sets_travel_with_heartbeats_and_die_with_the_peer() {
+    let mut sim = Sim::new(3);
+    let unable = vec![
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200)),
+        "2001:db8::200".parse().expect("literal"),
+    ];
+    sim.nodes[1].m.set_unable(unable.clone());
+    sim.run_until(300);
+    for observer in [0, 2] {
+        assert_eq!(sim.nodes[observer].m.unable(&name(1)), unable.as_slice());
+        assert!(sim.nodes[observer].m.unable(&name(2)).is_empty());
+    }
+    assert_eq!(sim.nodes[1].m.unable(&name(1)), unable.as_slice());
+    // Recovered: the next heartbeat clears it.
+    sim.nodes[1].m.set_unable(vec![]);
+    sim.run_until(400);
+    assert!(sim.nodes[0].m.unable(&name(1)).is_empty());
+    // Dead: its report no longer counts.
+    sim.nodes[1].m.set_unable(unable.clone());
+    sim.run_until(500);
+    assert_eq!(sim.nodes[0].m.unable(&name(1)), unable.as_slice());
+    sim.nodes[1].up = false;
+    sim.run_until(1_000);
+    assert!(!sim.nodes[0].m.alive().contains(&name(1)));
+    assert!(sim.nodes[0].m.unable(&name(1)).is_empty());
+    // Restarted: the new instance's (empty) report replaces the old one.
+    sim.nodes[1] = sim.fresh(1, 7_000);
+    sim.run_until(1_200);
+    assert!(sim.nodes[0].m.alive().contains(&name(1)));
+    assert!(sim.nodes[0].m.unable(&name(1)).is_empty());
+    // Left: gone at once.
+    sim.nodes[2].m.set_unable(unable.clone());
+    sim.run_until(1_300);
+    assert_eq!(sim.nodes[0].m.unable(&name(2)), unable.as_slice());
+    for a in sim.nodes[2].m.leave() {
+        sim.handle(2, a);
+    }
+    sim.run_until(1_310);
+    assert!(sim.nodes[0].m.unable(&name(2)).is_empty());
+}
+
+#[test]
+fn unable_ips_share_the_claims_budget_and_are_reported_once() {
+    let t0 = Instant::now();
+    let mut m = Membership::new("node-0", 1, Config::default(), t0);
+    let _ = m.set_peers(vec![(name(1), addr(1))]);
+    let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0xc633_6400 + i));
+    let claims: Vec<IpAddr> = (0..1000).map(ip).collect();
+    m.set_unable((1000..1100).map(ip).collect());
+    let split = |a: Vec<Action>| -> (Vec<Event>, Vec<Heartbeat>) {
+        let mut events = Vec::new();
+        let mut sent = Vec::new();
+        for a in a {
+            match a {
+                Action::Event(e) => events.push(e),
+                Action::Send { bytes, .. } => match Message::decode(&bytes) {
+                    Ok(Message::Heartbeat(h)) => sent.push(h),
+                    other => panic!("not a heartbeat: {other:?}"),
+                },
+            }
+        }
+        (events, sent)
+    };
+    let (events, sent) = split(m.tick(t0, &claims));
+    assert_eq!(
+        events,
+        vec![Event::UnableTruncated {
+            kept: MAX_CLAIMS - 1000,
+            dropped: 1100 - MAX_CLAIMS
+        }]
+    );
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].claims.len(), 1000);
+    assert_eq!(
+        sent[0].unable,
+        (1000..MAX_CLAIMS as u32).map(ip).collect::<Vec<_>>()
+    );
+    // Same numbers: not reported again. Fewer claims: everything fits, silently.
+    let (events, _) = split(m.tick(t0 + Duration::from_millis(25), &claims));
+    assert!(events.is_empty());
+    let (events, sent) = split(m.tick(t0 + Duration::from_millis(50), &claims[..900]));
+    assert!(events.is_empty());
+    assert_eq!(sent[0].unable.len(), 100);
 }

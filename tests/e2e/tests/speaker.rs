@@ -21,6 +21,7 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use ferrolb_e2e::{apply, binary, crds_file, eventually, text};
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
@@ -211,14 +212,34 @@ impl Env {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    async fn condition(&self, svc: &str) -> Option<(String, String)> {
+    /// The Service's `ferrolb.io/Announced` condition: status, reason, message.
+    async fn condition(&self, svc: &str) -> Option<(String, String, String)> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), NS);
         let s = api.get(svc).await.ok()?;
         s.status?
             .conditions?
             .into_iter()
             .find(|c| c.type_ == "ferrolb.io/Announced")
-            .map(|c| (c.status, c.message))
+            .map(|c| (c.status, c.reason, c.message))
+    }
+
+    /// A speaker gauge on every node (NaN where the metrics cannot be read).
+    fn gauge(&self, name: &str) -> Vec<f64> {
+        self.node_names()
+            .iter()
+            .map(|n| {
+                let url = format!("http://{}:7473/metrics", self.ipv4_of(n));
+                self.exec(n, &["curl", "-s", "-m", "2", &url])
+                    .ok()
+                    .and_then(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .find(|l| l.split_whitespace().next() == Some(name))
+                            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    })
+                    .unwrap_or(f64::NAN)
+            })
+            .collect()
     }
 
     async fn set_endpoints(&self, svc: &str, nodes: &[&str]) -> anyhow::Result<()> {
@@ -269,13 +290,13 @@ async fn poll_condition(
     env: &Env,
     svc: &str,
     timeout: Duration,
-    want: impl Fn(&str, &str) -> bool,
+    want: impl Fn(&str, &str, &str) -> bool,
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
         let c = env.condition(svc).await;
-        if let Some((status, msg)) = &c
-            && want(status, msg)
+        if let Some((status, reason, msg)) = &c
+            && want(status, reason, msg)
         {
             return Ok(msg.clone());
         }
@@ -311,6 +332,14 @@ fn l2adv(node_selectors: serde_json::Value) -> serde_json::Value {
         "metadata": {"name": "lan"},
         "spec": {"nodeSelectors": node_selectors},
     })
+}
+
+/// The same advertisement, asking for named interfaces. Applied with the same field manager,
+/// so applying [`l2adv`] afterwards removes `interfaces` again.
+fn l2adv_on(interfaces: &[&str]) -> serde_json::Value {
+    let mut adv = l2adv(json!([]));
+    adv["spec"]["interfaces"] = json!(interfaces);
+    adv
 }
 
 async fn setup() -> anyhow::Result<Env> {
@@ -409,7 +438,7 @@ async fn who_answers(env: &mut Env) -> anyhow::Result<()> {
     )
     .await?;
     env.set_endpoints("web", &["node-1"]).await?;
-    let msg = poll_condition(env, "web", Duration::from_secs(20), |s, m| {
+    let msg = poll_condition(env, "web", Duration::from_secs(20), |s, _, m| {
         s == "True" && m.contains(WEB_V4) && m.contains(WEB_V6) && !m.contains("not announced")
     })
     .await?;
@@ -498,7 +527,7 @@ async fn failover_link_down_and_kill(env: &mut Env) -> anyhow::Result<()> {
         env.announcer_v4(WEB_V4)? == new,
         "ARP not answered by {new} alone"
     );
-    poll_condition(env, "web", Duration::from_secs(10), |_, m| {
+    poll_condition(env, "web", Duration::from_secs(10), |_, _, m| {
         m.contains(&format!("{WEB_V4} announced by {new}"))
     })
     .await?;
@@ -640,7 +669,7 @@ async fn local_policy(env: &mut Env) -> anyhow::Result<()> {
         || Ok(env.arping(LOC_V4, 1)?.is_empty().then_some(())),
     )
     .await?;
-    poll_condition(env, "loc", Duration::from_secs(10), |s, _| s == "False").await?;
+    poll_condition(env, "loc", Duration::from_secs(10), |s, _, _| s == "False").await?;
     Ok(())
 }
 
@@ -686,6 +715,90 @@ async fn config_changes(env: &mut Env) -> anyhow::Result<()> {
     ensure!(
         env.announcer_v4(WEB_V4)? == third,
         "restoring the configuration moved the IP"
+    );
+    Ok(())
+}
+
+/// An L2Advertisement naming an interface no node has (`eth9`): every speaker reports it cannot
+/// place the IP, so nobody is elected, nothing answers ARP or NDP, the Service's condition turns
+/// False/NoUsableInterface naming eth9 and the nodes (instead of the last announcer's words
+/// staying up), each node's gauge counts the IPs, and a Warning InterfaceUnusable regarding a
+/// Node is recorded. Restoring the advertisement announces the IP again from one node.
+async fn unusable_interface(env: &mut Env) -> anyhow::Result<()> {
+    const GAUGE: &str = "ferrolb_speaker_ips_without_interface";
+    let before = env.announcer_v4(WEB_V4)?;
+    apply(&env.client, &[l2adv_on(&["eth9"])]).await?;
+    let result = async {
+        let msg = poll_condition(env, "web", Duration::from_secs(10), |s, r, m| {
+            s == "False" && r == "NoUsableInterface" && m.contains("wanted eth9")
+        })
+        .await?;
+        for n in env.node_names() {
+            ensure!(msg.contains(&n), "{n} not named in {msg:?}");
+        }
+        // Nobody answers, for IPv4 or IPv6, and it stays so.
+        poll("ARP to go unanswered", Duration::from_secs(5), || {
+            Ok(env.arping(WEB_V4, 1)?.is_empty().then_some(()))
+        })
+        .await?;
+        let late = env.arping(WEB_V4, 3)?;
+        ensure!(late.is_empty(), "{WEB_V4} answered without eth9: {late:?}");
+        let na = env.ndisc(WEB_V6)?;
+        ensure!(na.is_none(), "{WEB_V6} answered without eth9: {na:?}");
+        // web's two IPs, on every node.
+        let gauges = env.gauge(GAUGE);
+        ensure!(
+            gauges.iter().all(|g| *g >= 2.0),
+            "{GAUGE} per node: {gauges:?}"
+        );
+        let events: Api<Event> = Api::namespaced(env.client.clone(), NS);
+        let note = eventually(
+            "a Warning InterfaceUnusable regarding a Node",
+            Duration::from_secs(10),
+            || async {
+                let list = events.list(&Default::default()).await?;
+                Ok(list.items.into_iter().find_map(|e| {
+                    let regards_node =
+                        e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Node");
+                    let note = e.note.unwrap_or_default();
+                    (regards_node
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("InterfaceUnusable")
+                        && note.contains("eth9")
+                        && note.contains(WEB_V4))
+                    .then_some(note)
+                }))
+            },
+        )
+        .await?;
+        println!("unusable interface: condition {msg:?}; event {note:?}");
+        Ok(())
+    }
+    .await;
+    // Restore whatever happened above, so the next scenarios find web announced.
+    apply(&env.client, &[l2adv(json!([]))]).await?;
+    result?;
+    let after = poll(
+        "the IP to be announced again",
+        Duration::from_secs(10),
+        || Ok(env.announcer_v4(WEB_V4).ok()),
+    )
+    .await?;
+    poll_condition(env, "web", Duration::from_secs(10), |s, r, m| {
+        s == "True" && r == "Announced" && m.contains(&format!("{WEB_V4} announced by {after}"))
+    })
+    .await?;
+    let gauges = poll(
+        "the gauge back to 0 on every node",
+        Duration::from_secs(5),
+        || {
+            let g = env.gauge(GAUGE);
+            Ok(g.iter().all(|v| *v == 0.0).then_some(g))
+        },
+    )
+    .await?;
+    println!(
+        "unusable interface: announced by {before}, then nobody, then {after}; {GAUGE} {gauges:?}"
     );
     Ok(())
 }
@@ -806,6 +919,9 @@ async fn speaker_in_the_lab() {
         ("externalTrafficPolicy Local", |e| Box::pin(local_policy(e))),
         ("config: node selector and exclude label", |e| {
             Box::pin(config_changes(e))
+        }),
+        ("config: interface no node has", |e| {
+            Box::pin(unusable_interface(e))
         }),
         ("rolling restart loses no connect", |e| {
             Box::pin(rolling_restart(e))

@@ -1,5 +1,5 @@
-//! Speaker membership: which speakers are alive, and what each one announces, learned from the
-//! speakers' own UDP heartbeats.
+//! Speaker membership: which speakers are alive, what each one announces and which IPs each one
+//! cannot announce, learned from the speakers' own UDP heartbeats.
 //!
 //! Owns a deterministic state machine in the style of quinn-proto: the shell feeds it received
 //! messages ([`Membership::on_message`]) and the passage of time ([`Membership::tick`]) and
@@ -27,9 +27,12 @@
 //!
 //! # How the shell uses it
 //!
-//! The owner of an IP is `election::owner(ip, eligible ∩ alive(), |n| claims(n).contains(&ip))`.
+//! The owner of an IP is `election::owner(ip, candidates, |n| claims(n).contains(&ip))` where the
+//! candidates are `eligible ∩ alive()` minus the nodes whose [`Membership::unable`] lists the IP
+//! (a node without a usable interface for it must not be elected: nobody would answer).
 //! A speaker announces only while [`Membership::settled`] is true: a fresh speaker first hears
-//! its peers' claims, so it never snatches an IP another speaker holds.
+//! its peers' claims, so it never snatches an IP another speaker holds. The shell reports this
+//! speaker's own unable IPs with [`Membership::set_unable`]; they go out with every heartbeat.
 
 pub mod codec;
 
@@ -109,6 +112,16 @@ pub enum Event {
         /// Claims not advertised.
         dropped: usize,
     },
+    /// The unable IPs did not fit in what the claims leave of [`MAX_CLAIMS`]; only the first
+    /// ones are advertised, so peers may elect this speaker for the rest (and find it never
+    /// claims them, which costs a heartbeat of silence per change). Reported when the number of
+    /// dropped entries changes.
+    UnableTruncated {
+        /// Unable IPs advertised.
+        kept: usize,
+        /// Unable IPs not advertised.
+        dropped: usize,
+    },
 }
 
 /// What the shell must do.
@@ -146,6 +159,8 @@ struct PeerState {
     /// Last direct heartbeat of this incarnation.
     last_heard: Instant,
     claims: Vec<IpAddr>,
+    /// IPs the peer reported it cannot announce (last heartbeat).
+    unable: Vec<IpAddr>,
     /// The peer's last report of whom it heard and how long before `last_heard`.
     heard: Vec<(String, u32)>,
     alive: bool,
@@ -173,6 +188,10 @@ pub struct Membership {
     peers: BTreeMap<String, Peer>,
     my_claims: Vec<IpAddr>,
     claims_dropped: usize,
+    /// As given to [`Self::set_unable`].
+    my_unable: Vec<IpAddr>,
+    /// How many of `my_unable` the last heartbeat could not carry.
+    unable_dropped: usize,
     stats: Stats,
 }
 
@@ -198,6 +217,8 @@ impl Membership {
             peers: BTreeMap::new(),
             my_claims: Vec::new(),
             claims_dropped: 0,
+            my_unable: Vec::new(),
+            unable_dropped: 0,
             stats: Stats::default(),
         }
     }
@@ -275,6 +296,7 @@ impl Membership {
                     seq: hb.seq,
                     last_heard: now,
                     claims: hb.claims,
+                    unable: hb.unable,
                     heard: hb.heard,
                     alive: true,
                     left: false,
@@ -316,6 +338,7 @@ impl Membership {
                         seq: 0,
                         last_heard: now,
                         claims: Vec::new(),
+                        unable: Vec::new(),
                         heard: Vec::new(),
                         alive: false,
                         left: true,
@@ -326,8 +349,17 @@ impl Membership {
         events
     }
 
+    /// Sets the IPs this speaker is eligible for but cannot announce (no usable interface).
+    /// Every heartbeat from now on carries them, after the claims, in what the claims leave of
+    /// [`MAX_CLAIMS`]. A setter rather than a [`Self::tick`] argument because it changes only
+    /// with interfaces and plans, not with every decision.
+    pub fn set_unable(&mut self, unable: Vec<IpAddr>) {
+        self.my_unable = unable;
+    }
+
     /// Advances time: updates liveness (reporting changes) and, when due, heartbeats every peer
-    /// with `my_claims` (the IPs this speaker announces now). Does nothing after [`Self::leave`].
+    /// with `my_claims` (the IPs this speaker announces now) and the IPs given to
+    /// [`Self::set_unable`]. Does nothing after [`Self::leave`].
     pub fn tick(&mut self, now: Instant, my_claims: &[IpAddr]) -> Vec<Action> {
         if self.left {
             return Vec::new();
@@ -340,6 +372,17 @@ impl Membership {
             self.claims_dropped = dropped;
             if dropped > 0 {
                 actions.push(Action::Event(Event::ClaimsTruncated { kept, dropped }));
+            }
+        }
+        let unable_kept = self.my_unable.len().min(MAX_CLAIMS - kept);
+        let unable_dropped = self.my_unable.len() - unable_kept;
+        if unable_dropped != self.unable_dropped {
+            self.unable_dropped = unable_dropped;
+            if unable_dropped > 0 {
+                actions.push(Action::Event(Event::UnableTruncated {
+                    kept: unable_kept,
+                    dropped: unable_dropped,
+                }));
             }
         }
         actions.extend(self.update_liveness(now).into_iter().map(Action::Event));
@@ -408,6 +451,18 @@ impl Membership {
         }
         match self.peers.get(node).and_then(|p| p.state.as_ref()) {
             Some(s) if s.alive => &s.claims,
+            _ => &[],
+        }
+    }
+
+    /// The IPs `node` reported it cannot announce: its last heartbeat's `unable` list if it is
+    /// alive, what was given to [`Self::set_unable`] if `node` is this speaker, otherwise none.
+    pub fn unable(&self, node: &str) -> &[IpAddr] {
+        if node == self.name {
+            return if self.left { &[] } else { &self.my_unable };
+        }
+        match self.peers.get(node).and_then(|p| p.state.as_ref()) {
+            Some(s) if s.alive => &s.unable,
             _ => &[],
         }
     }
@@ -499,6 +554,13 @@ impl Membership {
                 .unwrap_or(u64::MAX),
             heard,
             claims: self.my_claims.clone(),
+            // Cut here, not in the setter: the room depends on the claims of this tick.
+            unable: self
+                .my_unable
+                .iter()
+                .take(MAX_CLAIMS - self.my_claims.len())
+                .copied()
+                .collect(),
         }
     }
 }
