@@ -1,5 +1,6 @@
-//! The controller's state and decisions: an index of Services, pools and namespaces fed by watch
-//! events, the allocator, and the reconcile step that turns changes into [`Action`]s.
+//! The controller's state and decisions: an index of Services, pools, L2Advertisements and
+//! namespaces fed by watch events, the allocator, and the reconcile step that turns changes into
+//! [`Action`]s.
 //!
 //! Synchronous and free of I/O: the shell (`run.rs`) feeds it events and performs the actions it
 //! returns. One task owns it. It never writes what the cluster already shows, so a resync or a restart
@@ -9,9 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ferrolb_allocator::{Allocator, Assignment, Request, ServiceKey};
-use ferrolb_crds::IPAddressPoolStatus;
+use ferrolb_crds::{IPAddressPoolStatus, L2AdvertisementStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::l2adv::{self, L2View};
 use crate::pools::{self, PoolView};
 use crate::service::{self, ServiceView, SvcKey};
 
@@ -35,6 +37,8 @@ pub enum Target {
     },
     /// An IPAddressPool.
     Pool { name: String, uid: Option<String> },
+    /// An L2Advertisement.
+    L2Advertisement { name: String, uid: Option<String> },
 }
 
 /// Something the shell must do against the API server.
@@ -58,6 +62,11 @@ pub enum Action {
     PoolStatus {
         name: String,
         status: IPAddressPoolStatus,
+    },
+    /// Server-side apply of an L2Advertisement's status.
+    L2Status {
+        name: String,
+        status: L2AdvertisementStatus,
     },
     /// A Kubernetes event.
     Event {
@@ -92,9 +101,10 @@ pub struct Core {
     cfg: CoreConfig,
     services: BTreeMap<SvcKey, ServiceView>,
     pools: BTreeMap<String, PoolView>,
+    l2ads: BTreeMap<String, L2View>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     alloc: Allocator,
-    synced: [bool; 3],
+    synced: [bool; 4],
     leader: bool,
     /// Whether the allocator reflects the cluster (rebuilt since we last became ready and leader).
     built: bool,
@@ -104,6 +114,8 @@ pub struct Core {
     /// What we wrote and the watch has not echoed yet: suppresses duplicate writes.
     in_flight: HashMap<SvcKey, Desired>,
     pools_dirty: bool,
+    /// L2Advertisement statuses may need a write (one changed, or a pool did).
+    l2_dirty: bool,
     stats: Stats,
 }
 
@@ -116,6 +128,8 @@ pub enum Kind {
     Pools = 1,
     /// Namespaces.
     Namespaces = 2,
+    /// L2Advertisements.
+    L2Advertisements = 3,
 }
 
 fn camel(reason: &str) -> String {
@@ -137,15 +151,17 @@ impl Core {
             cfg,
             services: BTreeMap::new(),
             pools: BTreeMap::new(),
+            l2ads: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             alloc: Allocator::new(),
-            synced: [false; 3],
+            synced: [false; 4],
             leader: false,
             built: false,
             dirty: BTreeSet::new(),
             pending: BTreeSet::new(),
             in_flight: HashMap::new(),
             pools_dirty: false,
+            l2_dirty: false,
             stats: Stats::default(),
         }
     }
@@ -178,6 +194,7 @@ impl Core {
         });
         self.pools.insert(view.name.clone(), view);
         self.pools_dirty = true;
+        self.l2_dirty = true;
         if config_changed {
             self.pools_changed();
         }
@@ -186,8 +203,22 @@ impl Core {
     /// A pool is gone.
     pub fn delete_pool(&mut self, name: &str) {
         if self.pools.remove(name).is_some() {
+            self.l2_dirty = true;
             self.pools_changed();
         }
+    }
+
+    /// An L2Advertisement was added or changed.
+    pub fn upsert_l2(&mut self, view: L2View) {
+        if self.l2ads.get(&view.name) != Some(&view) {
+            self.l2ads.insert(view.name.clone(), view);
+            self.l2_dirty = true;
+        }
+    }
+
+    /// An L2Advertisement is gone.
+    pub fn delete_l2(&mut self, name: &str) {
+        self.l2ads.remove(name);
     }
 
     /// A namespace's labels changed (for `namespaceSelectors`).
@@ -236,6 +267,7 @@ impl Core {
                 }
             }
             Kind::Namespaces => self.namespaces.retain(|k, _| seen.contains(k)),
+            Kind::L2Advertisements => self.l2ads.retain(|k, _| seen.contains(k)),
         }
         self.synced[kind as usize] = true;
     }
@@ -281,9 +313,14 @@ impl Core {
         self.pools_dirty = true;
     }
 
-    /// Whether pool statuses may need a write.
+    /// An L2Advertisement status write failed: compare and write them again on the next tick.
+    pub fn l2_write_failed(&mut self) {
+        self.l2_dirty = true;
+    }
+
+    /// Whether pool or L2Advertisement statuses may need a write.
     pub fn pools_dirty(&self) -> bool {
-        self.pools_dirty
+        self.pools_dirty || self.l2_dirty
     }
 
     fn pools_changed(&mut self) {
@@ -353,6 +390,7 @@ impl Core {
         }
         self.dirty.extend(self.services.keys().cloned());
         self.pools_dirty = true;
+        self.l2_dirty = true;
         self.built = true;
     }
 
@@ -643,12 +681,49 @@ impl Core {
         wrote
     }
 
-    /// Pool statuses that differ from what the pools show.
+    /// Pool and L2Advertisement statuses that differ from what the objects show, with a Warning
+    /// event for each condition that turns bad or says something new while bad.
     pub fn pool_statuses(&mut self, now: &Time) -> Vec<Action> {
         if !self.ready() || !self.leader || !self.built {
             return Vec::new();
         }
-        self.pools_dirty = false;
+        let mut out = Vec::new();
+        if std::mem::take(&mut self.pools_dirty) {
+            out.extend(self.ip_pool_statuses(now));
+        }
+        if std::mem::take(&mut self.l2_dirty) {
+            out.extend(self.l2_statuses(now));
+        }
+        out
+    }
+
+    fn l2_statuses(&self, now: &Time) -> Vec<Action> {
+        let mut out = Vec::new();
+        for l2 in self.l2ads.values() {
+            let status = l2adv::desired_status(l2, &self.pools, now);
+            if !l2adv::status_differs(&status, l2.status.as_ref()) {
+                continue;
+            }
+            let target = Target::L2Advertisement {
+                name: l2.name.clone(),
+                uid: l2.uid.clone(),
+            };
+            let was = l2.status.as_ref().map(|s| s.conditions.as_slice());
+            out.extend(warning(
+                &target,
+                was,
+                &status.conditions,
+                &[(ferrolb_crds::conditions::L2_READY, "False")],
+            ));
+            out.push(Action::L2Status {
+                name: l2.name.clone(),
+                status,
+            });
+        }
+        out
+    }
+
+    fn ip_pool_statuses(&self, now: &Time) -> Vec<Action> {
         let overlaps = self.alloc.overlaps();
         let mut out = Vec::new();
         for pool in self.pools.values() {
@@ -657,34 +732,16 @@ impl Core {
             };
             let status = pools::desired_status(pool, stats, &overlaps, now);
             if pools::status_differs(&status, pool.status.as_ref()) {
-                // A Warning event when a condition turns bad, or says something new while bad.
+                let target = Target::Pool {
+                    name: pool.name.clone(),
+                    uid: pool.uid.clone(),
+                };
+                let was = pool.status.as_ref().map(|s| s.conditions.as_slice());
                 let bad_when = [
                     (ferrolb_crds::conditions::POOL_OVERLAP, "True"),
                     (ferrolb_crds::conditions::POOL_READY, "False"),
                 ];
-                for (type_, bad) in bad_when {
-                    let find =
-                        |conds: &[Condition]| conds.iter().find(|c| c.type_ == type_).cloned();
-                    let was = pool
-                        .status
-                        .as_ref()
-                        .and_then(|s| find(&s.conditions))
-                        .filter(|c| c.status == bad)
-                        .map(|c| c.message);
-                    if let Some(c) = find(&status.conditions).filter(|c| c.status == bad)
-                        && was.as_deref() != Some(c.message.as_str())
-                    {
-                        out.push(Action::Event {
-                            target: Target::Pool {
-                                name: pool.name.clone(),
-                                uid: pool.uid.clone(),
-                            },
-                            warning: true,
-                            reason: c.reason.clone(),
-                            note: c.message.clone(),
-                        });
-                    }
-                }
+                out.extend(warning(&target, was, &status.conditions, &bad_when));
                 out.push(Action::PoolStatus {
                     name: pool.name.clone(),
                     status,
@@ -693,6 +750,37 @@ impl Core {
         }
         out
     }
+}
+
+/// Warning events for the conditions of `now` that are bad (`(type, bad status)` in `bad_when`)
+/// and were not already bad with the same message in `was`.
+fn warning(
+    target: &Target,
+    was: Option<&[Condition]>,
+    now: &[Condition],
+    bad_when: &[(&str, &str)],
+) -> Vec<Action> {
+    let find = |conds: &[Condition], type_: &str, bad: &str| {
+        conds
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == bad)
+            .cloned()
+    };
+    bad_when
+        .iter()
+        .filter_map(|(type_, bad)| {
+            let c = find(now, type_, bad)?;
+            let before = was.and_then(|w| find(w, type_, bad));
+            (before.map(|b| b.message).as_deref() != Some(c.message.as_str())).then(|| {
+                Action::Event {
+                    target: target.clone(),
+                    warning: true,
+                    reason: c.reason.clone(),
+                    note: c.message.clone(),
+                }
+            })
+        })
+        .collect()
 }
 
 fn service_target(view: &ServiceView) -> Target {

@@ -1,12 +1,14 @@
 //! ferrolb's controller: assigns LoadBalancer IPs from IPAddressPools and publishes them in Service
 //! status.
 //!
-//! Layout: [`service`] and [`pools`] project Kubernetes objects into plain data; [`core`] holds the
+//! Layout: [`service`], [`pools`] and [`l2adv`] project Kubernetes objects into plain data; [`core`] holds the
 //! index and the allocator and decides (pure, synchronous); [`run`] is the shell that watches, leads,
 //! writes and serves metrics.
 
+pub mod conditions;
 pub mod config;
 pub mod core;
+pub mod l2adv;
 pub mod leader;
 pub mod pools;
 pub mod run;

@@ -11,7 +11,9 @@ use ferrolb_allocator::{
     Family, FamilyStats, IpRange, Overlap, PoolConfig, PoolStats, parse_pool_entry,
 };
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus, ServiceAllocation, conditions, selector};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::conditions::{condition, without_times};
 
 /// The parts of a pool the controller needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +32,8 @@ pub struct PoolView {
     pub bad_selectors: Vec<String>,
     /// `spec.serviceAllocation`.
     pub allocation: Option<ServiceAllocation>,
+    /// The pool's labels, for L2Advertisements' `ipAddressPoolSelectors`.
+    pub labels: BTreeMap<String, String>,
     /// The status as last observed, to write only on change.
     pub status: Option<IPAddressPoolStatus>,
 }
@@ -65,6 +69,7 @@ impl PoolView {
             bad_entries,
             bad_selectors,
             allocation: pool.spec.service_allocation.clone(),
+            labels: pool.metadata.labels.clone().unwrap_or_default(),
             status: pool.status.clone(),
         })
     }
@@ -178,30 +183,6 @@ fn summary(stats: &PoolStats, pick: impl Fn(&FamilyStats) -> u128, ranges: &[IpR
     }
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    previous: Option<&Condition>,
-    now: &Time,
-) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let since = previous
-        .filter(|p| p.status == status)
-        .map(|p| p.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
-    }
-}
-
 /// The status a pool should show given the allocator's counts and the overlaps found.
 pub fn desired_status(
     pool: &PoolView,
@@ -303,12 +284,9 @@ pub fn desired_status(
 /// Whether two statuses differ in anything but condition timestamps.
 pub fn status_differs(a: &IPAddressPoolStatus, b: Option<&IPAddressPoolStatus>) -> bool {
     let Some(b) = b else { return true };
-    let strip = |s: &IPAddressPoolStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        }
-        s
+    let strip = |s: &IPAddressPoolStatus| IPAddressPoolStatus {
+        conditions: without_times(&s.conditions),
+        ..s.clone()
     };
     strip(a) != strip(b)
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferrolb_allocator::Family;
-use ferrolb_crds::IPAddressPool;
 use ferrolb_crds::runtime::{self, Health, Metrics};
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Args;
 use crate::core::{Core, CoreConfig, Kind};
+use crate::l2adv::L2View;
 use crate::pools::PoolView;
 use crate::service::ServiceView;
 use crate::writer::{Failed, Writer};
@@ -113,6 +114,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .default_backoff()
     .boxed();
+    let mut l2ads = watcher(
+        Api::<L2Advertisement>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
     let mut namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
@@ -125,7 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ignore_classless: args.common.ignore_classless,
     });
     core.set_leader(*leader_rx.borrow());
-    let mut relists: [Relist; 3] = Default::default();
+    let mut relists: [Relist; 4] = Default::default();
     let mut pool_tick = tokio::time::interval(Duration::from_millis(500));
     pool_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -177,6 +184,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "IPAddressPool watch error; retrying (are the CRDs installed?)"),
             },
+            Some(ev) = l2ads.next() => match ev {
+                Ok(Event::Init) => relists[3].start(),
+                Ok(Event::InitApply(l)) | Ok(Event::Apply(l)) => {
+                    if let Some(v) = L2View::from_l2(&l) {
+                        relists[3].saw(v.name.clone());
+                        if !v.bad_selectors.is_empty() {
+                            tracing::warn!(l2advertisement = %v.name, selectors = ?v.bad_selectors, "L2Advertisement has malformed selectors; they select nothing");
+                        }
+                        core.upsert_l2(v);
+                    }
+                }
+                Ok(Event::Delete(l)) => {
+                    if let Some(n) = l.metadata.name.as_deref() {
+                        core.delete_l2(n);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[3].done();
+                    core.resynced(Kind::L2Advertisements, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, "L2Advertisement watch error; retrying"),
+            },
             Some(ev) = namespaces.next() => match ev {
                 Ok(Event::Init) => relists[2].start(),
                 Ok(Event::InitApply(n)) | Ok(Event::Apply(n)) => {
@@ -205,6 +234,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(f) = fail_rx.recv() => match f {
                 Failed::Service { namespace, name } => core.write_failed(&namespace, &name),
                 Failed::PoolStatus => core.pool_write_failed(),
+                Failed::L2Status => core.l2_write_failed(),
             },
             _ = pool_tick.tick() => {
                 if core.pools_dirty() {

@@ -1,5 +1,5 @@
 //! Performs the core's [`Action`]s against the API server: server-side apply for Service status,
-//! the pool annotation and pool status, and events through kube's recorder.
+//! the pool annotation, pool and L2Advertisement status, and events through kube's recorder.
 //!
 //! Runs as its own task fed by a channel, so a slow API server never blocks decisions. A failed write is
 //! reported back so the core decides again; nothing is lost. Leadership is checked before every write:
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferrolb_crds::runtime::Metrics;
-use ferrolb_crds::{IPAddressPool, annotations};
+use ferrolb_crds::{IPAddressPool, L2Advertisement, annotations};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -39,6 +39,8 @@ pub enum Failed {
     },
     /// A pool's status.
     PoolStatus,
+    /// An L2Advertisement's status.
+    L2Status,
 }
 
 impl Failed {
@@ -55,6 +57,7 @@ impl Failed {
                 name: name.clone(),
             }),
             Action::PoolStatus { .. } => Some(Failed::PoolStatus),
+            Action::L2Status { .. } => Some(Failed::L2Status),
             Action::Event { .. } => None,
         }
     }
@@ -195,6 +198,16 @@ impl Writer {
                     .await
                     .map(|_| ())
             }
+            Action::L2Status { name, status } => {
+                let api: Api<L2Advertisement> = Api::all(self.client.clone());
+                let body = json!({
+                    "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+                    "metadata": {"name": name}, "status": status,
+                });
+                api.patch_status(&name, &pp, &Patch::Apply(body))
+                    .await
+                    .map(|_| ())
+            }
             Action::Event {
                 target,
                 warning,
@@ -217,6 +230,13 @@ impl Writer {
                     Target::Pool { name, uid } => ObjectReference {
                         api_version: Some("ferrolb.io/v1beta1".into()),
                         kind: Some("IPAddressPool".into()),
+                        name: Some(name),
+                        uid,
+                        ..Default::default()
+                    },
+                    Target::L2Advertisement { name, uid } => ObjectReference {
+                        api_version: Some("ferrolb.io/v1beta1".into()),
+                        kind: Some("L2Advertisement".into()),
                         name: Some(name),
                         uid,
                         ..Default::default()
@@ -244,6 +264,7 @@ fn kind_of(a: &Action) -> &'static str {
         Action::ServiceStatus { .. } => "service_status",
         Action::ServiceAnnotation { .. } => "service_annotation",
         Action::PoolStatus { .. } => "pool_status",
+        Action::L2Status { .. } => "l2advertisement_status",
         Action::Event { .. } => "event",
     }
 }

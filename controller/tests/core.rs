@@ -84,6 +84,7 @@ fn core_with(pools: &[PoolView], services: &[Service]) -> Core {
         ),
     );
     c.resynced(Kind::Namespaces, &BTreeSet::new());
+    c.resynced(Kind::L2Advertisements, &BTreeSet::new());
     c.set_leader(true);
     c
 }
@@ -343,7 +344,10 @@ fn a_pool_with_a_malformed_selector_gets_one_warning_and_a_condition() {
         },
     );
     let mut c = core_with(&[PoolView::from_pool(&p).expect("named")], &[]);
-    assert!(c.reconcile(&now()).is_empty(), "no Service, nothing to write");
+    assert!(
+        c.reconcile(&now()).is_empty(),
+        "no Service, nothing to write"
+    );
     let first = c.pool_statuses(&now());
     let warnings: Vec<_> = first
         .iter()

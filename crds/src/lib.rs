@@ -47,6 +47,8 @@ pub mod conditions {
     pub const POOL_READY: &str = "Ready";
     /// On an IPAddressPool: its addresses overlap another pool's.
     pub const POOL_OVERLAP: &str = "Overlapping";
+    /// On an L2Advertisement: its selectors are valid and the pools it names exist.
+    pub const L2_READY: &str = "Ready";
 }
 
 /// A pool of addresses from which the controller assigns LoadBalancer IPs.
@@ -151,6 +153,8 @@ pub struct IPAddressPoolStatus {
     status = "L2AdvertisementStatus",
     printcolumn = r#"{"name":"Pools","type":"string","jsonPath":".spec.ipAddressPools"}"#,
     printcolumn = r#"{"name":"Interfaces","type":"string","jsonPath":".spec.interfaces"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -173,11 +177,12 @@ pub struct L2AdvertisementSpec {
     pub service_selectors: Vec<LabelSelector>,
 }
 
-/// Conditions about an L2Advertisement (for example, naming pools that do not exist).
+/// What the controller observed about an L2Advertisement.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementStatus {
-    /// `Ready`.
+    /// `Ready`: its selectors are valid and the pools it names exist (`InvalidSelectors`,
+    /// `UnknownPools`, `NoPools` otherwise); the message lists the pools it announces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -189,6 +189,7 @@ async fn controller_in_the_lab() {
     dual_stack(&ctx).await;
     exhaustion_and_recovery(&ctx).await;
     overlapping_pools(&ctx).await;
+    l2advertisement_and_selector_conditions(&ctx).await;
     type_and_class_changes(&ctx).await;
     migration_annotations(&ctx).await;
     ip_out_of_every_pool(&ctx).await;
@@ -488,6 +489,97 @@ async fn overlapping_pools(ctx: &Ctx) {
         3,
         "three distinct addresses exist across the overlapping pools: {seen:?}"
     );
+}
+
+/// An L2Advertisement that names a pool that does not exist, or has a malformed selector, says so
+/// in its Ready condition (and `kubectl get l2advertisements` shows it); it turns Ready once the
+/// pool exists. A pool with a malformed serviceAllocation selector says so too.
+async fn l2advertisement_and_selector_conditions(ctx: &Ctx) {
+    let l2 = |name: &str, spec: serde_json::Value| json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": name}, "spec": spec});
+    let ready = |name: &'static str, status: &'static str, reason: &'static str| async move {
+        let api: Api<ferrolb_crds::L2Advertisement> = Api::all(ctx.client.clone());
+        wait_for(
+            &format!("L2Advertisement {name} Ready={status} ({reason})"),
+            T,
+            || async {
+                let c = api
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()?
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?;
+                (c.status == status && c.reason == reason).then_some(c.message)
+            },
+        )
+        .await
+    };
+    apply(
+        &ctx.client,
+        &[
+            l2("typo", json!({"ipAddressPools": ["blue", "later"]})),
+            l2(
+                "bad-op",
+                json!({"nodeSelectors": [{"matchExpressions": [{"key": "zone", "operator": "Equals", "values": ["a"]}]}]}),
+            ),
+        ],
+    )
+    .await
+    .expect("L2Advertisements");
+    let msg = ready("typo", "False", "UnknownPools").await;
+    assert_eq!(msg, "no IPAddressPool named later; announces blue");
+    let msg = ready("bad-op", "False", "InvalidSelectors").await;
+    assert!(
+        msg.contains("nodeSelectors[0]") && msg.contains("Equals"),
+        "{msg}"
+    );
+    let out = ctx
+        .lab
+        .kubectl(&["get", "l2advertisements", "typo", "-o", "wide"])
+        .expect("kubectl");
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("READY") && table.contains("UnknownPools"),
+        "{table}"
+    );
+
+    ctx.pool(
+        "later",
+        json!({"addresses": ["198.51.100.200/30"], "autoAssign": false}),
+    )
+    .await;
+    let msg = ready("typo", "True", "Valid").await;
+    assert_eq!(msg, "announces blue, later");
+
+    ctx.pool(
+        "picky",
+        json!({"addresses": ["198.51.100.204/30"], "serviceAllocation": {"serviceSelectors": [{"matchExpressions": [{"key": "tier", "operator": "in", "values": ["web"]}]}]}}),
+    )
+    .await;
+    let (_, msg) = wait_for("pool picky Ready=False", T, || async {
+        let c = ctx.pool_condition("picky", "Ready").await?;
+        (c.0 == "False").then_some(c)
+    })
+    .await;
+    assert!(
+        msg.contains("serviceSelectors[0]") && msg.contains("\"in\""),
+        "{msg}"
+    );
+
+    for name in ["typo", "bad-op"] {
+        let api: Api<ferrolb_crds::L2Advertisement> = Api::all(ctx.client.clone());
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    for name in ["later", "picky"] {
+        let api: Api<ferrolb_crds::IPAddressPool> = Api::all(ctx.client.clone());
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
 }
 
 async fn type_and_class_changes(ctx: &Ctx) {

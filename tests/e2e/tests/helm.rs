@@ -346,30 +346,33 @@ impl Env {
     }
 
     /// The Service answers from the LAN: the node its condition names is the one answering ARP
-    /// (every reply from that node's MAC), and HTTP through the IP reaches a backend.
+    /// (every reply from that node's MAC), and HTTP through the IP reaches a backend. Waits for
+    /// that to hold (a healed partition settles on one announcer within a fraction of a second)
+    /// and fails with the last disagreement.
     async fn check_served(&self, ip: &str) -> anyhow::Result<String> {
-        let node = eventually("the Announced condition", T, || self.announcer()).await?;
-        let macs = eventually(&format!("ARP replies for {ip}"), T, || {
-            let out = self.exec(
-                "client",
-                &["arping", "-c", "3", "-w", "4", "-i", "eth0", ip],
-            );
-            std::future::ready(out.map(|o| {
-                let macs: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        let node = eventually(
+            &format!("one node to announce {ip}, as its condition says"),
+            T,
+            || async {
+                let node = self.announcer().await?;
+                let out = self.exec(
+                    "client",
+                    &["arping", "-c", "3", "-w", "4", "-i", "eth0", ip],
+                )?;
+                let macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
                     .lines()
                     .filter(|l| l.contains("bytes from"))
                     .filter_map(|l| l.split_whitespace().nth(3).map(str::to_lowercase))
                     .collect();
-                (!macs.is_empty()).then_some(macs)
-            }))
-        })
+                let answering: BTreeSet<Option<String>> =
+                    macs.iter().map(|m| self.node_of_mac(m)).collect();
+                match node {
+                    Some(n) if answering == BTreeSet::from([Some(n.clone())]) => Ok(Some(n)),
+                    _ => bail!("the condition names {node:?}, ARP replies came from {macs:?}"),
+                }
+            },
+        )
         .await?;
-        let answering: BTreeSet<Option<String>> =
-            macs.iter().map(|m| self.node_of_mac(m)).collect();
-        ensure!(
-            answering == BTreeSet::from([Some(node.clone())]),
-            "the condition names {node}, but ARP replies for {ip} came from {macs:?}"
-        );
         let url = format!("http://{ip}/");
         let body = eventually(&format!("curl {url}"), T, || {
             let out = self.exec("client", &["curl", "-s", "-m", "2", &url]);
