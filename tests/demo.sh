@@ -22,7 +22,7 @@ run kubectl get nodes -o wide
 
 say "Installing the chart (CRDs, RBAC, controller Deployment, speaker DaemonSet)"
 run helm install ferrolb charts/ferrolb --namespace "$NS" --create-namespace
-run kubectl -n "$NS" get deployment,daemonset,serviceaccount
+run kubectl -n "$NS" get deployment,daemonset,serviceaccount,lease
 
 # Kubeconfigs that authenticate as the chart's ServiceAccounts, so its RBAC is what the processes get.
 CTRL_SA=$(kubectl -n "$NS" get deploy -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].spec.template.spec.serviceAccountName}')
@@ -91,9 +91,10 @@ done
 
 say "kubectl get svc: the Service has its EXTERNAL-IP"
 run kubectl -n demo get svc hello
-say "kubectl get ipaddresspools: usage"
+say "kubectl get ipaddresspools,l2advertisements: usage, and what is announced"
 sleep 1
 run kubectl get ipaddresspools
+run kubectl get l2advertisements
 
 say "Which node announces $IP"
 ANN=""
