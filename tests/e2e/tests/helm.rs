@@ -276,7 +276,7 @@ impl Env {
         Ok(())
     }
 
-    fn log_tails(&mut self) -> String {
+    fn log_tails(&self) -> String {
         self.pods
             .iter()
             .map(|p| {
