@@ -17,19 +17,8 @@ version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$
 want_ref="ghcr.io/ferrolb/ferrolb:$version"
 binaries=(ferrolb-controller ferrolb-speaker)
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-bad() {
-    failed=$((failed + 1))
-    echo "FAIL - $1"
-    if [[ -n "${2:-}" ]]; then printf '%s\n' "$2" | head -n 15 | sed 's/^/       /'; fi
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [[ $failed -eq 0 ]]
-    exit
-}
+# shellcheck source=../tests/lib/checks.sh
+source "$repo/tests/lib/checks.sh"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -37,6 +26,7 @@ trap 'rm -rf "$tmp"' EXIT
 if [[ ! -f "$archive" ]]; then
     bad "OCI archive exists at $archive (build it with image/build.sh)"
     finish
+    exit
 fi
 layout=$tmp/layout
 rootfs=$tmp/rootfs
@@ -46,6 +36,7 @@ if out=$(tar -xf "$archive" -C "$layout" 2>&1) && [[ -f "$layout/oci-layout" && 
 else
     bad "archive unpacks to an OCI layout (oci-layout, index.json)" "$out"
     finish
+    exit
 fi
 
 # Everything the checks need from the JSON documents, as shell assignments. python3 also checks
@@ -108,6 +99,7 @@ PY
 ); then
     bad "index, manifest and config parse as JSON"
     finish
+    exit
 fi
 # Assigned by eval from the python output above; declared here so a missing key reads as empty.
 layout_version="" manifest_count="" refs="" os_arch="" user="" entrypoint="" cmd="" label_version=""

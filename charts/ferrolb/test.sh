@@ -27,20 +27,8 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-bad() {
-    failed=$((failed + 1))
-    echo "FAIL - $1"
-    if [[ -n "${2:-}" ]]; then printf '%s\n' "$2" | head -n 15 | sed 's/^/       /'; fi
-}
-# check DESCRIPTION COMMAND...: passes when the command succeeds.
-check() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else bad "$desc"; fi
-}
+# shellcheck source=../../tests/lib/checks.sh
+source "$repo/tests/lib/checks.sh"
 
 # render OUT [helm template args...]: renders into $tmp/OUT.yaml, stderr into $tmp/OUT.err.
 render() {
@@ -389,7 +377,6 @@ check "NOTES.txt names the pool created from values" \
 # Runs each binary with the rendered args followed by --version: clap parses (and validates)
 # the args in order before it reaches --version, so an unknown flag or a bad value fails here.
 # Uses $FERROLB_BIN_DIR, else target/debug, else target/release; skipped when none is built.
-skipped=0
 args_of() {
     # The container args of one rendered workload, one per line, downward-API variables filled.
     sed -n '/^          args:/,/^          [a-z]/p' <<<"$1" | sed -n 's/^            - //p' \
@@ -402,8 +389,7 @@ for bin in ferrolb-controller ferrolb-speaker; do
         if [[ -n "$dir" && -x "$dir/$bin" ]]; then exe=$dir/$bin; break; fi
     done
     if [[ -z "$exe" ]]; then
-        skipped=$((skipped + 1))
-        echo "skip - $bin accepts the chart's flags (not built)"
+        skip "$bin accepts the chart's flags (not built)"
         continue
     fi
     for which in def ev; do
@@ -435,9 +421,4 @@ else
     bad "helm package: the packaged chart renders the same as the directory" "$out"
 fi
 
-if ((skipped)); then
-    echo "$passed passed, $failed failed, $skipped skipped"
-else
-    echo "$passed passed, $failed failed"
-fi
-[[ $failed -eq 0 ]]
+finish
