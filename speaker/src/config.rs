@@ -66,8 +66,10 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Interfaces the speaker may announce on (comma separated); default: any, as chosen by
-    /// L2Advertisements or the interface holding the node's InternalIP.
+    /// Interfaces to announce on (comma separated): an L2Advertisement without `interfaces` is
+    /// announced on these (those up, with a MAC), one that names interfaces only on those also
+    /// listed here. Empty: the advertisement's interfaces, else the interface holding the node's
+    /// InternalIP plus those with an address on the IP's subnet.
     #[arg(long, env = "FERROLB_INTERFACES", value_delimiter = ',')]
     pub interfaces: Vec<String>,
 

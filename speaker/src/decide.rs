@@ -20,6 +20,15 @@
 //! out of the candidates. When that leaves no candidate, the IP has no owner, the first alive
 //! speaker is responsible, and the condition says `False/NoUsableInterface` naming those nodes,
 //! instead of the last announcer's words staying up while nobody answers.
+//!
+//! # Services that stop being ours
+//!
+//! A Service that is no longer planned (its type or class changed, or the controller removed
+//! its IPs) but still carries the speakers' condition ([`Plan::stale`]) gets its condition
+//! removed by the alive speaker with the smallest name, the same one that writes for
+//! unannounced Services ([`stale_conditions`], [`StatusTracker::removals`]). The removal drops
+//! the condition from the speakers' field manager, so the Service leaves `Plan::stale` and
+//! nothing is written again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -28,7 +37,7 @@ use std::time::{Duration, Instant};
 use ferrolb_speaker_core::election;
 
 use crate::objects::{ObservedCondition, SvcKey};
-use crate::plan::{NotAnnounced, Plan, WantedInterface};
+use crate::plan::{NotAnnounced, Plan, Unplanned, WantedInterface};
 
 /// The membership view the decisions need.
 #[derive(Debug, Clone, Default)]
@@ -268,6 +277,22 @@ pub fn desired_conditions(
     out
 }
 
+/// The stale conditions (see the module docs) this node must remove, with why: all of them on
+/// the alive speaker with the smallest name, none elsewhere.
+pub fn stale_conditions(
+    plan: &Plan,
+    view: &MemberView,
+    self_node: &str,
+) -> BTreeMap<SvcKey, Unplanned> {
+    if view.alive.iter().next().map(String::as_str) != Some(self_node) {
+        return BTreeMap::new();
+    }
+    plan.stale
+        .iter()
+        .map(|(k, st)| (k.clone(), st.why))
+        .collect()
+}
+
 /// This node's wanted interfaces that resolve to nothing usable (missing, down, or not in
 /// `--interfaces`), each with the IPs this node is eligible for that want it.
 pub type Unusable = BTreeMap<WantedInterface, BTreeSet<IpAddr>>;
@@ -327,12 +352,13 @@ fn ip_list(ips: &BTreeSet<IpAddr>) -> String {
 
 /// The events for a change of this node's unusable interfaces: one per interface that became
 /// unusable or stopped being so, none for a change of only the IPs that want an interface (so a
-/// replan, a resync or an endpoint moving between IPs is silent). `usable_now` tells an
-/// interface that recovered from one that is merely no longer wanted.
+/// replan, a resync or an endpoint moving between IPs is silent). `usable_now(interface, ips)`
+/// tells an interface that recovered for the IPs that wanted it from one that is merely no
+/// longer wanted (the default choice depends on the IP).
 pub fn interface_events(
     before: &Unusable,
     after: &Unusable,
-    usable_now: impl Fn(&WantedInterface) -> bool,
+    usable_now: impl Fn(&WantedInterface, &BTreeSet<IpAddr>) -> bool,
 ) -> Vec<NodeEvent> {
     let mut out = Vec::new();
     for (iface, ips) in after.iter().filter(|(i, _)| !before.contains_key(*i)) {
@@ -341,7 +367,7 @@ pub fn interface_events(
             change: InterfaceChange::Unusable,
             interface: iface.clone(),
             note: format!(
-                "{iface} is missing, down or not in --interfaces; this node cannot announce {} {} on it: {}",
+                "this node cannot announce {} {} on {iface} (missing, down or not in --interfaces): {}",
                 n,
                 if n == 1 { "IP" } else { "IPs" },
                 ip_list(ips)
@@ -349,16 +375,16 @@ pub fn interface_events(
         });
     }
     for (iface, ips) in before.iter().filter(|(i, _)| !after.contains_key(*i)) {
-        let (change, note) = if usable_now(iface) {
+        let (change, note) = if usable_now(iface, ips) {
             (
                 InterfaceChange::Usable,
-                format!("{iface} is usable again for {}", ip_list(ips)),
+                format!("this node can announce on {iface} again: {}", ip_list(ips)),
             )
         } else {
             (
                 InterfaceChange::NotNeeded,
                 format!(
-                    "no IP wants {iface} on this node any more (it is still missing, down or not in --interfaces)"
+                    "no IP wants {iface} on this node any more (still missing, down or not in --interfaces)"
                 ),
             )
         };
@@ -387,6 +413,18 @@ pub struct StatusWrite {
     pub event: bool,
 }
 
+/// A removal of a stale condition (see the module docs) the shell must perform: server-side
+/// apply of no condition by the speakers' field manager, and one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The Service.
+    pub service: SvcKey,
+    /// Why it is no longer ours, for the event.
+    pub why: Unplanned,
+    /// The Service's UID, for the event.
+    pub uid: Option<String>,
+}
+
 /// How long a write is trusted to be in flight before it is repeated if its effect is not
 /// observed (a lost watch event or an outage).
 const WRITE_TRUST: Duration = Duration::from_secs(30);
@@ -401,6 +439,9 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 pub struct StatusTracker {
     /// What was written, when, and what was published at that time.
     written: BTreeMap<SvcKey, (Desired, Instant, Option<ObservedCondition>)>,
+    /// Removals in flight: when sent, and what was published at that time.
+    removing: BTreeMap<SvcKey, (Instant, Option<ObservedCondition>)>,
+    /// Services whose last write failed: when to try again, and the delay used.
     retry: BTreeMap<SvcKey, (Instant, Duration)>,
 }
 
@@ -448,9 +489,52 @@ impl StatusTracker {
         out
     }
 
+    /// The removals to perform now, given the stale conditions this node must remove
+    /// ([`stale_conditions`]). A removal is sent once and not repeated while in flight (the
+    /// same trust and backoff as [`StatusTracker::writes`]); its effect is observed when the
+    /// Service leaves [`Plan::stale`], after which nothing more is sent.
+    pub fn removals(
+        &mut self,
+        stale: &BTreeMap<SvcKey, Unplanned>,
+        plan: &Plan,
+        now: Instant,
+    ) -> Vec<Removal> {
+        self.removing.retain(|k, _| stale.contains_key(k));
+        // Backoffs of Services that are neither planned nor stale any more (deleted, or their
+        // condition is gone) are of no use.
+        self.retry
+            .retain(|k, _| plan.services.contains_key(k) || plan.stale.contains_key(k));
+        let mut out = Vec::new();
+        for (svc, why) in stale {
+            let Some(st) = plan.stale.get(svc) else {
+                continue;
+            };
+            // In flight, unless something newer was published since (a late write of another
+            // speaker put the condition back): then the removal is repeated at once.
+            if let Some((at, seen)) = self.removing.get(svc)
+                && *seen == st.observed
+                && now.saturating_duration_since(*at) < WRITE_TRUST
+            {
+                continue;
+            }
+            if self.retry.get(svc).is_some_and(|(at, _)| *at > now) {
+                continue;
+            }
+            self.removing
+                .insert(svc.clone(), (now, st.observed.clone()));
+            out.push(Removal {
+                service: svc.clone(),
+                why: *why,
+                uid: st.uid.clone(),
+            });
+        }
+        out
+    }
+
     /// A write failed: forget it and back off before the next try.
     pub fn failed(&mut self, svc: &str, now: Instant) {
         self.written.remove(svc);
+        self.removing.remove(svc);
         let delay = self
             .retry
             .get(svc)
@@ -463,7 +547,7 @@ impl StatusTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Interfaces, IpPlan, ServicePlan};
+    use crate::plan::{Interfaces, IpPlan, ServicePlan, Stale};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("literal ip")
@@ -670,6 +754,7 @@ mod tests {
             status: "True".into(),
             reason: "Announced".into(),
             message: "announced by n1 on eth0".into(),
+            by_speaker: true,
         });
         for s in 2..100 {
             assert!(t.writes(&d, &p, t0 + Duration::from_secs(s)).is_empty());
@@ -704,6 +789,7 @@ mod tests {
             status: "True".into(),
             reason: "Announced".into(),
             message: "announced by n2".into(),
+            by_speaker: true,
         });
         assert_eq!(t.writes(&d, &p, t0 + Duration::from_millis(50)).len(), 1);
         assert!(t.writes(&d, &p, t0 + Duration::from_millis(60)).is_empty());
@@ -758,6 +844,7 @@ mod tests {
             status: "True".into(),
             reason: "Announced".into(),
             message: "announced by n1 on eth0".into(),
+            by_speaker: true,
         });
         let mut v = view(&all, &[]);
         unable(&mut v, &all, "198.51.100.70");
@@ -846,7 +933,7 @@ mod tests {
         let d = desired_conditions(&p, &o, &v, "n1", &BTreeMap::new());
         assert_eq!(
             d["ns/web"].message,
-            "not announced: no usable interface on n1, n2, n3, n4, n5 and 2 more (wanted the InternalIP interface; missing, down or not in --interfaces)"
+            "not announced: no usable interface on n1, n2, n3, n4, n5 and 2 more (wanted the default interfaces; missing, down or not in --interfaces)"
         );
     }
 
@@ -860,27 +947,27 @@ mod tests {
         )]
         .into();
         let none = Unusable::new();
-        let ev = interface_events(&none, &one, |_| false);
+        let ev = interface_events(&none, &one, |_, _| false);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].change.as_str(), "InterfaceUnusable");
         assert!(ev[0].change.is_warning());
         assert_eq!(
             ev[0].note,
-            "eth9 is missing, down or not in --interfaces; this node cannot announce 1 IP on it: 198.51.100.70"
+            "this node cannot announce 1 IP on eth9 (missing, down or not in --interfaces): 198.51.100.70"
         );
         // The same set again (a resync), or more IPs wanting it: silent.
-        assert!(interface_events(&one, &one, |_| false).is_empty());
-        assert!(interface_events(&one, &two, |_| false).is_empty());
-        // Recovered, or no longer wanted.
-        let back = interface_events(&two, &none, |i| *i == eth9);
+        assert!(interface_events(&one, &one, |_, _| false).is_empty());
+        assert!(interface_events(&one, &two, |_, _| false).is_empty());
+        // Recovered (asked about the IPs that wanted it), or no longer wanted.
+        let back = interface_events(&two, &none, |i, ips| *i == eth9 && ips.len() == 2);
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].change, InterfaceChange::Usable);
         assert!(!back[0].change.is_warning());
         assert_eq!(
             back[0].note,
-            "eth9 is usable again for 198.51.100.70, 198.51.100.71"
+            "this node can announce on eth9 again: 198.51.100.70, 198.51.100.71"
         );
-        let gone = interface_events(&two, &none, |_| false);
+        let gone = interface_events(&two, &none, |_, _| false);
         assert_eq!(gone[0].change, InterfaceChange::NotNeeded);
         // Notes stay short however many IPs are affected.
         let many: Unusable = [(
@@ -890,11 +977,11 @@ mod tests {
                 .collect(),
         )]
         .into();
-        let ev = interface_events(&none, &many, |_| false);
+        let ev = interface_events(&none, &many, |_, _| false);
         assert!(
             ev[0]
                 .note
-                .starts_with("the InternalIP interface is missing")
+                .starts_with("this node cannot announce 200 IPs on the default interfaces (")
         );
         assert!(
             ev[0].note.ends_with("198.51.100.9 and 190 more"),
@@ -902,5 +989,152 @@ mod tests {
             ev[0].note
         );
         assert!(ev[0].note.len() < 400);
+    }
+    /// A plan where `ns/web` is stale (type changed) and `ns/api` is planned and unannounced.
+    fn plan_with_stale() -> Plan {
+        let mut p = plan_one("198.51.100.70", &["n1"]);
+        p.ips.clear();
+        p.services
+            .get_mut("ns/web")
+            .expect("web")
+            .not_announced
+            .insert(ip("198.51.100.70"), NotAnnounced::NoEndpoints);
+        let web = p.services.remove("ns/web").expect("web");
+        p.services.insert("ns/api".into(), web);
+        p.stale.insert(
+            "ns/web".into(),
+            Stale {
+                why: Unplanned::NotLoadBalancer,
+                uid: Some("u-web".into()),
+                observed: Some(ObservedCondition {
+                    status: "True".into(),
+                    reason: "Announced".into(),
+                    message: "announced by n2 on eth0".into(),
+                    by_speaker: true,
+                }),
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn a_stale_condition_is_removed_by_the_first_alive_node_only() {
+        let p = plan_with_stale();
+        let v = view(&["n2", "n3"], &[]);
+        // n1 (dead) and n3 do nothing; n2, the first alive, removes it.
+        assert!(stale_conditions(&p, &v, "n3").is_empty());
+        assert!(stale_conditions(&p, &v, "n1").is_empty());
+        let mine = stale_conditions(&p, &v, "n2");
+        assert_eq!(
+            mine.into_iter().collect::<Vec<_>>(),
+            [("ns/web".to_string(), Unplanned::NotLoadBalancer)]
+        );
+        // The same node writes the planned, unannounced Service's condition; the stale one is
+        // no desired condition anywhere.
+        let d = desired_conditions(&p, &BTreeMap::new(), &v, "n2", &BTreeMap::new());
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["ns/api"]);
+    }
+
+    #[test]
+    fn a_stale_condition_is_removed_once() {
+        let mut p = plan_with_stale();
+        let v = view(&["n1", "n2"], &[]);
+        let stale = stale_conditions(&p, &v, "n1");
+        let t0 = Instant::now();
+        let mut t = StatusTracker::default();
+        let r = t.removals(&stale, &p, t0);
+        assert_eq!(
+            r,
+            [Removal {
+                service: "ns/web".into(),
+                why: Unplanned::NotLoadBalancer,
+                uid: Some("u-web".into()),
+            }]
+        );
+        // In flight: not repeated on the next decisions.
+        for ms in 1..100 {
+            assert!(
+                t.removals(&stale, &p, t0 + Duration::from_millis(ms))
+                    .is_empty()
+            );
+        }
+        // Its echo: the condition is gone (or no longer the speakers'), so the Service is no
+        // longer stale, and nothing more is ever written.
+        p.stale.clear();
+        let stale = stale_conditions(&p, &v, "n1");
+        for s in 1..200 {
+            assert!(
+                t.removals(&stale, &p, t0 + Duration::from_secs(s))
+                    .is_empty()
+            );
+            assert!(
+                t.writes(&BTreeMap::new(), &p, t0 + Duration::from_secs(s))
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_or_overtaken_removal_is_repeated() {
+        let mut p = plan_with_stale();
+        let v = view(&["n1"], &[]);
+        let stale = stale_conditions(&p, &v, "n1");
+        let t0 = Instant::now();
+        let mut t = StatusTracker::default();
+        assert_eq!(t.removals(&stale, &p, t0).len(), 1);
+        // Failed: backs off, then retries once.
+        t.failed("ns/web", t0 + Duration::from_millis(10));
+        assert!(
+            t.removals(&stale, &p, t0 + Duration::from_millis(20))
+                .is_empty()
+        );
+        assert_eq!(t.removals(&stale, &p, t0 + Duration::from_secs(1)).len(), 1);
+        assert!(
+            t.removals(&stale, &p, t0 + Duration::from_secs(2))
+                .is_empty()
+        );
+        // A late write of the old announcer puts another condition back: removed again at once.
+        if let Some(st) = p.stale.get_mut("ns/web") {
+            st.observed = Some(ObservedCondition {
+                status: "True".into(),
+                reason: "Announced".into(),
+                message: "announced by n3 on eth0".into(),
+                by_speaker: true,
+            });
+        }
+        assert_eq!(t.removals(&stale, &p, t0 + Duration::from_secs(3)).len(), 1);
+        // A lost echo: repeated after the trust period, not before.
+        assert!(
+            t.removals(&stale, &p, t0 + Duration::from_secs(32))
+                .is_empty()
+        );
+        assert_eq!(
+            t.removals(&stale, &p, t0 + Duration::from_secs(34)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_service_coming_back_is_written_again() {
+        // Removed while stale, then ours again: the tracker writes its condition as usual.
+        let mut p = plan_with_stale();
+        let v = view(&["n1"], &[]);
+        let t0 = Instant::now();
+        let mut t = StatusTracker::default();
+        assert_eq!(t.removals(&stale_conditions(&p, &v, "n1"), &p, t0).len(), 1);
+        p.stale.clear();
+        let back = plan_one("198.51.100.70", &["n1"]);
+        p.ips = back.ips;
+        p.services = back.services;
+        let o: BTreeMap<IpAddr, Option<String>> =
+            [(ip("198.51.100.70"), Some("n1".to_string()))].into();
+        let d = desired_conditions(&p, &o, &v, "n1", &BTreeMap::new());
+        assert!(
+            t.removals(&stale_conditions(&p, &v, "n1"), &p, t0)
+                .is_empty()
+        );
+        let w = t.writes(&d, &p, t0 + Duration::from_millis(5));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].desired.announced && w[0].event);
     }
 }

@@ -8,9 +8,10 @@
 //! channel and status writes and Node events leave on an mpsc channel, so an API outage changes
 //! nothing here.
 //!
-//! Each decision also resolves which interfaces this node lacks: the IPs it cannot place go out
-//! in its heartbeats (so peers elect someone else) and to a gauge, and a change of the set of
-//! unusable interfaces becomes one event on this node's Node object.
+//! Each decision also resolves, per IP, the interfaces to announce on ([`resolve_interfaces`])
+//! and which this node lacks: the IPs it cannot place go out in its heartbeats (so peers elect
+//! someone else) and to a gauge, and a change of the set of unusable interfaces becomes one
+//! event on this node's Node object.
 //!
 //! The loop wakes for a datagram, a plan or interface change, a pacer deadline, or at least
 //! every [`TICK`], so a peer's death is noticed within `dead_after + TICK`.
@@ -97,43 +98,82 @@ fn now_ms() -> u64 {
 /// Where one IP can be announced from this node.
 #[derive(Debug, Default)]
 pub struct Resolved<'a> {
-    /// The usable interfaces, each once (the default first).
+    /// The usable interfaces, each once (the default choice first).
     pub usable: Vec<&'a Iface>,
-    /// The wanted interfaces that are missing, down, or not in `--interfaces`.
+    /// The wanted interfaces that resolve to nothing usable: missing, down, or not in
+    /// `--interfaces`.
     pub unusable: Vec<WantedInterface>,
 }
 
-/// Resolves, for an IP this node may announce, the interfaces to announce it on and those it
-/// cannot use. Pure: the plan's interface choice, the table, the node's IPs and `--interfaces`.
+/// Resolves, for `ip`, which this node may announce, the interfaces to announce it on and those
+/// it cannot use. Pure: the plan's interface choice, the table, the node's InternalIPs and
+/// `--interfaces` (`allowed`).
+///
+/// - **An advertisement without `interfaces`** ([`crate::plan::Interfaces::default`]) means
+///   the `--interfaces` list when one is given: the flag chooses, so a speaker told
+///   `--interfaces=bond0.100` announces there. Without the flag it means the interface holding
+///   the node's InternalIP plus every interface whose subnet contains `ip`
+///   ([`netif::on_subnet`]), so an IP whose subnet lives on a second NIC or VLAN is answered
+///   there. Unlike MetalLB, which answers on every interface, other interfaces (CNI bridges,
+///   veths) never answer: a neighbour that is not on the IP's subnet has no business asking.
+/// - **Named interfaces** are used when present, and `--interfaces` restricts them.
+///
+/// Every interface must be up and have a MAC. A wanted entry that yields no interface at all is
+/// unusable.
 pub fn resolve_interfaces<'a>(
+    ip: IpAddr,
     wanted: &crate::plan::Interfaces,
     table: &'a IfaceTable,
     node_ips: &[IpAddr],
     allowed: &[String],
 ) -> Resolved<'a> {
     let mut out = Resolved::default();
-    let ok = |i: &Iface| {
-        i.up && i.mac.is_some() && (allowed.is_empty() || allowed.iter().any(|a| a == &i.name))
+    let up_with_mac = |i: &&Iface| i.up && i.mac.is_some();
+    let add = |out: &mut Resolved<'a>, i: &'a Iface| {
+        if out.usable.iter().all(|o| o.index != i.index) {
+            out.usable.push(i);
+        }
     };
     if wanted.default {
-        match netif::default_interface(table, node_ips).filter(|i| ok(i)) {
-            Some(i) => out.usable.push(i),
-            None => out.unusable.push(WantedInterface::Default),
+        let before = out.usable.len();
+        if allowed.is_empty() {
+            let chosen = netif::default_interface(table, node_ips)
+                .into_iter()
+                .chain(netif::on_subnet(table, ip));
+            for i in chosen.filter(up_with_mac) {
+                add(&mut out, i);
+            }
+        } else {
+            for i in allowed
+                .iter()
+                .filter_map(|n| table.get(n))
+                .filter(up_with_mac)
+            {
+                add(&mut out, i);
+            }
+        }
+        if out.usable.len() == before {
+            out.unusable.push(WantedInterface::Default);
         }
     }
     for name in &wanted.named {
-        match table.get(name).filter(|i| ok(i)) {
-            Some(i) if out.usable.iter().any(|o| o.index == i.index) => {}
-            Some(i) => out.usable.push(i),
+        let found = table
+            .get(name)
+            .filter(up_with_mac)
+            .filter(|i| allowed.is_empty() || allowed.contains(&i.name));
+        match found {
+            Some(i) => add(&mut out, i),
             None => out.unusable.push(WantedInterface::Named(name.clone())),
         }
     }
     out
 }
 
-/// Whether one wanted interface resolves to a usable one (see [`resolve_interfaces`]).
+/// Whether one wanted interface resolves to a usable one for any of `ips` (see
+/// [`resolve_interfaces`]; the default choice depends on the IP).
 fn interface_usable(
     w: &WantedInterface,
+    ips: &BTreeSet<IpAddr>,
     table: &IfaceTable,
     node_ips: &[IpAddr],
     allowed: &[String],
@@ -148,9 +188,11 @@ fn interface_usable(
             named: [n.clone()].into(),
         },
     };
-    resolve_interfaces(&one, table, node_ips, allowed)
-        .unusable
-        .is_empty()
+    ips.iter().any(|ip| {
+        resolve_interfaces(*ip, &one, table, node_ips, allowed)
+            .unusable
+            .is_empty()
+    })
 }
 
 struct State {
@@ -347,6 +389,7 @@ impl State {
                 continue;
             }
             let r = resolve_interfaces(
+                *ip,
                 &p.interfaces,
                 &self.table,
                 &published.node_ips,
@@ -370,9 +413,10 @@ impl State {
         }
         // Only a change of the set of unusable interfaces is news (not a replan, a resync or
         // a restarted watch, which give the same set).
-        let events = decide::interface_events(&self.unusable, &unusable, |w| {
+        let events = decide::interface_events(&self.unusable, &unusable, |w, ips| {
             interface_usable(
                 w,
+                ips,
                 &self.table,
                 &published.node_ips,
                 &self.cfg.allowed_interfaces,
@@ -485,6 +529,11 @@ impl State {
             let desired = decide::desired_conditions(plan, &owners, &view, &node, &self.placed);
             for w in self.tracker.writes(&desired, plan, now) {
                 let _ = self.status.send(Request::Condition(w));
+            }
+            let stale = decide::stale_conditions(plan, &view, &node);
+            for r in self.tracker.removals(&stale, plan, now) {
+                tracing::info!(service = %r.service, why = r.why.as_str(), "removing the Announced condition of a Service that is no longer ours");
+                let _ = self.status.send(Request::Remove(r));
             }
         }
     }
@@ -739,51 +788,167 @@ mod tests {
     use super::*;
     use crate::plan::Interfaces;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("literal")
+    }
+
+    /// eth0 holds the InternalIP (198.51.100.11, 2001:db8::11); eth1 is a second NIC on
+    /// 203.0.113.0/24 and 2001:db8:2::/64; eth2 is down; cni0 is a CNI bridge and veth1 one of
+    /// its ports (no address).
     fn table() -> IfaceTable {
-        let mk = |name: &str, index: u32, up: bool, addr: &str| Iface {
+        let mk = |name: &str, index: u32, up: bool, addrs: &[(&str, u8)]| Iface {
             index,
             name: name.into(),
             mac: Some([2, 0, 0, 0, 0, index as u8]),
             up,
-            addrs: vec![(addr.parse().expect("literal"), 24)],
+            addrs: addrs.iter().map(|(a, p)| (ip(a), *p)).collect(),
         };
         [
-            ("eth0".to_string(), mk("eth0", 2, true, "198.51.100.11")),
-            ("eth1".to_string(), mk("eth1", 3, true, "203.0.113.11")),
-            ("eth2".to_string(), mk("eth2", 4, false, "192.0.2.11")),
+            mk(
+                "eth0",
+                2,
+                true,
+                &[
+                    ("198.51.100.11", 24),
+                    ("2001:db8::11", 64),
+                    ("fe80::11", 64),
+                ],
+            ),
+            mk(
+                "eth1",
+                3,
+                true,
+                &[("203.0.113.11", 24), ("2001:db8:2::11", 64)],
+            ),
+            mk("eth2", 4, false, &[("192.0.2.11", 24)]),
+            mk("cni0", 5, true, &[("10.244.0.1", 24)]),
+            mk("veth1", 6, true, &[]),
         ]
-        .into()
+        .into_iter()
+        .map(|i| (i.name.clone(), i))
+        .collect()
+    }
+
+    fn node_ips() -> Vec<IpAddr> {
+        vec![ip("198.51.100.11"), ip("2001:db8::11")]
+    }
+
+    fn want(default: bool, named: &[&str]) -> Interfaces {
+        Interfaces {
+            default,
+            named: named.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn names(r: &Resolved<'_>) -> Vec<String> {
+        r.usable.iter().map(|i| i.name.clone()).collect()
+    }
+
+    fn allowed(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
-    fn interfaces_resolve_default_named_and_allowed() {
+    fn the_default_is_the_internal_ip_interface_plus_the_ips_subnet() {
         let t = table();
-        let node_ips = ["198.51.100.11".parse().expect("literal")];
-        let want = |default: bool, named: &[&str]| Interfaces {
-            default,
-            named: named.iter().map(|s| s.to_string()).collect(),
-        };
-        let names = |r: Resolved<'_>| {
-            r.usable
-                .into_iter()
-                .map(|i| i.name.clone())
-                .collect::<Vec<_>>()
-        };
+        let r = |a: &str| resolve_interfaces(ip(a), &want(true, &[]), &t, &node_ips(), &[]);
+        // An IP on the InternalIP's subnet: eth0 alone.
+        assert_eq!(names(&r("198.51.100.70")), ["eth0"]);
+        // An IP on the second NIC's subnet: eth1 too, for IPv4 and IPv6.
+        assert_eq!(names(&r("203.0.113.70")), ["eth0", "eth1"]);
+        assert_eq!(names(&r("2001:db8:2::70")), ["eth0", "eth1"]);
+        // The other family's subnet of eth1 does not count.
+        assert_eq!(names(&r("2001:db8::1:70")), ["eth0"]);
+        // Nothing else answers: not a down interface on the IP's subnet (eth2), not the CNI
+        // bridge or its veths; the bridge only for an IP of its own subnet (no pool should
+        // hold one), as the rule says.
+        assert_eq!(names(&r("192.0.2.70")), ["eth0"]);
+        assert_eq!(names(&r("10.244.0.70")), ["eth0", "cni0"]);
+        for a in ["198.51.100.70", "203.0.113.70", "2001:db8:2::70"] {
+            assert!(r(a).unusable.is_empty(), "{a}");
+        }
+    }
+
+    #[test]
+    fn the_subnet_rule_carries_an_ip_when_the_internal_ip_interface_is_unusable() {
+        let mut t = table();
+        if let Some(i) = t.get_mut("eth0") {
+            i.up = false;
+        }
+        let w = want(true, &[]);
+        let r = resolve_interfaces(ip("203.0.113.70"), &w, &t, &node_ips(), &[]);
+        assert_eq!((names(&r), r.unusable.len()), (vec!["eth1".to_string()], 0));
+        let r = resolve_interfaces(ip("198.51.100.70"), &w, &t, &node_ips(), &[]);
+        assert!(r.usable.is_empty());
+        assert_eq!(r.unusable, [WantedInterface::Default]);
+        // The InternalIP is on down eth2's subnet: the IP's own subnet still finds eth0; an
+        // IP on eth2's subnet has no usable interface.
+        let t = table();
+        let other = [ip("192.0.2.200")];
+        let r = resolve_interfaces(ip("198.51.100.70"), &w, &t, &other, &[]);
+        assert_eq!(names(&r), ["eth0"]);
+        let r = resolve_interfaces(ip("192.0.2.70"), &w, &t, &other, &[]);
         assert_eq!(
-            names(resolve_interfaces(&want(true, &[]), &t, &node_ips, &[])),
-            ["eth0"]
+            (r.usable.len(), r.unusable),
+            (0, vec![WantedInterface::Default])
         );
-        assert_eq!(
-            names(resolve_interfaces(
-                &want(true, &["eth1", "eth0"]),
-                &t,
-                &node_ips,
-                &[]
-            )),
-            ["eth0", "eth1"]
+    }
+
+    #[test]
+    fn the_flag_chooses_when_the_advertisement_names_no_interface() {
+        let t = table();
+        let w = want(true, &[]);
+        // Whatever the IP's subnet, the flag's interfaces, in the flag's order.
+        for a in ["198.51.100.70", "203.0.113.70", "2001:db8::1:70"] {
+            let r = resolve_interfaces(ip(a), &w, &t, &node_ips(), &allowed(&["eth1"]));
+            assert_eq!(names(&r), ["eth1"], "{a}");
+            assert!(r.unusable.is_empty());
+        }
+        let r = resolve_interfaces(
+            ip("198.51.100.70"),
+            &w,
+            &t,
+            &node_ips(),
+            &allowed(&["eth1", "eth0", "eth1"]),
         );
-        // Down or missing interfaces are not used, and are reported.
-        let r = resolve_interfaces(&want(false, &["eth2", "nope"]), &t, &node_ips, &[]);
+        assert_eq!(names(&r), ["eth1", "eth0"]);
+        // Flag interfaces that are missing or down are skipped; none left: unusable.
+        let r = resolve_interfaces(
+            ip("198.51.100.70"),
+            &w,
+            &t,
+            &node_ips(),
+            &allowed(&["bond0.100", "eth2", "eth1"]),
+        );
+        assert_eq!(names(&r), ["eth1"]);
+        let r = resolve_interfaces(
+            ip("198.51.100.70"),
+            &w,
+            &t,
+            &node_ips(),
+            &allowed(&["bond0.100", "eth2"]),
+        );
+        assert!(r.usable.is_empty());
+        assert_eq!(r.unusable, [WantedInterface::Default]);
+    }
+
+    #[test]
+    fn the_flag_restricts_named_interfaces() {
+        let t = table();
+        let a = ip("198.51.100.70");
+        let r = resolve_interfaces(a, &want(false, &["eth1", "eth0"]), &t, &node_ips(), &[]);
+        assert_eq!(names(&r), ["eth0", "eth1"]);
+        let r = resolve_interfaces(
+            a,
+            &want(false, &["eth1", "eth0"]),
+            &t,
+            &node_ips(),
+            &allowed(&["eth1"]),
+        );
+        assert_eq!(names(&r), ["eth1"]);
+        assert_eq!(r.unusable, [WantedInterface::Named("eth0".into())]);
+        // Down or missing named interfaces are not used, and are reported.
+        let r = resolve_interfaces(a, &want(false, &["eth2", "nope"]), &t, &node_ips(), &[]);
         assert!(r.usable.is_empty());
         assert_eq!(
             r.unusable,
@@ -792,25 +957,35 @@ mod tests {
                 WantedInterface::Named("nope".into())
             ]
         );
-        // The default interface excluded by --interfaces is unusable; eth1 is fine.
-        let r = resolve_interfaces(&want(true, &["eth1"]), &t, &node_ips, &["eth1".into()]);
-        assert_eq!(r.unusable, [WantedInterface::Default]);
-        // No InternalIP interface at all (no address matches).
-        let other = ["192.0.2.200".parse().expect("literal")];
-        let r = resolve_interfaces(&want(true, &[]), &t, &other, &[]);
-        assert_eq!(
-            (r.usable.len(), r.unusable),
-            (0, vec![WantedInterface::Default])
+        // The default and a name together (two advertisements): each interface once, the
+        // default first.
+        let r = resolve_interfaces(
+            ip("203.0.113.70"),
+            &want(true, &["eth1", "eth0"]),
+            &t,
+            &node_ips(),
+            &[],
         );
-        // --interfaces restricts.
-        assert_eq!(
-            names(resolve_interfaces(
-                &want(true, &["eth1"]),
-                &t,
-                &node_ips,
-                &["eth1".into()]
-            )),
-            ["eth1"]
-        );
+        assert_eq!(names(&r), ["eth0", "eth1"]);
+        assert!(r.unusable.is_empty());
+    }
+
+    #[test]
+    fn usable_again_depends_on_the_ips_that_wanted_it() {
+        let t = table();
+        let ips = |a: &[&str]| a.iter().map(|s| ip(s)).collect::<BTreeSet<_>>();
+        let d = WantedInterface::Default;
+        assert!(interface_usable(&d, &ips(&["203.0.113.70"]), &t, &[], &[]));
+        assert!(!interface_usable(&d, &ips(&["192.0.2.70"]), &t, &[], &[]));
+        let eth2 = WantedInterface::Named("eth2".into());
+        assert!(!interface_usable(
+            &eth2,
+            &ips(&["192.0.2.70"]),
+            &t,
+            &[],
+            &[]
+        ));
+        let eth1 = WantedInterface::Named("eth1".into());
+        assert!(interface_usable(&eth1, &ips(&["192.0.2.70"]), &t, &[], &[]));
     }
 }

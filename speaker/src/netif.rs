@@ -1,7 +1,8 @@
 //! This node's network interfaces, from rtnetlink, followed as events.
 //!
-//! Owns the interface table (name, index, MAC, up, addresses) and choosing the default
-//! interface. [`monitor`] subscribes to the link and address multicast groups and re-reads the
+//! Owns the interface table (name, index, MAC, up, addresses with prefix lengths) and the pure
+//! lookups the default interface choice is made of: the interface holding the node's InternalIP
+//! ([`default_interface`]) and the interfaces on an IP's subnet ([`on_subnet`]). [`monitor`] subscribes to the link and address multicast groups and re-reads the
 //! table after each burst of events (no polling). The selection functions are pure; only
 //! `monitor` does I/O. It must not change any interface or address.
 
@@ -92,6 +93,20 @@ pub fn default_interface<'a>(table: &'a IfaceTable, node_ips: &[IpAddr]) -> Opti
                 })
             })
         })
+}
+
+/// The interfaces on `ip`'s subnet: those with a MAC holding an address of `ip`'s family whose
+/// prefix contains it, in name order. Host addresses (a /32 or /128, such as a VIP or an IPVS
+/// dummy's Service addresses) and /0 define no on-link subnet, so they never count: a neighbour
+/// asking for `ip` is only ever reached through an interface whose subnet the IP belongs to.
+pub fn on_subnet(table: &IfaceTable, ip: IpAddr) -> impl Iterator<Item = &Iface> {
+    let full = if ip.is_ipv4() { 32 } else { 128 };
+    table.values().filter(move |i| {
+        i.mac.is_some()
+            && i.addrs.iter().any(|(a, p)| {
+                a.is_ipv4() == ip.is_ipv4() && *p > 0 && *p < full && in_subnet(*a, *p, ip)
+            })
+    })
 }
 
 /// Reads links and addresses.
@@ -228,6 +243,47 @@ mod tests {
             t["eth0"].link_local(),
             Some("fe80::1".parse().expect("literal"))
         );
+    }
+
+    #[test]
+    fn on_subnet_finds_each_interface_whose_subnet_holds_the_ip() {
+        let mut t = IfaceTable::new();
+        t.insert(
+            "eth0".into(),
+            iface("eth0", 2, &[("198.51.100.11", 24), ("2001:db8::11", 64)]),
+        );
+        t.insert(
+            "eth1".into(),
+            iface("eth1", 3, &[("203.0.113.11", 24), ("2001:db8:2::11", 64)]),
+        );
+        // A VIP or an IPVS dummy: host addresses, no subnet.
+        t.insert(
+            "kube-ipvs0".into(),
+            iface(
+                "kube-ipvs0",
+                4,
+                &[("203.0.113.70", 32), ("2001:db8:2::70", 128)],
+            ),
+        );
+        t.insert(
+            "tun0".into(),
+            Iface {
+                mac: None,
+                ..iface("tun0", 5, &[("203.0.113.200", 24)])
+            },
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+        let names = |a: &str| {
+            on_subnet(&t, ip(a))
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("203.0.113.70"), ["eth1"]);
+        assert_eq!(names("198.51.100.70"), ["eth0"]);
+        assert_eq!(names("2001:db8:2::70"), ["eth1"]);
+        assert_eq!(names("2001:db8::1:70"), ["eth0"]);
+        assert!(names("192.0.2.1").is_empty());
+        assert!(names("2001:db8:3::1").is_empty());
     }
 
     #[test]

@@ -12,10 +12,14 @@ use ferrolb_allocator::{IpRange, parse_pool_entry};
 use ferrolb_crds::{IPAddressPool, L2Advertisement, annotations};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 /// The condition type the announcing speaker writes on a Service.
 pub const ANNOUNCED_CONDITION: &str = "ferrolb.io/Announced";
+/// Field manager of every speaker write. Every speaker uses the same one, so ownership of the
+/// condition moves between announcers without conflicts, and `managedFields` tell whether the
+/// condition is the speakers'.
+pub const FIELD_MANAGER: &str = "ferrolb-speaker";
 /// Nodes with this label (any value) never announce (Kubernetes' well-known label).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 /// The label that ties an EndpointSlice to its Service.
@@ -85,6 +89,25 @@ pub struct ObservedCondition {
     pub reason: String,
     /// Human message ("announced by node-2 on eth0").
     pub message: String,
+    /// The speakers' field manager ([`FIELD_MANAGER`]) owns it, per `managedFields`. Only such
+    /// a condition is removed when the Service stops being ours; after the removal it no
+    /// longer is, so nothing is written again, even if someone else keeps a copy.
+    pub by_speaker: bool,
+}
+
+/// Whether `manager` owns the `type: ty` entry of `status.conditions` (a list-map keyed by
+/// `type`, so its FieldsV1 key is `k:{"type":"<ty>"}`). Anything unexpected reads as not owned.
+fn owns_condition(meta: &ObjectMeta, manager: &str, ty: &str) -> bool {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.manager.as_deref() == Some(manager))
+        .filter_map(|e| e.fields_v1.as_ref())
+        .filter_map(|f| f.0.get("f:status")?.get("f:conditions")?.as_object())
+        .flat_map(|conditions| conditions.keys())
+        .filter_map(|k| k.strip_prefix("k:"))
+        .filter_map(|k| serde_json::from_str::<serde_json::Value>(k).ok())
+        .any(|k| k.get("type").and_then(serde_json::Value::as_str) == Some(ty))
 }
 
 /// What the speaker needs of a Service.
@@ -157,6 +180,7 @@ impl ServiceInfo {
                 status: c.status.clone(),
                 reason: c.reason.clone(),
                 message: c.message.clone(),
+                by_speaker: owns_condition(meta, FIELD_MANAGER, ANNOUNCED_CONDITION),
             });
         Some(ServiceInfo {
             namespace: meta.namespace.clone()?,
@@ -314,7 +338,7 @@ mod tests {
         ServiceSpec, ServiceStatus,
     };
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
     #[test]
     fn service_projection_skips_bad_ips_and_reads_pools() {
@@ -453,5 +477,69 @@ mod tests {
         assert_eq!(s.service, "ns/web");
         let serving: Vec<bool> = s.endpoints.iter().map(|e| e.serving).collect();
         assert_eq!(serving, [true, false, true]);
+    }
+    #[test]
+    fn the_condition_is_the_speakers_when_their_manager_owns_it() {
+        use k8s_openapi::api::core::v1::ServiceStatus;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        let entry = |manager: &str, ty: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Apply".into()),
+            subresource: Some("status".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({
+                "f:status": {"f:conditions": {
+                    format!("k:{{\"type\":\"{ty}\"}}"): {".": {}, "f:message": {}, "f:status": {}},
+                }},
+            }))),
+            ..Default::default()
+        };
+        let svc = |managed: Vec<ManagedFieldsEntry>| Service {
+            metadata: ObjectMeta {
+                namespace: Some("ns".into()),
+                name: Some("web".into()),
+                managed_fields: Some(managed),
+                ..Default::default()
+            },
+            status: Some(ServiceStatus {
+                conditions: Some(vec![Condition {
+                    type_: ANNOUNCED_CONDITION.into(),
+                    status: "True".into(),
+                    reason: "Announced".into(),
+                    message: "announced by n1".into(),
+                    last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                    ),
+                    observed_generation: None,
+                }]),
+                load_balancer: None,
+            }),
+            spec: None,
+        };
+        let by_speaker = |managed| {
+            ServiceInfo::from_service(&svc(managed))
+                .and_then(|v| v.announced)
+                .map(|c| c.by_speaker)
+        };
+        assert_eq!(
+            by_speaker(vec![entry(FIELD_MANAGER, ANNOUNCED_CONDITION)]),
+            Some(true)
+        );
+        // Another manager's copy, or our manager owning another condition: not ours.
+        assert_eq!(
+            by_speaker(vec![
+                entry("kubectl", ANNOUNCED_CONDITION),
+                entry(FIELD_MANAGER, "ferrolb.io/IPAllocated"),
+            ]),
+            Some(false)
+        );
+        assert_eq!(by_speaker(vec![]), Some(false));
+        // Malformed managedFields never panic and read as not owned.
+        let mut odd = entry(FIELD_MANAGER, ANNOUNCED_CONDITION);
+        odd.fields_v1 = Some(FieldsV1(serde_json::json!({
+            "f:status": {"f:conditions": {"k:{not json": {}, "v:1": {}}}
+        })));
+        let mut list = entry(FIELD_MANAGER, ANNOUNCED_CONDITION);
+        list.fields_v1 = Some(FieldsV1(serde_json::json!({"f:status": []})));
+        assert_eq!(by_speaker(vec![odd, list]), Some(false));
     }
 }

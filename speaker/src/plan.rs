@@ -33,10 +33,19 @@
 //!
 //! For this node, the interfaces are the union of the `interfaces` of the covering
 //! advertisements that select it; an advertisement without `interfaces` means the default
-//! interface (the one holding the node's InternalIP), resolved by the shell. Whether they exist
-//! on a node is not the plan's to know: each speaker resolves its own and reports those it
-//! cannot use in its heartbeats. For messages about that, [`IpPlan::wanted`] is the union over
-//! every eligible node, the same on every node.
+//! choice ([`WantedInterface::Default`]), which each speaker resolves for itself
+//! ([`crate::engine::resolve_interfaces`]: its `--interfaces` list if given, else the interface
+//! holding its InternalIP plus those on the IP's subnet). Whether they exist on a node is not
+//! the plan's to know: each speaker resolves its own and reports those it cannot use in its
+//! heartbeats. For messages about that, [`IpPlan::wanted`] is the union over every eligible
+//! node, the same on every node.
+//!
+//! # Services that stopped being ours
+//!
+//! A Service that is not planned (no longer `type: LoadBalancer`, another `loadBalancerClass`,
+//! or no ingress IPs left) but still carries the speakers' `ferrolb.io/Announced` condition is
+//! listed in [`Plan::stale`] with the reason ([`Unplanned`]), so that one speaker removes the
+//! condition instead of "announced by ..." staying up forever.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -111,20 +120,80 @@ impl NotAnnounced {
     }
 }
 
+/// Why a Service is not planned at all. `as_str()` is for logs and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unplanned {
+    /// `spec.type` is not `LoadBalancer`.
+    NotLoadBalancer,
+    /// `spec.loadBalancerClass` is another implementation's (or unset while classless
+    /// Services are ignored).
+    OtherClass,
+    /// No IP in `status.loadBalancer.ingress` (the controller released them, or has not
+    /// assigned any).
+    NoIps,
+}
+
+impl Unplanned {
+    /// CamelCase, like the condition reasons.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotLoadBalancer => "NotLoadBalancer",
+            Self::OtherClass => "OtherClass",
+            Self::NoIps => "NoIPs",
+        }
+    }
+
+    /// A sentence for the event that accompanies the removal of the condition.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::NotLoadBalancer => "the Service is no longer of type LoadBalancer",
+            Self::OtherClass => "the Service's loadBalancerClass is not ferrolb's",
+            Self::NoIps => "the Service has no load-balancer IP",
+        }
+    }
+
+    /// Why `svc` is not planned; `None` when it is ours and has IPs.
+    pub fn of(svc: &ServiceInfo, cfg: &PlanConfig) -> Option<Unplanned> {
+        if svc.type_ != "LoadBalancer" {
+            Some(Self::NotLoadBalancer)
+        } else if !svc.is_ours(&cfg.lb_class, cfg.ignore_classless) {
+            Some(Self::OtherClass)
+        } else if svc.ips.is_empty() {
+            Some(Self::NoIps)
+        } else {
+            None
+        }
+    }
+}
+
+/// A Service that is not planned but still carries the speakers' condition (see the module
+/// docs): the responsible speaker removes the condition once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    /// Why it is not planned.
+    pub why: Unplanned,
+    /// For the event.
+    pub uid: Option<String>,
+    /// The condition as published (so a removal overtaken by a late write is repeated).
+    pub observed: Option<ObservedCondition>,
+}
+
 /// One interface an L2Advertisement asks a node to announce on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WantedInterface {
-    /// The interface holding the node's InternalIP (an advertisement without `interfaces`).
+    /// The default choice (an advertisement without `interfaces`): the speaker's
+    /// `--interfaces` when given, else the interface holding the node's InternalIP plus those
+    /// on the IP's subnet.
     Default,
     /// An interface named in an advertisement's `interfaces`.
     Named(String),
 }
 
 impl fmt::Display for WantedInterface {
-    /// The words for messages: the name, or "the InternalIP interface".
+    /// The words for messages: the name, or "the default interfaces".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Default => f.write_str("the InternalIP interface"),
+            Self::Default => f.write_str("the default interfaces"),
             Self::Named(n) => f.write_str(n),
         }
     }
@@ -133,7 +202,7 @@ impl fmt::Display for WantedInterface {
 /// Interfaces a node announces an IP on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Interfaces {
-    /// The default interface (holding the node's InternalIP) is wanted.
+    /// The default choice is wanted (see [`WantedInterface::Default`]).
     pub default: bool,
     /// Named interfaces from advertisements.
     pub named: BTreeSet<String>,
@@ -158,7 +227,7 @@ impl Interfaces {
             .chain(self.named.iter().cloned().map(WantedInterface::Named))
     }
 
-    /// For messages: "eth9", "the InternalIP interface", "the InternalIP interface, eth9".
+    /// For messages: "eth9", "the default interfaces", "the default interfaces, eth9".
     pub fn describe(&self) -> String {
         let words: Vec<String> = self.iter().map(|w| w.to_string()).collect();
         if words.is_empty() {
@@ -219,6 +288,9 @@ pub struct Plan {
     pub ips: BTreeMap<IpAddr, IpPlan>,
     /// Every Service of ours with ingress IPs.
     pub services: BTreeMap<SvcKey, ServicePlan>,
+    /// Services not planned whose `ferrolb.io/Announced` condition the speakers' field manager
+    /// still owns.
+    pub stale: BTreeMap<SvcKey, Stale>,
     /// Configuration problems found (deduplicated).
     pub problems: Vec<Problem>,
 }
@@ -315,10 +387,24 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
         }
     }
     let mut services = BTreeMap::new();
+    let mut stale = BTreeMap::new();
     // Per IP: each announceable Service's eligible nodes with the interfaces each is asked for.
     let mut per_ip: BTreeMap<IpAddr, Vec<(SvcKey, NodeInterfaces)>> = BTreeMap::new();
     for (key, svc) in &snap.services {
-        if !svc.is_ours(&cfg.lb_class, cfg.ignore_classless) || svc.ips.is_empty() {
+        if let Some(why) = Unplanned::of(svc, cfg) {
+            // Only a condition the speakers' field manager owns: one written by someone else
+            // is not ours to remove, and once ours is removed the Service drops out of here,
+            // so the removal happens once.
+            if svc.announced.as_ref().is_some_and(|c| c.by_speaker) {
+                stale.insert(
+                    key.clone(),
+                    Stale {
+                        why,
+                        uid: svc.uid.clone(),
+                        observed: svc.announced.clone(),
+                    },
+                );
+            }
             continue;
         }
         let mut sp = ServicePlan {
@@ -422,6 +508,7 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
     Plan {
         ips,
         services,
+        stale,
         problems,
     }
 }
@@ -635,7 +722,7 @@ mod tests {
         assert_eq!(ifs.named.iter().collect::<Vec<_>>(), ["vlan10"]);
         // What any eligible node is asked for: n1's vlan10, n2's and n3's default.
         let wanted = &p.ips[&ip("198.51.100.70")].wanted;
-        assert_eq!(wanted.describe(), "the InternalIP interface, vlan10");
+        assert_eq!(wanted.describe(), "the default interfaces, vlan10");
         s.l2advs.remove("zone-a-vlan");
         let p = compute(&s, &cfg());
         assert_eq!(eligible(&p, "198.51.100.70"), ["n2", "n3"]);
@@ -782,7 +869,7 @@ mod tests {
         let p = compute(&s, &cfg());
         let plan = &p.ips[&ip("198.51.100.80")];
         assert_eq!(eligible(&p, "198.51.100.80"), ["n2"]);
-        assert_eq!(plan.wanted.describe(), "the InternalIP interface");
+        assert_eq!(plan.wanted.describe(), "the default interfaces");
         assert!(plan.interfaces.is_empty());
         assert_eq!(plan.services, ["ns/a", "ns/b"]);
         assert!(!plan.disjoint_sharing);
@@ -801,6 +888,58 @@ mod tests {
         let mut s = base();
         s.services.get_mut("ns/web").expect("web").class = Some("other".into());
         let p = compute(&s, &cfg());
-        assert!(p.ips.is_empty() && p.services.is_empty());
+        assert!(p.ips.is_empty() && p.services.is_empty() && p.stale.is_empty());
+    }
+
+    #[test]
+    fn services_that_stopped_being_ours_with_our_condition_are_stale() {
+        let ours = ObservedCondition {
+            status: "True".into(),
+            reason: "Announced".into(),
+            message: "announced by n1 on eth0".into(),
+            by_speaker: true,
+        };
+        let why = |edit: &dyn Fn(&mut ServiceInfo)| {
+            let mut s = base();
+            let web = s.services.get_mut("ns/web").expect("web");
+            web.uid = Some("u-web".into());
+            web.announced = Some(ours.clone());
+            edit(web);
+            let p = compute(&s, &cfg());
+            assert!(p.ips.is_empty() && p.services.is_empty());
+            p.stale.get("ns/web").map(|x| (x.why, x.uid.clone()))
+        };
+        let stale = |w: Unplanned| Some((w, Some("u-web".to_string())));
+        assert_eq!(
+            why(&|w| w.type_ = "ClusterIP".into()),
+            stale(Unplanned::NotLoadBalancer)
+        );
+        assert_eq!(
+            why(&|w| w.class = Some("other".into())),
+            stale(Unplanned::OtherClass)
+        );
+        assert_eq!(why(&|w| w.ips.clear()), stale(Unplanned::NoIps));
+        // Gone, or set by another field manager: nothing to remove.
+        assert_eq!(
+            why(&|w| {
+                w.type_ = "ClusterIP".into();
+                w.announced = None;
+            }),
+            None
+        );
+        assert_eq!(
+            why(&|w| {
+                w.type_ = "ClusterIP".into();
+                if let Some(c) = w.announced.as_mut() {
+                    c.by_speaker = false;
+                }
+            }),
+            None
+        );
+        // A planned Service is never stale.
+        let mut s = base();
+        s.services.get_mut("ns/web").expect("web").announced = Some(ours);
+        let p = compute(&s, &cfg());
+        assert!(p.stale.is_empty() && p.services.contains_key("ns/web"));
     }
 }

@@ -1,7 +1,10 @@
 //! Performs [`Request`]s: [`StatusWrite`]s, i.e. server-side apply of the `ferrolb.io/Announced`
 //! condition on a Service's status (field manager `ferrolb-speaker`, forced, so the new
 //! announcer takes the field over from the old one) and one Normal event per change of
-//! announcer; and [`NodeEvent`]s, events regarding this speaker's own Node when one of its
+//! announcer; [`Removal`]s of the condition from a Service that stopped being ours (the same
+//! field manager applies a status without it: `status.conditions` is a list-map keyed by
+//! `type`, so the entry only that manager owned is deleted, and nobody else's conditions are
+//! touched); and [`NodeEvent`]s, events regarding this speaker's own Node when one of its
 //! interfaces becomes unusable or stops being so.
 //!
 //! Runs as its own task fed by a channel so a slow or absent API server never delays ARP,
@@ -20,12 +23,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::decide::{NodeEvent, StatusWrite};
+use crate::decide::{NodeEvent, Removal, StatusWrite};
 use crate::metrics as m;
+pub use crate::objects::FIELD_MANAGER;
 use crate::objects::{ANNOUNCED_CONDITION, SvcKey};
-
-/// Field manager of every speaker write.
-pub const FIELD_MANAGER: &str = "ferrolb-speaker";
 /// A write that takes longer is abandoned and retried.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,6 +49,8 @@ pub enum StatusError {
 pub enum Request {
     /// Write a Service's condition (and maybe its event).
     Condition(StatusWrite),
+    /// Remove the condition from a Service that is no longer ours (and record one event).
+    Remove(Removal),
     /// Record an event regarding this speaker's Node.
     Node {
         /// The event.
@@ -102,6 +105,34 @@ pub fn condition_json(w: &StatusWrite, now: &str) -> serde_json::Value {
     c
 }
 
+/// The body that removes the speakers' condition: the Service with a status that names no
+/// field, so everything the field manager owned in the status (the condition) is released and,
+/// owned by nobody else, deleted.
+pub fn removal_json(ns: &str, name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "status": {},
+    })
+}
+
+/// The event that accompanies a removal. Its reason and action differ from the `Withdrawn`
+/// event of a condition write: the recorder folds an event into an earlier one with the same
+/// reason, action and object (keeping the earlier note), and this note must be seen.
+pub fn removal_event(r: &Removal) -> Event {
+    Event {
+        type_: EventType::Normal,
+        reason: "ConditionRemoved".into(),
+        note: Some(format!(
+            "no longer announced: {}; condition {ANNOUNCED_CONDITION} removed",
+            r.why.describe()
+        )),
+        action: "RemoveCondition".into(),
+        secondary: None,
+    }
+}
+
 /// Performs requests from `rx`, one at a time so two writes for one Service never land out of
 /// order, until the channel closes; failed status writes go to `failed`.
 pub async fn run(
@@ -128,17 +159,25 @@ pub async fn run(
             let failed = failed.clone();
             let node = node.clone();
             async move {
-                let w = match req {
-                    Request::Condition(w) => w,
+                let (svc, what, done) = match req {
+                    Request::Condition(w) => {
+                        let svc = w.service.clone();
+                        let r = tokio::time::timeout(WRITE_TIMEOUT, write(&client, &recorder, &metrics, &w)).await;
+                        (svc, r, w.desired.message)
+                    }
+                    Request::Remove(r) => {
+                        let svc = r.service.clone();
+                        let res = tokio::time::timeout(WRITE_TIMEOUT, remove(&client, &recorder, &metrics, &r)).await;
+                        (svc, res, format!("removed: {}", r.why.describe()))
+                    }
                     Request::Node { event, uid } => {
                         record_node_event(&recorder, &metrics, &node, event, uid).await;
                         return;
                     }
                 };
-                let svc = w.service.clone();
-                match tokio::time::timeout(WRITE_TIMEOUT, write(&client, &recorder, &metrics, &w)).await {
+                match what {
                     Ok(Ok(())) => {
-                        tracing::info!(service = %svc, message = %w.desired.message, "condition written");
+                        tracing::info!(service = %svc, message = %done, "condition written");
                     }
                     Ok(Err(e)) => {
                         metrics.inc(m::API_ERRORS, m::API_ERRORS_HELP, &[("kind", "status")], 1.0);
@@ -185,6 +224,53 @@ async fn record_node_event(
             tracing::warn!(reason = event.change.as_str(), error = %StatusError::Timeout(WRITE_TIMEOUT), "node event not recorded");
         }
     }
+}
+
+/// Removes the condition (see [`removal_json`]) and records one event.
+async fn remove(
+    client: &kube::Client,
+    recorder: &Recorder,
+    metrics: &Metrics,
+    r: &Removal,
+) -> Result<(), StatusError> {
+    let (ns, name) = r
+        .service
+        .split_once('/')
+        .ok_or_else(|| StatusError::BadKey(r.service.clone()))?;
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    metrics.inc(
+        m::API_REQUESTS,
+        m::API_REQUESTS_HELP,
+        &[("kind", "status")],
+        1.0,
+    );
+    // Not forced: applying no field cannot conflict with anyone.
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(removal_json(ns, name)),
+    )
+    .await?;
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        uid: r.uid.clone(),
+        ..Default::default()
+    };
+    metrics.inc(
+        m::API_REQUESTS,
+        m::API_REQUESTS_HELP,
+        &[("kind", "event")],
+        1.0,
+    );
+    // Informative, as for writes: its failure does not make the removal fail.
+    if let Err(e) = recorder.publish(&removal_event(r), &reference).await {
+        metrics.inc(m::API_ERRORS, m::API_ERRORS_HELP, &[("kind", "event")], 1.0);
+        tracing::debug!(error = %e, "event not recorded");
+    }
+    Ok(())
 }
 
 async fn write(
@@ -290,6 +376,29 @@ mod tests {
         assert_eq!(
             (c["status"].as_str(), c["reason"].as_str()),
             (Some("False"), Some("NoUsableInterface"))
+        );
+    }
+
+    #[test]
+    fn a_removal_names_no_status_field_and_says_why() {
+        let body = removal_json("ns", "web");
+        assert_eq!(body["metadata"]["name"], "web");
+        assert_eq!(body["metadata"]["namespace"], "ns");
+        assert_eq!(body["status"], json!({}));
+        let ev = removal_event(&Removal {
+            service: "ns/web".into(),
+            why: crate::plan::Unplanned::NotLoadBalancer,
+            uid: None,
+        });
+        assert_eq!(
+            (ev.type_, ev.reason.as_str(), ev.action.as_str()),
+            (EventType::Normal, "ConditionRemoved", "RemoveCondition")
+        );
+        assert_eq!(
+            ev.note.as_deref(),
+            Some(
+                "no longer announced: the Service is no longer of type LoadBalancer; condition ferrolb.io/Announced removed"
+            )
         );
     }
 

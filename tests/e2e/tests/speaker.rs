@@ -22,7 +22,7 @@ use ferrolb_e2e::{apply, binary, crds_file, eventually, text};
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 const NS: &str = "default";
@@ -154,11 +154,16 @@ impl Env {
 
     /// MACs of the ARP replies the client gets for `count` requests.
     fn arping(&self, ip: &str, count: u32) -> anyhow::Result<Vec<String>> {
+        self.arping_on("eth0", ip, count)
+    }
+
+    /// MACs of the ARP replies the client gets for `count` requests sent on `iface`.
+    fn arping_on(&self, iface: &str, ip: &str, count: u32) -> anyhow::Result<Vec<String>> {
         let c = count.to_string();
         let w = (count + 1).to_string();
         let out = self.exec(
             "client",
-            &["arping", "-c", &c, "-w", &w, "-W", "0.2", "-i", "eth0", ip],
+            &["arping", "-c", &c, "-w", &w, "-W", "0.2", "-i", iface, ip],
         )?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -184,9 +189,14 @@ impl Env {
 
     /// The link-layer address `ndisc6` resolves `ip` to.
     fn ndisc(&self, ip: &str) -> anyhow::Result<Option<String>> {
+        self.ndisc_on("eth0", ip)
+    }
+
+    /// The link-layer address `ndisc6` resolves `ip` to on the client's `iface`.
+    fn ndisc_on(&self, iface: &str, ip: &str) -> anyhow::Result<Option<String>> {
         let out = self.exec(
             "client",
-            &["ndisc6", "-1", "-r", "3", "-w", "500", ip, "eth0"],
+            &["ndisc6", "-1", "-r", "3", "-w", "500", ip, iface],
         )?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -221,6 +231,14 @@ impl Env {
             .into_iter()
             .find(|c| c.type_ == "ferrolb.io/Announced")
             .map(|c| (c.status, c.reason, c.message))
+    }
+
+    /// Status writes (condition writes and removals) all speakers have sent so far.
+    fn status_writes(&self) -> f64 {
+        self.gauge("ferrolb_speaker_api_requests_total{kind=\"status\"}")
+            .into_iter()
+            .filter(|v| v.is_finite())
+            .sum()
     }
 
     /// A speaker gauge on every node (NaN where the metrics cannot be read).
@@ -803,6 +821,287 @@ async fn unusable_interface(env: &mut Env) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Service stops being a LoadBalancer (`type: ClusterIP`): within a bound its
+/// `ferrolb.io/Announced` condition is gone (removed by server-side apply of the speakers' field
+/// manager with no condition, so `managedFields` keep no speaker entry for it), nothing answers
+/// ARP for the old IP, exactly one status write did it with one ConditionRemoved event, and
+/// nothing is written afterwards.
+async fn no_longer_a_load_balancer(env: &mut Env) -> anyhow::Result<()> {
+    const GONE_V4: &str = "198.51.100.72";
+    let api: Api<Service> = Api::namespaced(env.client.clone(), NS);
+    apply(&env.client, &[service("gone", GONE_V4, false, false)]).await?;
+    env.set_endpoints("gone", &["node-2"]).await?;
+    let result = async {
+        let msg = poll_condition(env, "gone", Duration::from_secs(20), |s, r, _| {
+            s == "True" && r == "Announced"
+        })
+        .await?;
+        let owner = poll("ARP answers for gone", Duration::from_secs(5), || {
+            Ok(env.announcer_v4(GONE_V4).ok())
+        })
+        .await?;
+        // Settle: no write in flight for anyone before counting.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = env.status_writes();
+        let mut cluster_ip = service("gone", GONE_V4, false, false);
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        if let Some(spec) = cluster_ip["spec"].as_object_mut() {
+            spec.remove("externalTrafficPolicy");
+        }
+        let t0 = Instant::now();
+        apply(&env.client, &[cluster_ip]).await?;
+        eventually(
+            "the Announced condition to go",
+            Duration::from_secs(10),
+            || async { Ok(env.condition("gone").await.is_none().then_some(())) },
+        )
+        .await?;
+        let gone_after = t0.elapsed();
+        poll("ARP for the old IP to go unanswered", Duration::from_secs(5), || {
+            Ok(env.arping(GONE_V4, 1)?.is_empty().then_some(()))
+        })
+        .await?;
+        let late = env.arping(GONE_V4, 3)?;
+        ensure!(late.is_empty(), "{GONE_V4} still answered: {late:?}");
+        let svc = api.get("gone").await?;
+        ensure!(
+            svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ClusterIP"),
+            "type is not ClusterIP"
+        );
+        let speaker_fields: Vec<String> = svc
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.manager.as_deref() == Some("ferrolb-speaker"))
+            .map(|m| {
+                m.fields_v1
+                    .as_ref()
+                    .map(|f| f.0.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        ensure!(
+            speaker_fields.iter().all(|f| !f.contains("ferrolb.io/Announced")),
+            "the speakers' field manager still owns the condition: {speaker_fields:?}"
+        );
+        // Steady state: nothing more is written.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = env.status_writes();
+        ensure!(
+            env.condition("gone").await.is_none(),
+            "the condition came back"
+        );
+        ensure!(
+            after - before == 1.0,
+            "expected exactly one status write (the removal), got {before} -> {after}"
+        );
+        let events: Api<Event> = Api::namespaced(env.client.clone(), NS);
+        let about_gone = || async {
+            let list = events.list(&Default::default()).await?;
+            anyhow::Ok(
+                list.items
+                    .into_iter()
+                    .filter(|e| {
+                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("gone")
+                    })
+                    .map(|e| {
+                        (
+                            e.reason.unwrap_or_default(),
+                            e.note.unwrap_or_default(),
+                            e.reporting_instance.unwrap_or_default(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let note = eventually(
+            "a ConditionRemoved event regarding gone",
+            Duration::from_secs(5),
+            || async {
+                Ok(about_gone().await?.into_iter().find_map(|(reason, note, _)| {
+                    (reason == "ConditionRemoved" && note.contains("no longer of type LoadBalancer"))
+                        .then_some(note)
+                }))
+            },
+        )
+        .await;
+        let note = match note {
+            Ok(n) => n,
+            Err(e) => {
+                let logs: Vec<String> = env
+                    .speakers
+                    .values()
+                    .flat_map(|p| {
+                        p.log()
+                            .lines()
+                            .filter(|l| l.contains("gone") || l.contains("event"))
+                            .map(str::to_string)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                bail!(
+                    "{e:#}; events regarding gone: {:?}; speaker logs:\n{}",
+                    about_gone().await?,
+                    logs.join("\n")
+                )
+            }
+        };
+        // The mechanism the removal relies on, checked against the API server alone: applying
+        // a status without conditions deletes the conditions only that field manager owned and
+        // leaves another manager's.
+        let cond = |ty: &str| {
+            json!({"type": ty, "status": "True", "reason": "Probe", "message": "probe",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
+        let body = |status: serde_json::Value| {
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "gone", "namespace": NS}, "status": status})
+        };
+        for (manager, status) in [
+            ("ferrolb-e2e-other", json!({"conditions": [cond("example.com/Other")]})),
+            ("ferrolb-e2e-probe", json!({"conditions": [cond("example.com/Probe")]})),
+            ("ferrolb-e2e-probe", json!({})),
+        ] {
+            api.patch_status("gone", &PatchParams::apply(manager), &Patch::Apply(body(status)))
+                .await?;
+        }
+        let types: Vec<String> = api
+            .get("gone")
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .map(|c| c.type_)
+            .collect();
+        ensure!(
+            types.iter().any(|t| t == "example.com/Other")
+                && !types.iter().any(|t| t == "example.com/Probe"),
+            "apply of no condition: conditions left {types:?}"
+        );
+        println!(
+            "no longer a LoadBalancer: {msg:?} by {owner}; condition gone after {gone_after:?}, status writes {before} -> {after}; event {note:?}; probe conditions left {types:?}"
+        );
+        Ok(())
+    }
+    .await;
+    let _ = api.delete("gone", &DeleteParams::default()).await;
+    result
+}
+
+/// The default interface choice follows the IP's subnet: node-1 gets a second NIC (a veth to
+/// the client, `eth1` on 198.51.100.240/28 and 2001:db8:2::/64), and an IP of that subnet is
+/// answered on it (ARP and NDP, from eth1's MAC) as well as on eth0, while an IP outside it is
+/// not answered on eth1. The NIC and the pool are removed afterwards.
+async fn second_nic_subnet(env: &mut Env) -> anyhow::Result<()> {
+    const NIC2_V4: &str = "198.51.100.245";
+    const NIC2_V6: &str = "2001:db8:2::45";
+    const ETH1_MAC: &str = "02:fb:01:00:00:11";
+    let client_ns = env.lab.netns("client")?;
+    let run = |host: &str, cmd: &[&str]| -> anyhow::Result<()> {
+        let out = env.exec(host, cmd)?;
+        ensure!(out.status.success(), "{host}: {cmd:?}: {}", text(&out));
+        Ok(())
+    };
+    run(
+        "node-1",
+        &[
+            "ip",
+            "link",
+            "add",
+            "eth1",
+            "address",
+            ETH1_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lb1",
+            "address",
+            "02:fb:01:00:00:c8",
+            "netns",
+            &client_ns,
+        ],
+    )?;
+    let result = async {
+        for (host, dev, v4, v6) in [
+            ("node-1", "eth1", "198.51.100.241/28", "2001:db8:2::11/64"),
+            ("client", "lb1", "198.51.100.254/28", "2001:db8:2::200/64"),
+        ] {
+            run(host, &["ip", "addr", "add", v4, "dev", dev])?;
+            run(host, &["ip", "addr", "add", v6, "dev", dev, "nodad"])?;
+            run(host, &["ip", "link", "set", dev, "up"])?;
+        }
+        apply(
+            &env.client,
+            &[json!({
+                "apiVersion": "ferrolb.io/v1beta1",
+                "kind": "IPAddressPool",
+                "metadata": {"name": "nic2"},
+                "spec": {"addresses": ["198.51.100.244/30", "2001:db8:2::40/124"]},
+            })],
+        )
+        .await?;
+        apply(
+            &env.client,
+            &[service("nic2", &format!("{NIC2_V4},{NIC2_V6}"), true, true)],
+        )
+        .await?;
+        env.set_endpoints("nic2", &["node-1"]).await?;
+        // loc (outside eth1's subnet) is announced by node-1 too.
+        env.set_endpoints("loc", &["node-1"]).await?;
+        let msg = poll_condition(env, "nic2", Duration::from_secs(20), |s, r, m| {
+            s == "True"
+                && r == "Announced"
+                && m.contains(&format!("{NIC2_V4} announced by node-1 on eth0,eth1"))
+                && m.contains(&format!("{NIC2_V6} announced by node-1 on eth0,eth1"))
+        })
+        .await?;
+        let loc = poll_condition(env, "loc", Duration::from_secs(10), |s, _, m| {
+            s == "True" && m == "announced by node-1 on eth0"
+        })
+        .await?;
+        let on_eth1 = poll("ARP answers on the second NIC", Duration::from_secs(5), || {
+            let macs = env.arping_on("lb1", NIC2_V4, 3)?;
+            Ok((macs.len() == 3).then_some(macs))
+        })
+        .await?;
+        ensure!(
+            on_eth1.iter().all(|m| m == ETH1_MAC),
+            "ARP on lb1 for {NIC2_V4} answered by {on_eth1:?}, not {ETH1_MAC}"
+        );
+        ensure!(
+            env.announcer_v4(NIC2_V4)? == "node-1",
+            "{NIC2_V4} not answered by node-1 on eth0"
+        );
+        let na = poll("NDP answer on the second NIC", Duration::from_secs(5), || {
+            env.ndisc_on("lb1", NIC2_V6)
+        })
+        .await?;
+        ensure!(na == ETH1_MAC, "NA on lb1 for {NIC2_V6} from {na}, not {ETH1_MAC}");
+        // Not for others: loc's IP is announced by node-1, but not on eth1.
+        ensure!(
+            env.announcer_v4(LOC_V4)? == "node-1",
+            "{LOC_V4} not answered by node-1"
+        );
+        let stray = env.arping_on("lb1", LOC_V4, 3)?;
+        ensure!(stray.is_empty(), "{LOC_V4} answered on eth1: {stray:?}");
+        println!("second NIC: nic2 {msg:?}, loc {loc:?}; {NIC2_V4} and {NIC2_V6} answered on eth1, {LOC_V4} not");
+        Ok(())
+    }
+    .await;
+    // Leave things as the next scenarios expect: no nic2, loc without endpoints, one NIC.
+    let api: Api<Service> = Api::namespaced(env.client.clone(), NS);
+    let _ = api.delete("nic2", &DeleteParams::default()).await;
+    let _ = env.set_endpoints("loc", &[]).await;
+    let pools: Api<ferrolb_crds::IPAddressPool> = Api::all(env.client.clone());
+    let _ = pools.delete("nic2", &DeleteParams::default()).await;
+    let cleanup = run("node-1", &["ip", "link", "del", "eth1"]);
+    result?;
+    cleanup
+}
+
 /// Rolling restart of every speaker (SIGTERM, wait, start, next) while the client connects to
 /// the IP every 10 ms through kube-proxy: not one connect may fail (no SYN lost for good, none
 /// refused). Reported apart, not failed: a handshake that straddles the instant the client's
@@ -922,6 +1221,12 @@ async fn speaker_in_the_lab() {
         }),
         ("config: interface no node has", |e| {
             Box::pin(unusable_interface(e))
+        }),
+        ("type changed to ClusterIP: condition removed once", |e| {
+            Box::pin(no_longer_a_load_balancer(e))
+        }),
+        ("second NIC: the subnet rule", |e| {
+            Box::pin(second_nic_subnet(e))
         }),
         ("rolling restart loses no connect", |e| {
             Box::pin(rolling_restart(e))
