@@ -9,6 +9,8 @@
 //! This crate holds types and schema only: no I/O, no allocation logic.
 
 #[cfg(feature = "runtime")]
+pub mod events;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod selector;
 pub mod validation;

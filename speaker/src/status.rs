@@ -15,11 +15,11 @@
 
 use std::time::Duration;
 
+use ferrolb_crds::events::{Event, EventType, Recorder, Reporter};
 use ferrolb_crds::runtime::Metrics;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -117,9 +117,8 @@ pub fn removal_json(ns: &str, name: &str) -> serde_json::Value {
     })
 }
 
-/// The event that accompanies a removal. Its reason and action differ from the `Withdrawn`
-/// event of a condition write: the recorder folds an event into an earlier one with the same
-/// reason, action and object (keeping the earlier note), and this note must be seen.
+/// The event that accompanies a removal: its own reason and action, since it says something other
+/// than a `Withdrawn` condition write does.
 pub fn removal_event(r: &Removal) -> Event {
     Event {
         type_: EventType::Normal,
