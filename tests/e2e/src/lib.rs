@@ -20,6 +20,54 @@ pub fn crds_file() -> PathBuf {
     workspace().join("charts/ferrolb/charts/crds/files/crds.yaml")
 }
 
+/// Applies ferrolb's CRDs to the lab and waits until the API server serves both.
+pub fn install_crds(lab: &ferrolb_lab::Lab) -> anyhow::Result<()> {
+    let crds = crds_file().display().to_string();
+    stdout_of(
+        "kubectl apply the CRDs",
+        lab.kubectl(&["apply", "-f", &crds])?,
+    )?;
+    let wait = [
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/ipaddresspools.ferrolb.io",
+        "crd/l2advertisements.ferrolb.io",
+    ];
+    stdout_of("kubectl wait for the CRDs", lab.kubectl(&wait)?)?;
+    Ok(())
+}
+
+/// A process in the host's namespace, killed when dropped.
+#[derive(Debug)]
+pub struct HostProcess(pub std::process::Child);
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ferrolb-controller` on the host with the lab's admin kubeconfig and no leader
+/// election, logging to the lab's `controller` log.
+pub fn start_host_controller(lab: &ferrolb_lab::Lab) -> anyhow::Result<HostProcess> {
+    use anyhow::Context as _;
+    let log = std::fs::File::create(lab.log_path("controller"))?;
+    let child = std::process::Command::new(binary("ferrolb-controller"))
+        .args([
+            "--kubeconfig",
+            &lab.kubeconfig().display().to_string(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start the controller")?;
+    Ok(HostProcess(child))
+}
+
 /// A command's stdout and stderr as one text, for assertion messages.
 pub fn text(out: &std::process::Output) -> String {
     format!(

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::{apply, binary, crds_file, wait_for};
+use ferrolb_e2e::{apply, binary, install_crds, wait_for};
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams};
@@ -157,22 +157,7 @@ async fn controller_in_the_lab() {
     .await
     .expect("lab up");
     let client = lab.client().await.expect("client");
-    let crds = crds_file();
-    let out = lab
-        .kubectl(&["apply", "-f", &crds.to_string_lossy()])
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lab.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/ipaddresspools.ferrolb.io",
-    ])
-    .expect("kubectl");
+    install_crds(&lab).expect("CRDs");
     let ctx = Ctx { lab, client };
 
     ctx.pool(

@@ -2,7 +2,7 @@
 //! its columns, and every malformed pool is rejected by the API server itself with a message a
 //! person understands (no webhook involved).
 
-use ferrolb_e2e::{crds_file, text};
+use ferrolb_e2e::{install_crds, text};
 use ferrolb_lab::{Lab, LabOptions};
 
 fn pool_yaml(name: &str, spec: &str) -> String {
@@ -32,21 +32,7 @@ async fn crds_validate_in_the_api_server() {
     })
     .await
     .expect("lab up");
-    let crds = crds_file();
-    let out = lab
-        .kubectl(&["apply", "-f", &crds.to_string_lossy()])
-        .expect("kubectl");
-    assert!(out.status.success(), "CRDs install: {}", text(&out));
-    let out = lab
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/ipaddresspools.ferrolb.io",
-            "crd/l2advertisements.ferrolb.io",
-        ])
-        .expect("kubectl");
-    assert!(out.status.success(), "CRDs established: {}", text(&out));
+    install_crds(&lab).expect("the CRDs install and are established");
 
     // A valid pool is accepted, with defaults, and printed with its columns.
     let out = apply(

@@ -17,8 +17,10 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail, ensure};
-use ferrolb_e2e::{apply, binary, crds_file, eventually, text};
+use anyhow::{anyhow, bail, ensure};
+use ferrolb_e2e::{
+    HostProcess, apply, binary, eventually, install_crds, start_host_controller, text,
+};
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
@@ -33,16 +35,6 @@ const UNALLOCATED: &str = "198.51.100.90";
 /// Generous bound for a fail-over seen by the slow tools here (the benchmark measures it
 /// precisely; the speaker's own target is a few hundred milliseconds).
 const FAILOVER_BOUND: Duration = Duration::from_secs(3);
-
-/// A process in the host namespace, killed when dropped.
-struct HostProcess(std::process::Child);
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Env {
     lab: Lab,
@@ -361,7 +353,6 @@ fn l2adv_on(interfaces: &[&str]) -> serde_json::Value {
 }
 
 async fn setup() -> anyhow::Result<Env> {
-    let controller_bin = binary("ferrolb-controller");
     let speaker_bin = binary("ferrolb-speaker");
     let probe_bin = env!("CARGO_BIN_EXE_lab_probe").to_string();
     let lab = Lab::up(LabOptions {
@@ -370,23 +361,8 @@ async fn setup() -> anyhow::Result<Env> {
         name: None,
     })
     .await?;
-    let crds = crds_file();
-    let out = lab.kubectl(&["apply", "-f", &crds.display().to_string()])?;
-    ensure!(out.status.success(), "CRDs: {}", text(&out));
-    let log = std::fs::File::create(lab.log_path("controller"))?;
-    let controller = HostProcess(
-        std::process::Command::new(&controller_bin)
-            .args([
-                "--kubeconfig",
-                &lab.kubeconfig().display().to_string(),
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start the controller")?,
-    );
+    install_crds(&lab)?;
+    let controller = start_host_controller(&lab)?;
     let mut backends = Vec::new();
     for node in lab.nodes() {
         let bind = format!("{}:8080", node.ipv4);
@@ -414,29 +390,16 @@ async fn setup() -> anyhow::Result<Env> {
         _backends: backends,
         speaker_bin,
     };
-    // The CRDs must be served before objects of their kinds can be applied.
-    let mut tries = 0;
-    loop {
-        let r = apply(
-            &env.client,
-            &[json!({
-                "apiVersion": "ferrolb.io/v1beta1",
-                "kind": "IPAddressPool",
-                "metadata": {"name": "lan"},
-                "spec": {"addresses": ["198.51.100.64/27", "2001:db8::1:0/112"]},
-            })],
-        )
-        .await;
-        match r {
-            Ok(()) => break,
-            Err(e) if tries < 50 => {
-                tries += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    apply(
+        &env.client,
+        &[json!({
+            "apiVersion": "ferrolb.io/v1beta1",
+            "kind": "IPAddressPool",
+            "metadata": {"name": "lan"},
+            "spec": {"addresses": ["198.51.100.64/27", "2001:db8::1:0/112"]},
+        })],
+    )
+    .await?;
     apply(&env.client, &[l2adv(json!([]))]).await?;
     for n in env.node_names() {
         env.start_speaker(&n)?;

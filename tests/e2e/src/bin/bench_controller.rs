@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ferrolb_allocator::{
     Allocator, Family, FamilyPolicy, IpRange, PoolConfig, Request, ServiceKey,
 };
-use ferrolb_e2e::{apply, binary, crds_file};
+use ferrolb_e2e::{apply, binary, install_crds};
 use ferrolb_lab::{Lab, LabOptions};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
@@ -195,14 +195,7 @@ async fn lab_table() -> anyhow::Result<()> {
     })
     .await?;
     let client = lab.client().await?;
-    let crds = crds_file();
-    lab.kubectl(&["apply", "-f", &crds.to_string_lossy()])?;
-    lab.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/ipaddresspools.ferrolb.io",
-    ])?;
+    install_crds(&lab)?;
     apply(
         &client,
         &[

@@ -32,9 +32,9 @@ use std::net::IpAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, anyhow, bail, ensure};
+use anyhow::{anyhow, bail, ensure};
 use clap::Parser;
-use ferrolb_e2e::{apply, binary, crds_file};
+use ferrolb_e2e::{apply, binary, install_crds, start_host_controller};
 use ferrolb_lab::{Lab, LabOptions, LabProcess};
 use ferrolb_speaker_core::election;
 use k8s_openapi::api::core::v1::Service;
@@ -93,16 +93,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A host-namespace process killed when dropped.
-struct HostProcess(Child);
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -290,7 +280,6 @@ async fn main() -> anyhow::Result<()> {
         })?
         .display()
         .to_string();
-    let controller_bin = binary("ferrolb-controller");
     let speaker_bin = binary("ferrolb-speaker");
     let lab = Lab::up(LabOptions {
         nodes: 3,
@@ -299,23 +288,8 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("lab {} up", lab.id());
-    let crds = crds_file();
-    let out = lab.kubectl(&["apply", "-f", &crds.display().to_string()])?;
-    ensure!(out.status.success(), "CRDs not applied");
-    let log = std::fs::File::create(lab.log_path("controller"))?;
-    let _controller = HostProcess(
-        Command::new(&controller_bin)
-            .args([
-                "--kubeconfig",
-                &lab.kubeconfig().display().to_string(),
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start the controller")?,
-    );
+    install_crds(&lab)?;
+    let _controller = start_host_controller(&lab)?;
     let client = lab.client().await?;
     let nodes: Vec<(String, String)> = lab
         .nodes()
