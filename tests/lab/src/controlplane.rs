@@ -149,6 +149,9 @@ pub fn apiserver_args(tools: &Path, layout: &Layout) -> Vec<String> {
         // Blocking: an event is on disk before its response is sent, so a test that has seen a
         // component's effect can read the request behind it.
         "--audit-log-mode=blocking".into(),
+        // A lab left running (make demo) must not fill the disk: 50 MB, then one rotated file.
+        "--audit-log-maxsize=50".into(),
+        "--audit-log-maxbackup=1".into(),
     ]
 }
 
