@@ -2,7 +2,9 @@
 //! (pool `serviceAllocation`) and the speaker (L2Advertisement selectors).
 //!
 //! Pure: labels in, a verdict out. An operator the API does not define is an error the caller reports
-//! as a condition, never a panic and never a silent match.
+//! as a condition, never a panic and never a silent match. Labels are read through the [`Labels`]
+//! trait, so a holder of many objects may keep their labels in a more compact form than the
+//! `BTreeMap` k8s-openapi gives (one B-tree node per object costs hundreds of bytes).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,18 @@ pub enum SelectorError {
     /// In and NotIn need at least one value.
     #[error("label selector operator {0} on key {1:?} needs at least one value")]
     MissingValues(String, String),
+}
+
+/// A set of labels a selector can be evaluated against: a lookup by key.
+pub trait Labels {
+    /// The value of label `key`, if the object carries it.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
 }
 
 /// Checks a selector on its own: `Ok` exactly when [`matches`] cannot fail for it, whatever the
@@ -40,23 +54,26 @@ pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
 
 /// Whether `labels` satisfy `selector`. An empty selector matches everything, as in Kubernetes.
 /// A malformed selector is an error, never a silent match or mismatch.
-pub fn matches(
+pub fn matches<L: Labels + ?Sized>(
     selector: &LabelSelector,
-    labels: &BTreeMap<String, String>,
+    labels: &L,
 ) -> Result<bool, SelectorError> {
     validate(selector)?;
     if let Some(want) = &selector.match_labels
-        && want.iter().any(|(k, v)| labels.get(k) != Some(v))
+        && want
+            .iter()
+            .any(|(k, v)| labels.label(k) != Some(v.as_str()))
     {
         return Ok(false);
     }
     let holds =
         |expr: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement| {
             let values = expr.values.as_deref().unwrap_or_default();
-            let have = labels.get(&expr.key);
+            let have = labels.label(&expr.key);
+            let listed = |v: &str| values.iter().any(|w| w == v);
             match expr.operator.as_str() {
-                "In" => have.is_some_and(|v| values.contains(v)),
-                "NotIn" => !have.is_some_and(|v| values.contains(v)),
+                "In" => have.is_some_and(listed),
+                "NotIn" => !have.is_some_and(listed),
                 "Exists" => have.is_some(),
                 // DoesNotExist; validate() has ruled out anything else.
                 _ => have.is_none(),
@@ -66,9 +83,9 @@ pub fn matches(
 }
 
 /// Whether any selector in `selectors` matches; an empty list matches everything.
-pub fn any_matches(
+pub fn any_matches<L: Labels + ?Sized>(
     selectors: &[LabelSelector],
-    labels: &BTreeMap<String, String>,
+    labels: &L,
 ) -> Result<bool, SelectorError> {
     if selectors.is_empty() {
         return Ok(true);
@@ -146,6 +163,46 @@ mod tests {
             matches(&expr("zone", "In", &[]), &l),
             Err(SelectorError::MissingValues(..))
         ));
+    }
+
+    /// Labels as a plain list of pairs: any [`Labels`] gives the same verdicts as the map.
+    struct Pairs<'a>(&'a [(&'a str, &'a str)]);
+
+    impl Labels for Pairs<'_> {
+        fn label(&self, key: &str) -> Option<&str> {
+            self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+    }
+
+    #[test]
+    fn any_labels_implementation_gives_the_same_verdicts() {
+        let mut team = expr("zone", "NotIn", &["b"]);
+        team.match_labels = Some([("team".to_string(), "blue".to_string())].into());
+        let selectors = [
+            LabelSelector::default(),
+            team,
+            expr("zone", "In", &["a", "b"]),
+            expr("zone", "In", &["b"]),
+            expr("zone", "Exists", &[]),
+            expr("zone", "DoesNotExist", &[]),
+            expr("zone", "Near", &["a"]),
+            expr("zone", "In", &[]),
+        ];
+        let sets: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("zone", "a")],
+            &[("team", "blue"), ("zone", "a")],
+            &[("team", "blue"), ("zone", "b")],
+        ];
+        for pairs in sets {
+            for s in &selectors {
+                assert_eq!(matches(s, &Pairs(pairs)), matches(s, &labels(pairs)));
+            }
+            assert_eq!(
+                any_matches(&selectors[2..4], &Pairs(pairs)),
+                any_matches(&selectors[2..4], &labels(pairs))
+            );
+        }
     }
 
     #[test]
