@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::error::{AllocError, Conflict};
+use crate::holders::Holders;
 use crate::pool::{Overlap, Pool, PoolConfig, PoolStats};
 use crate::range::Family;
 use crate::request::{
@@ -133,9 +134,11 @@ fn pool_name_for<'a>(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allocator {
     pools: BTreeMap<String, Pool>,
-    services: BTreeMap<ServiceKey, Record>,
+    /// Boxed because B-tree nodes keep 11 values inline and are typically a third empty: an
+    /// empty slot then costs a pointer, not a whole record.
+    services: BTreeMap<ServiceKey, Box<Record>>,
     /// Who holds each IP in use; never an empty set.
-    holders: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+    holders: BTreeMap<IpAddr, Holders>,
     /// Services per sharing key, to find a shareable IP without scanning everyone.
     by_sharing: BTreeMap<SharingKey, BTreeSet<ServiceKey>>,
     /// Exactly the keys of `holders`, as merged runs for free-address search.
@@ -301,7 +304,7 @@ impl Allocator {
             svc,
             req,
             profile,
-            prev: self.services.get(svc),
+            prev: self.services.get(svc).map(|r| &**r),
         };
         let mut planned = Vec::new();
         let mut tolerated = None;
@@ -579,7 +582,7 @@ impl Allocator {
             if holders.is_empty() {
                 self.used.insert(ip);
             }
-            holders.insert(svc.clone());
+            holders.insert(svc);
         }
         if let Some(key) = &profile.sharing {
             self.by_sharing
@@ -589,11 +592,11 @@ impl Allocator {
         }
         self.services.insert(
             svc.clone(),
-            Record {
+            Box::new(Record {
                 assignment: assignment.clone(),
                 profile,
                 pin,
-            },
+            }),
         );
         assignment
     }

@@ -7,11 +7,13 @@
 //! must not grow with pool size (an IPv6 /48 pool costs what a /30 does).
 //!
 //! Modules: [`range`] (address ranges, parsing, exact counting), `runs` (interval set), `used`
-//! (index of used addresses), [`pool`] (pool sets and stats), [`request`] (request/answer types),
+//! (index of used addresses), `holders` (the Services on one IP), [`pool`] (pool sets and
+//! stats), [`request`] (request/answer types),
 //! [`allocator`] (state and decisions), [`error`] (errors and reason labels).
 
 pub mod allocator;
 pub mod error;
+mod holders;
 pub mod pool;
 pub mod range;
 pub mod request;
