@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::ops::Bound;
+use std::sync::Arc;
 
 use ferrolb_allocator::{Allocator, Assignment, Request, ServiceKey};
 use ferrolb_crds::{IPAddressPoolStatus, L2AdvertisementStatus};
@@ -15,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::l2adv::{self, L2View};
 use crate::pools::{self, PoolView};
-use crate::service::{self, ServiceView, SvcKey};
+use crate::service::{self, ObservedCondition, ServiceView, SvcKey};
 
 /// Settings that decide which Services are ours.
 #[derive(Debug, Clone)]
@@ -99,7 +101,10 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Core {
     cfg: CoreConfig,
-    services: BTreeMap<SvcKey, ServiceView>,
+    /// Keyed by the view's own `key` (one allocation for both). Boxed because B-tree nodes keep
+    /// 11 values inline and are typically a third empty: an empty slot then costs a pointer, not
+    /// a whole view.
+    services: BTreeMap<SvcKey, Box<ServiceView>>,
     pools: BTreeMap<String, PoolView>,
     l2ads: BTreeMap<String, L2View>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
@@ -167,20 +172,29 @@ impl Core {
     }
 
     /// A Service was added or changed.
-    pub fn upsert_service(&mut self, view: ServiceView) {
-        let key = view.key();
-        if self.services.get(&key) != Some(&view) {
-            self.services.insert(key.clone(), view);
-            self.dirty.insert(key);
+    pub fn upsert_service(&mut self, mut view: ServiceView) {
+        match self.services.get_mut(&view.key) {
+            Some(old) if **old == view => {}
+            Some(old) => {
+                // Keep the key the index (and maybe the work sets) already hold, not a copy.
+                view.key = old.key.clone();
+                **old = view;
+                self.dirty.insert(old.key.clone());
+            }
+            None => {
+                let key = view.key.clone();
+                self.services.insert(key.clone(), Box::new(view));
+                self.dirty.insert(key);
+            }
         }
     }
 
     /// A Service is gone.
     pub fn delete_service(&mut self, key: &str) {
-        if self.services.remove(key).is_some()
-            || self.alloc.assignment(&ServiceKey(key.into())).is_some()
-        {
-            self.dirty.insert(key.to_string());
+        if let Some(view) = self.services.remove(key) {
+            self.dirty.insert(view.key);
+        } else if self.alloc.assignment(&ServiceKey(key.into())).is_some() {
+            self.dirty.insert(key.into());
         }
     }
 
@@ -228,7 +242,7 @@ impl Core {
             let prefix = format!("{name}/");
             let keys: Vec<_> = self
                 .services
-                .range(prefix.clone()..)
+                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(&prefix))
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -248,7 +262,7 @@ impl Core {
                 let gone: Vec<_> = self
                     .services
                     .keys()
-                    .filter(|k| !seen.contains(*k))
+                    .filter(|k| !seen.contains::<str>(k))
                     .cloned()
                     .collect();
                 for k in gone {
@@ -304,7 +318,11 @@ impl Core {
     /// A write failed: forget it was in flight and try again on the next reconcile.
     pub fn write_failed(&mut self, namespace: &str, name: &str) {
         let key = format!("{namespace}/{name}");
-        self.in_flight.remove(&key);
+        self.in_flight.remove(key.as_str());
+        let key = match self.services.get_key_value(key.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
         self.dirty.insert(key);
     }
 
@@ -334,8 +352,8 @@ impl Core {
     fn candidate_pools(&self, view: &ServiceView) -> Vec<String> {
         pools::candidates(
             self.pools.values(),
-            &view.namespace,
-            self.namespaces.get(&view.namespace),
+            view.namespace(),
+            self.namespaces.get(view.namespace()),
             &view.labels,
         )
     }
@@ -373,20 +391,21 @@ impl Core {
         let mut published: Vec<&ServiceView> = self
             .services
             .values()
+            .map(|v| &**v)
             .filter(|v| {
                 v.is_ours(&self.cfg.lb_class, self.cfg.ignore_classless) && !v.ingress.is_empty()
             })
             .collect();
         published.sort_by(|a, b| {
             let t = |v: &ServiceView| v.created.as_ref().map(|t| t.0);
-            t(a).cmp(&t(b)).then_with(|| a.key().cmp(&b.key()))
+            t(a).cmp(&t(b)).then_with(|| a.key().cmp(b.key()))
         });
         let requests: Vec<(SvcKey, Request)> = published
             .iter()
-            .map(|v| (v.key(), self.restore_request(v)))
+            .map(|v| (v.key().clone(), self.restore_request(v)))
             .collect();
         for (key, req) in requests {
-            self.alloc.restore(&ServiceKey(key), &req);
+            self.alloc.restore(&ServiceKey(key.to_string()), &req);
         }
         self.dirty.extend(self.services.keys().cloned());
         self.pools_dirty = true;
@@ -431,8 +450,8 @@ impl Core {
     }
 
     fn reconcile_one(&mut self, key: &SvcKey, now: &Time, actions: &mut Vec<Action>) {
-        let skey = ServiceKey(key.clone());
-        let Some(view) = self.services.get(key).cloned() else {
+        let skey = ServiceKey(key.to_string());
+        let Some(view) = self.services.get(key).map(|v| (**v).clone()) else {
             self.pending.remove(key);
             self.in_flight.remove(key);
             if self.alloc.release(&skey) {
@@ -513,12 +532,12 @@ impl Core {
                 }
             };
         let previous_ingress = view.ingress.clone();
-        let previous_condition = view.condition.clone();
+        let previous_condition = view.condition.as_deref().cloned();
         let ingress = desired.ingress.clone();
         let cond = desired.condition.clone();
         if self.publish(&view, desired, previous_condition.as_ref(), now, actions) {
             let target = service_target(&view);
-            if ingress != previous_ingress && !ingress.is_empty() {
+            if !same_texts(&ingress, &previous_ingress) && !ingress.is_empty() {
                 self.stats.allocations += 1;
                 let from = cond.as_ref().map(|c| c.2.clone()).unwrap_or_default();
                 actions.push(Action::Event {
@@ -531,7 +550,7 @@ impl Core {
             if let Some((status, reason, message)) = &cond {
                 let changed = previous_condition
                     .as_ref()
-                    .is_none_or(|c| &c.reason != reason || &c.message != message);
+                    .is_none_or(|c| &*c.reason != reason || &*c.message != message);
                 if changed && (status == "False" || reason == "NotInAnyPool") {
                     actions.push(Action::Event {
                         target: target.clone(),
@@ -616,26 +635,29 @@ impl Core {
         &mut self,
         view: &ServiceView,
         desired: Desired,
-        previous: Option<&Condition>,
+        previous: Option<&ObservedCondition>,
         now: &Time,
         actions: &mut Vec<Action>,
     ) -> bool {
-        let key = view.key();
+        let key = view.key().clone();
         let observed = Desired {
             // Entries without `ipMode: VIP` never equal what we want, so they are rewritten.
             ingress: if view.ingress_vip {
-                view.ingress.clone()
+                view.ingress.iter().map(|s| s.to_string()).collect()
             } else {
                 vec!["<no ipMode>".into()]
             },
-            condition: view
-                .condition
-                .as_ref()
-                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone())),
+            condition: view.condition.as_ref().map(|c| {
+                (
+                    c.status.to_string(),
+                    c.reason.to_string(),
+                    c.message.to_string(),
+                )
+            }),
             pools: view
                 .annotations
                 .get(ferrolb_crds::annotations::ALLOCATED_FROM_POOL)
-                .cloned(),
+                .map(String::from),
         };
         if observed == desired {
             self.in_flight.remove(&key);
@@ -653,13 +675,13 @@ impl Core {
                 message: m.clone(),
                 observed_generation: view.generation,
                 last_transition_time: previous
-                    .filter(|p| &p.status == s)
+                    .filter(|p| &*p.status == s)
                     .map(|p| p.last_transition_time.clone())
                     .unwrap_or_else(|| now.clone()),
             });
             actions.push(Action::ServiceStatus {
-                namespace: view.namespace.clone(),
-                name: view.name.clone(),
+                namespace: view.namespace().to_string(),
+                name: view.name().to_string(),
                 ingress: desired
                     .ingress
                     .iter()
@@ -671,8 +693,8 @@ impl Core {
         }
         if observed.pools != desired.pools {
             actions.push(Action::ServiceAnnotation {
-                namespace: view.namespace.clone(),
-                name: view.name.clone(),
+                namespace: view.namespace().to_string(),
+                name: view.name().to_string(),
                 pools: desired.pools.clone(),
             });
             wrote = true;
@@ -785,8 +807,13 @@ fn warning(
 
 fn service_target(view: &ServiceView) -> Target {
     Target::Service {
-        namespace: view.namespace.clone(),
-        name: view.name.clone(),
-        uid: view.uid.clone(),
+        namespace: view.namespace().to_string(),
+        name: view.name().to_string(),
+        uid: view.uid.as_deref().map(String::from),
     }
+}
+
+/// Whether the IPs we want are, as text, the ones the Service shows.
+fn same_texts(want: &[String], shown: &[Box<str>]) -> bool {
+    want.len() == shown.len() && want.iter().zip(shown).all(|(a, b)| a.as_str() == &**b)
 }

@@ -1,9 +1,10 @@
 //! ferrolb's controller: assigns LoadBalancer IPs from IPAddressPools and publishes them in Service
 //! status.
 //!
-//! Layout: [`service`], [`pools`] and [`l2adv`] project Kubernetes objects into plain data; [`core`] holds the
-//! index and the allocator and decides (pure, synchronous); [`run`] is the shell that watches, leads,
-//! writes and serves metrics.
+//! Layout: [`service`], [`pools`] and [`l2adv`] project Kubernetes objects into plain data
+//! ([`strmap`] is the compact map a Service's labels and annotations are kept in); [`core`] holds
+//! the index and the allocator and decides (pure, synchronous); [`run`] is the shell that watches,
+//! leads, writes and serves metrics.
 
 pub mod conditions;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod leader;
 pub mod pools;
 pub mod run;
 pub mod service;
+pub mod strmap;
 pub mod writer;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use ferrolb_allocator::{
     Family, FamilyStats, IpRange, Overlap, PoolConfig, PoolStats, parse_pool_entry,
 };
+use ferrolb_crds::selector::Labels;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus, ServiceAllocation, conditions, selector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -76,11 +77,11 @@ impl PoolView {
 
     /// Whether the pool's `serviceAllocation` selects this Service. `None`: the pool has no
     /// `serviceAllocation` (it serves anyone through autoAssign). Bad selectors select nothing.
-    pub fn selects(
+    pub fn selects<L: Labels + ?Sized>(
         &self,
         namespace: &str,
         ns_labels: Option<&BTreeMap<String, String>>,
-        svc_labels: &BTreeMap<String, String>,
+        svc_labels: &L,
     ) -> Option<bool> {
         let a = self.allocation.as_ref()?;
         if a.namespaces.is_empty()
@@ -133,11 +134,11 @@ fn bad_selectors(a: &ServiceAllocation) -> Vec<String> {
 /// `serviceAllocation` selects it, by priority (lower first, unset last, then by name); then the other
 /// `autoAssign` pools without a `serviceAllocation`, by name. A pool whose `serviceAllocation` does not
 /// select the Service is never offered to it, and `autoAssign: false` pools only on explicit request.
-pub fn candidates<'a>(
+pub fn candidates<'a, L: Labels + ?Sized>(
     pools: impl IntoIterator<Item = &'a PoolView>,
     namespace: &str,
     ns_labels: Option<&BTreeMap<String, String>>,
-    svc_labels: &BTreeMap<String, String>,
+    svc_labels: &L,
 ) -> Vec<String> {
     let mut selected = Vec::new();
     let mut rest = Vec::new();

@@ -144,13 +144,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Ok(Event::Init) => relists[0].start(),
                 Ok(Event::InitApply(s)) | Ok(Event::Apply(s)) => {
                     if let Some(v) = ServiceView::from_service(&s) {
-                        relists[0].saw(v.key());
+                        relists[0].saw(v.key().to_string());
                         core.upsert_service(v);
                     }
                 }
                 Ok(Event::Delete(s)) => {
                     if let Some(v) = ServiceView::from_service(&s) {
-                        core.delete_service(&v.key());
+                        core.delete_service(v.key());
                     }
                 }
                 Ok(Event::InitDone) => {

@@ -4,92 +4,121 @@
 //! Pure: Kubernetes objects in, plain data out. Bad annotations become a [`RequestError`] that the
 //! core turns into a condition on the Service; nothing here panics on user input.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_allocator::{Family, FamilyPolicy, Protocol, Request, SharingKey, TrafficPolicy};
 use ferrolb_crds::{annotations, conditions};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// `namespace/name`.
-pub type SvcKey = String;
+use crate::strmap::StrMap;
 
-/// The parts of a Service the controller needs. Keeping a projection rather than the object keeps
-/// memory near a few hundred bytes per Service.
+/// `namespace/name`, shared (not copied) between the core's index and its work sets.
+pub type SvcKey = Arc<str>;
+
+/// The parts of a Service the controller needs. Keeping a projection rather than the object, with
+/// boxed strings and slices (no spare capacity) and compact maps, keeps memory near a few hundred
+/// bytes per Service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceView {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
+    /// `namespace/name`; neither part may contain a `/`, so it splits back unambiguously.
+    pub key: SvcKey,
     /// For event references.
-    pub uid: Option<String>,
+    pub uid: Option<Box<str>>,
     /// Orders restores: on conflicting published statuses the older Service keeps the IP.
     pub created: Option<Time>,
     /// Written into conditions' `observedGeneration`.
     pub generation: Option<i64>,
-    /// `spec.type`.
-    pub type_: String,
+    /// `spec.type` is `LoadBalancer`.
+    pub load_balancer: bool,
     /// `spec.loadBalancerClass`.
-    pub class: Option<String>,
+    pub class: Option<Box<str>>,
     /// Deprecated `spec.loadBalancerIP`.
-    pub load_balancer_ip: Option<String>,
+    pub load_balancer_ip: Option<Box<str>>,
     /// Only ferrolb's and MetalLB's annotations.
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: StrMap,
     /// For pools' `serviceSelectors`.
-    pub labels: BTreeMap<String, String>,
+    pub labels: StrMap,
     /// `(protocol, port)` pairs, for sharing.
-    pub ports: Vec<(Protocol, u16)>,
+    pub ports: Box<[(Protocol, u16)]>,
     /// Canonical `k=v,k=v` of `spec.selector`, for sharing under `externalTrafficPolicy: Local`.
-    pub selector: String,
+    pub selector: Box<str>,
     /// `externalTrafficPolicy: Local`.
     pub etp_local: bool,
     /// `spec.ipFamilies`, as the API server defaulted them.
-    pub ip_families: Vec<String>,
+    pub ip_families: Box<[Box<str>]>,
     /// `spec.ipFamilyPolicy`.
-    pub ip_family_policy: Option<String>,
+    pub ip_family_policy: Option<Box<str>>,
     /// IPs published in `status.loadBalancer.ingress` (unparsable entries are kept as text).
-    pub ingress: Vec<String>,
+    pub ingress: Box<[Box<str>]>,
     /// Whether every ingress entry says `ipMode: VIP`.
     pub ingress_vip: bool,
-    /// Our condition, if the Service carries it.
-    pub condition: Option<Condition>,
+    /// Our condition, if the Service carries it. Boxed: Services that are not ours have none.
+    pub condition: Option<Box<ObservedCondition>>,
+}
+
+/// What the controller reads of its `ferrolb.io/IPAllocated` condition on a Service: enough to
+/// write nothing when it already says what ferrolb wants, and to keep `lastTransitionTime` while
+/// the status stays the same.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedCondition {
+    /// `True`, `False` or `Unknown`.
+    pub status: Box<str>,
+    /// CamelCase reason.
+    pub reason: Box<str>,
+    /// Human-readable message.
+    pub message: Box<str>,
+    /// When the status last changed.
+    pub last_transition_time: Time,
 }
 
 impl ServiceView {
     /// Projects a Service. Returns `None` for an object without name or namespace.
     pub fn from_service(svc: &Service) -> Option<ServiceView> {
         let meta = &svc.metadata;
-        let spec = svc.spec.clone().unwrap_or_default();
+        let key: SvcKey =
+            format!("{}/{}", meta.namespace.as_deref()?, meta.name.as_deref()?).into();
+        let spec = svc.spec.as_ref();
         let status = svc.status.as_ref();
         let ingress_list = status
             .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.clone())
+            .and_then(|lb| lb.ingress.as_deref())
             .unwrap_or_default();
-        let ingress = ingress_list.iter().filter_map(|i| i.ip.clone()).collect();
+        let ingress = ingress_list
+            .iter()
+            .filter_map(|i| i.ip.as_deref())
+            .map(Box::from)
+            .collect();
         let ingress_vip = ingress_list
             .iter()
             .all(|i| i.ip_mode.as_deref() == Some("VIP"));
         let condition = status
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == conditions::IP_ALLOCATED))
-            .cloned();
-        let annotations = meta
-            .annotations
-            .iter()
-            .flatten()
-            .filter(|(k, _)| {
-                k.starts_with("ferrolb.io/")
-                    || annotations::METALLB_PREFIXES
-                        .iter()
-                        .any(|p| k.starts_with(p))
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+            .map(|c| {
+                Box::new(ObservedCondition {
+                    status: c.status.as_str().into(),
+                    reason: c.reason.as_str().into(),
+                    message: c.message.as_str().into(),
+                    last_transition_time: c.last_transition_time.clone(),
+                })
+            });
+        let annotations = StrMap::from_pairs(
+            meta.annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| {
+                    k.starts_with("ferrolb.io/")
+                        || annotations::METALLB_PREFIXES
+                            .iter()
+                            .any(|p| k.starts_with(p))
+                })
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let ports = spec
-            .ports
-            .iter()
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
             .flatten()
             .filter_map(|p| {
                 let proto = match p.protocol.as_deref().unwrap_or("TCP") {
@@ -102,28 +131,37 @@ impl ServiceView {
             })
             .collect();
         let selector = spec
-            .selector
-            .iter()
+            .and_then(|s| s.selector.as_ref())
+            .into_iter()
             .flatten()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
-            .join(",");
+            .join(",")
+            .into_boxed_str();
+        let text = |v: Option<&String>| v.map(|s| Box::from(s.as_str()));
         Some(ServiceView {
-            namespace: meta.namespace.clone()?,
-            name: meta.name.clone()?,
-            uid: meta.uid.clone(),
+            key,
+            uid: text(meta.uid.as_ref()),
             created: meta.creation_timestamp.clone(),
             generation: meta.generation,
-            type_: spec.type_.unwrap_or_else(|| "ClusterIP".into()),
-            class: spec.load_balancer_class,
-            load_balancer_ip: spec.load_balancer_ip.filter(|s| !s.is_empty()),
+            load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
+            class: text(spec.and_then(|s| s.load_balancer_class.as_ref())),
+            load_balancer_ip: text(
+                spec.and_then(|s| s.load_balancer_ip.as_ref())
+                    .filter(|s| !s.is_empty()),
+            ),
             annotations,
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels: meta.labels.as_ref().map(StrMap::from).unwrap_or_default(),
             ports,
             selector,
-            etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
-            ip_families: spec.ip_families.unwrap_or_default(),
-            ip_family_policy: spec.ip_family_policy,
+            etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            ip_families: spec
+                .and_then(|s| s.ip_families.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|f| Box::from(f.as_str()))
+                .collect(),
+            ip_family_policy: text(spec.and_then(|s| s.ip_family_policy.as_ref())),
             ingress,
             ingress_vip,
             condition,
@@ -131,16 +169,26 @@ impl ServiceView {
     }
 
     /// `namespace/name`.
-    pub fn key(&self) -> SvcKey {
-        format!("{}/{}", self.namespace, self.name)
+    pub fn key(&self) -> &SvcKey {
+        &self.key
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        self.key.split_once('/').map_or(&self.key, |(ns, _)| ns)
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        self.key.split_once('/').map_or("", |(_, name)| name)
     }
 
     /// Whether ferrolb should serve this Service.
     pub fn is_ours(&self, lb_class: &str, ignore_classless: bool) -> bool {
-        self.type_ == "LoadBalancer"
+        self.load_balancer
             && match &self.class {
                 None => !ignore_classless,
-                Some(c) => c == lb_class,
+                Some(c) => &**c == lb_class,
             }
     }
 
@@ -161,12 +209,12 @@ impl ServiceView {
     /// MetalLB key that was used, for a deprecation warning.
     pub fn annotation(&self, suffix: &str) -> (Option<&str>, Option<String>) {
         if let Some(v) = self.annotations.get(&format!("ferrolb.io/{suffix}")) {
-            return (Some(v.as_str()), None);
+            return (Some(v), None);
         }
         for prefix in annotations::METALLB_PREFIXES {
             let key = format!("{prefix}{suffix}");
             if let Some(v) = self.annotations.get(&key) {
-                return (Some(v.as_str()), Some(key));
+                return (Some(v), Some(key));
             }
         }
         (None, None)
@@ -247,7 +295,11 @@ pub fn build_request(view: &ServiceView) -> Result<Built, RequestError> {
         Some(f) => *f,
         // The API server always defaults ipFamilies; an empty list means a very old object.
         None if view.ip_families.is_empty() => Family::V4,
-        None => return Err(RequestError::NoFamily(view.ip_families.clone())),
+        None => {
+            return Err(RequestError::NoFamily(
+                view.ip_families.iter().map(|f| f.to_string()).collect(),
+            ));
+        }
     };
     let other = match first {
         Family::V4 => Family::V6,
@@ -265,14 +317,14 @@ pub fn build_request(view: &ServiceView) -> Result<Built, RequestError> {
     let annotation_name = used.unwrap_or_else(|| annotations::LOAD_BALANCER_IPS.to_string());
     if let (Some(field), Some(value)) = (&view.load_balancer_ip, ips) {
         return Err(RequestError::BothIpFields {
-            field: field.clone(),
+            field: field.to_string(),
             annotation: annotation_name,
             value: value.to_string(),
         });
     }
     let (source, text) = match (ips, &view.load_balancer_ip) {
         (Some(v), _) => (annotation_name, v.to_string()),
-        (None, Some(f)) => ("spec.loadBalancerIP".to_string(), f.clone()),
+        (None, Some(f)) => ("spec.loadBalancerIP".to_string(), f.to_string()),
         (None, None) => (String::new(), String::new()),
     };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -312,10 +364,10 @@ pub fn build_request(view: &ServiceView) -> Result<Built, RequestError> {
     }
     note(used, "allow-shared-ip");
 
-    request.ports = view.ports.clone();
+    request.ports = view.ports.to_vec();
     request.traffic = if view.etp_local {
         TrafficPolicy::Local {
-            selector: view.selector.clone(),
+            selector: view.selector.to_string(),
         }
     } else {
         TrafficPolicy::Cluster
@@ -369,6 +421,80 @@ mod tests {
     }
 
     #[test]
+    fn the_projection_keeps_what_decisions_read() {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+        let mut s = Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                uid: Some("u-1".into()),
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                annotations: Some(
+                    [
+                        ("ferrolb.io/ip-allocated-from-pool", "blue"),
+                        ("metallb.io/address-pool", "red"),
+                        ("note", "not ours"),
+                    ]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(lb()),
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some("198.51.100.7".into()),
+                        ip_mode: Some("VIP".into()),
+                        ..Default::default()
+                    }]),
+                }),
+                conditions: Some(vec![Condition {
+                    type_: conditions::IP_ALLOCATED.into(),
+                    status: "True".into(),
+                    reason: "Allocated".into(),
+                    message: "198.51.100.7 from pool blue".into(),
+                    observed_generation: None,
+                    last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                }]),
+            }),
+        };
+        let v = ServiceView::from_service(&s).expect("named");
+        assert_eq!(&**v.key(), "shop/web");
+        assert_eq!((v.namespace(), v.name()), ("shop", "web"));
+        assert_eq!(v.uid.as_deref(), Some("u-1"));
+        assert_eq!(v.labels.get("app"), Some("web"));
+        assert_eq!(
+            v.annotations.iter().collect::<Vec<_>>(),
+            vec![
+                ("ferrolb.io/ip-allocated-from-pool", "blue"),
+                ("metallb.io/address-pool", "red")
+            ],
+            "only ferrolb's and MetalLB's annotations are kept"
+        );
+        assert!(v.has_our_marks());
+        assert_eq!(
+            v.current_ips(),
+            vec!["198.51.100.7".parse::<IpAddr>().expect("ip")]
+        );
+        assert!(v.ingress_vip);
+        let c = v.condition.as_deref().expect("condition");
+        assert_eq!((&*c.status, &*c.reason), ("True", "Allocated"));
+        assert_eq!(&*c.message, "198.51.100.7 from pool blue");
+        assert_eq!(&*v.ip_families, &[Box::from("IPv4")]);
+        assert!(v.load_balancer && v.class.is_none() && v.load_balancer_ip.is_none());
+
+        s.metadata.namespace = None;
+        assert!(
+            ServiceView::from_service(&s).is_none(),
+            "no namespace, no view"
+        );
+    }
+
+    #[test]
     fn class_decides_ownership() {
         let mut s = svc(&[], lb());
         assert!(s.is_ours("ferrolb.io/lb", false));
@@ -380,7 +506,7 @@ mod tests {
         assert!(!s.is_ours("ferrolb.io/lb", false));
         s.class = Some("ferrolb.io/lb".into());
         assert!(s.is_ours("ferrolb.io/lb", true));
-        s.type_ = "NodePort".into();
+        s.load_balancer = false;
         assert!(!s.is_ours("ferrolb.io/lb", false));
     }
 
