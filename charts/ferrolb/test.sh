@@ -105,6 +105,8 @@ check "controller gets POD_NAME from the downward API" \
     bash -c 'grep -A3 "name: POD_NAME$" <<<"$1" | grep -q "fieldPath: metadata.name"' _ "$ctl"
 check "controller gets POD_NAMESPACE from the downward API" \
     bash -c 'grep -A3 "name: POD_NAMESPACE$" <<<"$1" | grep -q "fieldPath: metadata.namespace"' _ "$ctl"
+check "controller and speaker cap glibc malloc arenas at 2 (GLIBC_TUNABLES)" \
+    bash -c 'for w in "$1" "$2"; do grep -A1 "name: GLIBC_TUNABLES$" <<<"$w" | grep -q "value: glibc.malloc.arena_max=2$" || exit 1; done' _ "$ctl" "$spk"
 check "controller probes /healthz and /readyz" \
     bash -c 'grep -A2 "livenessProbe:" <<<"$1" | grep -q "path: /healthz" && grep -A2 "readinessProbe:" <<<"$1" | grep -q "path: /readyz"' _ "$ctl"
 check "controller has resource requests" bash -c 'grep -A3 "resources:" <<<"$1" | grep -q "requests:"' _ "$ctl"
