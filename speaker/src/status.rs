@@ -225,6 +225,44 @@ async fn record_node_event(
     }
 }
 
+/// `namespace` and `name` of a Service key.
+fn split_key(key: &str) -> Result<(&str, &str), StatusError> {
+    key.split_once('/')
+        .ok_or_else(|| StatusError::BadKey(key.to_string()))
+}
+
+/// The reference of an event regarding Service `ns/name`.
+fn service_reference(ns: &str, name: &str, uid: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        uid,
+        ..Default::default()
+    }
+}
+
+/// Publishes an event that accompanies a status write, counting it. Events are informative: a
+/// failure is counted and logged, and does not make the write fail.
+async fn record_service_event(
+    recorder: &Recorder,
+    metrics: &Metrics,
+    ev: &Event,
+    reference: &ObjectReference,
+) {
+    metrics.inc(
+        m::API_REQUESTS,
+        m::API_REQUESTS_HELP,
+        &[("kind", "event")],
+        1.0,
+    );
+    if let Err(e) = recorder.publish(ev, reference).await {
+        metrics.inc(m::API_ERRORS, m::API_ERRORS_HELP, &[("kind", "event")], 1.0);
+        tracing::debug!(error = %e, "event not recorded");
+    }
+}
+
 /// Removes the condition (see [`removal_json`]) and records one event.
 async fn remove(
     client: &kube::Client,
@@ -232,10 +270,7 @@ async fn remove(
     metrics: &Metrics,
     r: &Removal,
 ) -> Result<(), StatusError> {
-    let (ns, name) = r
-        .service
-        .split_once('/')
-        .ok_or_else(|| StatusError::BadKey(r.service.clone()))?;
+    let (ns, name) = split_key(&r.service)?;
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
     metrics.inc(
         m::API_REQUESTS,
@@ -250,25 +285,8 @@ async fn remove(
         &Patch::Apply(removal_json(ns, name)),
     )
     .await?;
-    let reference = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Service".into()),
-        namespace: Some(ns.into()),
-        name: Some(name.into()),
-        uid: r.uid.clone(),
-        ..Default::default()
-    };
-    metrics.inc(
-        m::API_REQUESTS,
-        m::API_REQUESTS_HELP,
-        &[("kind", "event")],
-        1.0,
-    );
-    // Informative, as for writes: its failure does not make the removal fail.
-    if let Err(e) = recorder.publish(&removal_event(r), &reference).await {
-        metrics.inc(m::API_ERRORS, m::API_ERRORS_HELP, &[("kind", "event")], 1.0);
-        tracing::debug!(error = %e, "event not recorded");
-    }
+    let reference = service_reference(ns, name, r.uid.clone());
+    record_service_event(recorder, metrics, &removal_event(r), &reference).await;
     Ok(())
 }
 
@@ -278,10 +296,7 @@ async fn write(
     metrics: &Metrics,
     w: &StatusWrite,
 ) -> Result<(), StatusError> {
-    let (ns, name) = w
-        .service
-        .split_once('/')
-        .ok_or_else(|| StatusError::BadKey(w.service.clone()))?;
+    let (ns, name) = split_key(&w.service)?;
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let body = json!({
@@ -303,14 +318,7 @@ async fn write(
     )
     .await?;
     if w.event {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            namespace: Some(ns.into()),
-            name: Some(name.into()),
-            uid: w.uid.clone(),
-            ..Default::default()
-        };
+        let reference = service_reference(ns, name, w.uid.clone());
         let ev = Event {
             type_: EventType::Normal,
             reason: if w.desired.announced {
@@ -322,17 +330,7 @@ async fn write(
             action: "Announce".into(),
             secondary: None,
         };
-        metrics.inc(
-            m::API_REQUESTS,
-            m::API_REQUESTS_HELP,
-            &[("kind", "event")],
-            1.0,
-        );
-        // An event is informative; its failure does not make the status write fail.
-        if let Err(e) = recorder.publish(&ev, &reference).await {
-            metrics.inc(m::API_ERRORS, m::API_ERRORS_HELP, &[("kind", "event")], 1.0);
-            tracing::debug!(error = %e, "event not recorded");
-        }
+        record_service_event(recorder, metrics, &ev, &reference).await;
     }
     Ok(())
 }
