@@ -173,6 +173,13 @@ impl Core {
 
     /// A Service was added or changed.
     pub fn upsert_service(&mut self, mut view: ServiceView) {
+        // A Service that is not ours and carries nothing ferrolb wrote needs no place in the index
+        // (most of a cluster's Services are ClusterIP): it is forgotten, releasing whatever it
+        // held, and its next watch event brings it back should it become ours.
+        if !view.is_ours(&self.cfg.lb_class, self.cfg.ignore_classless) && !view.has_our_marks() {
+            self.delete_service(&view.key);
+            return;
+        }
         match self.services.get_mut(&view.key) {
             Some(old) if **old == view => {}
             Some(old) => {

@@ -283,7 +283,7 @@ fn export_pool_metrics(core: &Core, metrics: &Metrics) {
     let stats = core.stats();
     metrics.set(
         "ferrolb_controller_services",
-        "Services indexed",
+        "Services indexed: ferrolb's LoadBalancers and those still carrying its marks",
         &[],
         core.service_count() as f64,
     );

@@ -300,6 +300,26 @@ fn a_service_that_stops_being_ours_is_cleared() {
             .iter()
             .any(|a| matches!(a, Action::ServiceAnnotation { pools: None, .. }))
     );
+    // Once the clean-up is echoed, nothing of ours is left on it and it is not kept in memory.
+    assert_eq!(core.service_count(), 1);
+    echo(&mut svcs, &actions);
+    core.upsert_service(view(&svcs[0]));
+    assert!(core.reconcile(&now()).is_empty());
+    assert_eq!(core.service_count(), 0);
+}
+
+#[test]
+fn services_that_are_not_ours_are_not_indexed_until_they_become_ours() {
+    let mut svcs = vec![service("a", 1)];
+    svcs[0].spec.as_mut().expect("spec").type_ = Some("ClusterIP".into());
+    let mut core = core_with(&[pool("blue", &["198.51.100.10/32"])], &svcs);
+    assert_eq!(core.service_count(), 0);
+    assert!(core.reconcile(&now()).is_empty());
+    svcs[0].spec.as_mut().expect("spec").type_ = Some("LoadBalancer".into());
+    core.upsert_service(view(&svcs[0]));
+    assert_eq!(core.service_count(), 1);
+    let actions = core.reconcile(&now());
+    assert_eq!(ips(&actions, "a"), Some(vec!["198.51.100.10".to_string()]));
 }
 
 #[test]
