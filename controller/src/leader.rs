@@ -5,11 +5,16 @@
 //! read and the time; the task around it only reads, writes and sleeps. Writes use the Lease's
 //! resourceVersion, so two replicas can never both win the same term.
 //!
-//! A leader stays leader only while its last confirmed renewal is younger than two thirds of the
-//! lease ([`still_leading`]), and every request to the Lease has a deadline. So a leader whose API
-//! connection hangs steps down before a standby may take the expired Lease over, and two replicas
-//! never write at once; a single failed renewal, on the other hand, does not cost the lead.
+//! Two clocks never meet: a standby times a holder's Lease on its own monotonic clock, from when
+//! it last saw the Lease change ([`Observed`]), never by comparing the holder's `renewTime` with
+//! its own wall clock, so clock skew between nodes cannot shorten a term. A leader stays leader
+//! only while its last confirmed renewal is younger than two thirds of the lease
+//! ([`still_leading`]); every request has a deadline that ends no later than that, and the task
+//! wakes up when it passes. So a leader whose API connection hangs steps down a third of a lease
+//! before a standby may take over, while a single failed renewal does not cost the lead.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -30,8 +35,9 @@ pub enum Decision {
     Follow { holder: String },
 }
 
-/// Decides from a Lease's spec. Pure.
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+/// Decides from a Lease's spec and how long this replica has seen it unchanged (on its own
+/// clock; see [`Observed`]). Pure.
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
@@ -42,21 +48,33 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     if holder.is_empty() {
         return Decision::Acquire;
     }
-    let duration = spec.lease_duration_seconds.unwrap_or(0).max(0);
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(Timestamp::UNIX_EPOCH);
-    let expires = renewed
-        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
-            duration,
-        )))
-        .unwrap_or(renewed);
-    if now >= expires {
+    let duration = u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0);
+    if unchanged_for >= Duration::from_secs(duration) {
         Decision::Acquire
     } else {
         Decision::Follow { holder }
+    }
+}
+
+/// When this replica last saw the Lease's holder or renewal change, on its own clock.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    record: Option<(Option<String>, Option<MicroTime>)>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Notes the Lease as read at `now` and returns how long it has looked the same. A Lease seen
+    /// for the first time counts from now: a fresh replica waits a full term before taking over.
+    pub fn see(&mut self, spec: Option<&LeaseSpec>, now: Instant) -> Duration {
+        let record = spec.map(|s| (s.holder_identity.clone(), s.renew_time.clone()));
+        if self.since.is_none() || record != self.record {
+            self.record = record;
+            self.since = Some(now);
+        }
+        self.since
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default()
     }
 }
 
@@ -78,12 +96,14 @@ enum Outcome {
     Unknown,
 }
 
-/// Runs the election until `shutdown` fires, then releases the Lease if we hold it.
+/// Runs the election until `shutdown` fires, then releases the Lease if we hold it. Leadership
+/// goes to `flag` (read by the writer before every write) and then to `tx`.
 pub async fn run(
     api: Api<Lease>,
     name: String,
     me: String,
     lease_duration: Duration,
+    flag: Arc<AtomicBool>,
     tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -93,12 +113,32 @@ pub async fn run(
     let period = lease_duration / 3;
     let deadline = lease_duration * 2 / 3;
     let mut last_renewed: Option<Instant> = None;
+    let mut observed = Observed::default();
+    let publish = |leading: bool| {
+        if *tx.borrow() != leading {
+            flag.store(leading, Ordering::Release);
+            if leading {
+                tracing::info!(lease = %name, identity = %me, "became leader");
+            } else {
+                tracing::warn!(lease = %name, identity = %me, "not leader");
+            }
+            let _ = tx.send(leading);
+        }
+    };
     loop {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(period, step(&api, &name, &me, secs)).await {
+        // While leading, a request may not outlast the lead it is meant to extend.
+        let limit = match last_renewed {
+            Some(at) if still_leading(last_renewed, started, deadline) => {
+                period.min((at + deadline).saturating_duration_since(started))
+            }
+            _ => period,
+        };
+        let round = step(&api, &name, &me, secs, &mut observed);
+        let outcome = match tokio::time::timeout(limit, round).await {
             Ok(o) => o,
             Err(_) => {
-                tracing::warn!(lease = %name, timeout = ?period, "the API server did not answer about the Lease in time");
+                tracing::warn!(lease = %name, timeout = ?limit, "the API server did not answer about the Lease in time");
                 Outcome::Unknown
             }
         };
@@ -107,27 +147,36 @@ pub async fn run(
             Outcome::Follows => last_renewed = None,
             Outcome::Unknown => {}
         }
-        let leading = still_leading(last_renewed, Instant::now(), deadline);
-        if *tx.borrow() != leading {
-            if leading {
-                tracing::info!(lease = %name, identity = %me, "became leader");
-            } else {
-                tracing::warn!(lease = %name, identity = %me, "not leader");
-            }
-            let _ = tx.send(leading);
+        let now = Instant::now();
+        let leading = still_leading(last_renewed, now, deadline);
+        publish(leading);
+        // Wake for the next renewal, or when the lead would lapse without one, whichever is first.
+        let mut pause = if leading {
+            period
+        } else {
+            period.min(Duration::from_secs(1))
+        };
+        if let Some(at) = last_renewed.filter(|_| leading) {
+            pause = pause.min((at + deadline).saturating_duration_since(now));
         }
         tokio::select! {
-            _ = tokio::time::sleep(if leading { period } else { period.min(Duration::from_secs(1)) }) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => break,
         }
     }
     if *tx.borrow() {
-        let _ = tx.send(false);
+        publish(false);
         release(&api, &name, &me).await;
     }
 }
 
-async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> Outcome {
+async fn step(
+    api: &Api<Lease>,
+    name: &str,
+    me: &str,
+    secs: i32,
+    observed: &mut Observed,
+) -> Outcome {
     let now = Timestamp::now();
     let current = match api.get_opt(name).await {
         Ok(l) => l,
@@ -136,7 +185,9 @@ async fn step(api: &Api<Lease>, name: &str, me: &str, secs: i32) -> Outcome {
             return Outcome::Unknown;
         }
     };
-    let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), me, now);
+    let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+    let unchanged_for = observed.see(spec, Instant::now());
+    let decision = decide(spec, me, unchanged_for);
     let Some(mut lease) = current else {
         let lease = Lease {
             metadata: ObjectMeta {
@@ -254,26 +305,57 @@ mod tests {
     }
 
     #[test]
-    fn decisions() {
-        let now = Timestamp::now();
-        assert_eq!(decide(None, "a", now), Decision::Acquire);
+    fn decisions_time_the_holder_on_our_own_clock() {
+        let secs = Duration::from_secs;
+        let far_past = Timestamp::UNIX_EPOCH;
+        let far_future = Timestamp::from_second(4_000_000_000).expect("valid");
+        assert_eq!(decide(None, "a", secs(0)), Decision::Acquire);
         assert_eq!(
-            decide(Some(&spec(Some("a"), 1, 4, now)), "a", now),
+            decide(Some(&spec(Some("a"), 1, 4, far_past)), "a", secs(0)),
             Decision::Renew
         );
+        // The holder's renewTime says nothing: a skewed clock far ahead or behind changes nothing.
+        for t in [far_past, far_future] {
+            assert_eq!(
+                decide(Some(&spec(Some("b"), 0, 4, t)), "a", secs(3)),
+                Decision::Follow { holder: "b".into() }
+            );
+            assert_eq!(
+                decide(Some(&spec(Some("b"), 0, 4, t)), "a", secs(4)),
+                Decision::Acquire,
+                "unchanged for a whole term"
+            );
+        }
         assert_eq!(
-            decide(Some(&spec(Some("b"), 1, 4, now)), "a", now),
-            Decision::Follow { holder: "b".into() }
-        );
-        assert_eq!(
-            decide(Some(&spec(Some("b"), 5, 4, now)), "a", now),
-            Decision::Acquire,
-            "expired"
-        );
-        assert_eq!(
-            decide(Some(&spec(None, 0, 4, now)), "a", now),
+            decide(Some(&spec(None, 0, 4, far_past)), "a", secs(0)),
             Decision::Acquire,
             "released"
+        );
+    }
+
+    #[test]
+    fn a_lease_counts_as_unchanged_only_while_it_looks_the_same() {
+        let t0 = Instant::now();
+        let now = Timestamp::UNIX_EPOCH;
+        let mut o = Observed::default();
+        let held = spec(Some("b"), 0, 4, now);
+        assert_eq!(
+            o.see(Some(&held), t0),
+            Duration::ZERO,
+            "first sight counts from now"
+        );
+        assert_eq!(
+            o.see(Some(&held), t0 + Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        let renewed = spec(Some("b"), -1, 4, now);
+        assert_eq!(
+            o.see(Some(&renewed), t0 + Duration::from_secs(5)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            o.see(Some(&renewed), t0 + Duration::from_secs(9)),
+            Duration::from_secs(4)
         );
     }
 }

@@ -75,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let identity = args.identity();
     let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
+    let leader_flag = Arc::new(AtomicBool::new(!args.leader_elect));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let election = if args.leader_elect {
         let ns = args.lease_namespace();
@@ -84,6 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.lease_name.clone(),
             identity.clone(),
             Duration::from_secs(args.lease_duration.max(1)),
+            leader_flag.clone(),
             leader_tx,
             shutdown_rx,
         )))
@@ -91,13 +93,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
-    let leader_flag = Arc::new(AtomicBool::new(*leader_rx.borrow()));
     let (act_tx, act_rx) = mpsc::unbounded_channel();
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel();
     let writer = Writer::new(
         client.clone(),
         identity,
         leader_flag.clone(),
+        leader_rx.clone(),
         metrics.clone(),
     );
     tokio::spawn(writer.run(act_rx, fail_tx));

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::core::{Action, Target};
 
@@ -69,7 +69,10 @@ impl Failed {
 pub struct Writer {
     client: kube::Client,
     recorder: Recorder,
+    /// Checked before a write starts.
     leader: Arc<AtomicBool>,
+    /// Watched while a write is in flight: losing the lead abandons it.
+    leadership: watch::Receiver<bool>,
     metrics: Metrics,
 }
 
@@ -93,6 +96,7 @@ impl Writer {
         client: kube::Client,
         identity: String,
         leader: Arc<AtomicBool>,
+        leadership: watch::Receiver<bool>,
         metrics: Metrics,
     ) -> Writer {
         let reporter = Reporter {
@@ -103,6 +107,7 @@ impl Writer {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             leader,
+            leadership,
             metrics,
         }
     }
@@ -123,10 +128,18 @@ impl Writer {
                     }
                     let what = kind_of(&action);
                     let retry = Failed::of(&action);
-                    let result = match tokio::time::timeout(WRITE_TIMEOUT, w.perform(action)).await
-                    {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
+                    let mut leadership = w.leadership.clone();
+                    let result = tokio::select! {
+                        r = tokio::time::timeout(WRITE_TIMEOUT, w.perform(action)) => match r {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
+                        },
+                        // A write still waiting when the lead is lost must not land under the next
+                        // leader: drop it (the next leader decides afresh from the cluster).
+                        _ = leadership.wait_for(|leading| !*leading) => {
+                            tracing::debug!(kind = what, "write abandoned: leadership lost");
+                            return;
+                        }
                     };
                     match result {
                         Ok(()) => w.metrics.inc(
