@@ -107,6 +107,12 @@ check "controller gets POD_NAMESPACE from the downward API" \
     bash -c 'grep -A3 "name: POD_NAMESPACE$" <<<"$1" | grep -q "fieldPath: metadata.namespace"' _ "$ctl"
 check "controller and speaker cap glibc malloc arenas at 2 (GLIBC_TUNABLES)" \
     bash -c 'for w in "$1" "$2"; do grep -A1 "name: GLIBC_TUNABLES$" <<<"$w" | grep -q "value: glibc.malloc.arena_max=2$" || exit 1; done' _ "$ctl" "$spk"
+if render tun --set 'controller.extraEnv[0].name=GLIBC_TUNABLES' --set 'controller.extraEnv[0].value=glibc.malloc.arena_max=1'; then
+    check "extraEnv that sets GLIBC_TUNABLES replaces the chart's entry instead of repeating the name" \
+        bash -c '[[ $(doc "$1" Deployment t-ferrolb-controller | grep -c "name: GLIBC_TUNABLES$") == 1 ]] && doc "$1" Deployment t-ferrolb-controller | grep -q "value: glibc.malloc.arena_max=1$"' _ "$tmp/tun.yaml"
+else
+    bad "helm template with GLIBC_TUNABLES in extraEnv" "$(cat "$tmp/tun.err")"
+fi
 check "controller probes /healthz and /readyz" \
     bash -c 'grep -A2 "livenessProbe:" <<<"$1" | grep -q "path: /healthz" && grep -A2 "readinessProbe:" <<<"$1" | grep -q "path: /readyz"' _ "$ctl"
 check "controller has resource requests" bash -c 'grep -A3 "resources:" <<<"$1" | grep -q "requests:"' _ "$ctl"

@@ -194,3 +194,26 @@ meta.helm.sh/release-name: {{ .ctx.Release.Name }}
 meta.helm.sh/release-namespace: {{ .ctx.Release.Namespace }}
 ferrolb.io/created-by: helm-install-hook
 {{- end }}
+
+{{/*
+The GLIBC_TUNABLES entry of a container's env, unless its extraEnv (the argument) sets the
+variable itself: an env list with a name twice is rejected by server-side apply.
+
+glibc gives threads that contend for malloc arenas of their own (up to 8 per core), each keeping
+its own freed memory; two serve these few threads. Measured on the controller (2 cores, static
+binary, restart with 5,000 Services), VmRSS without -> with: 35.9 -> 33.7 and 35.7 -> 34.2 MiB
+before the compact Service projection; 28.3 -> 25.9, 28.2 -> 26.4, 28.7 -> 25.8 and
+28.2 -> 27.1 MiB after it. The speaker gets the same setting; it was not measured there.
+*/}}
+{{- define "ferrolb.mallocEnv" -}}
+{{- $own := true }}
+{{- range . }}
+{{- if eq (toString .name) "GLIBC_TUNABLES" }}
+{{- $own = false }}
+{{- end }}
+{{- end }}
+{{- if $own }}
+- name: GLIBC_TUNABLES
+  value: glibc.malloc.arena_max=2
+{{- end }}
+{{- end }}
