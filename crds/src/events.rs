@@ -162,30 +162,38 @@ impl Recorder {
             cache.retain(|_, e| last_seen(e) + CACHE_TTL > now);
             cache.get(&key).cloned()
         };
-        let event = match earlier {
+        let api_for = |e: &K8sEvent| -> Api<K8sEvent> {
+            Api::namespaced(
+                self.client.clone(),
+                e.metadata.namespace.as_deref().unwrap_or("default"),
+            )
+        };
+        let continued = match earlier {
             Some(mut e) => {
                 let count = e.series.as_ref().map_or(2, |s| s.count.saturating_add(1));
                 e.series = Some(EventSeries {
                     count,
                     last_observed_time: MicroTime(now),
                 });
-                let api: Api<K8sEvent> = Api::namespaced(
-                    self.client.clone(),
-                    e.metadata.namespace.as_deref().unwrap_or("default"),
-                );
                 let name = e.metadata.name.clone().unwrap_or_default();
                 let body = serde_json::json!({ "series": e.series });
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&body))
-                    .await?;
-                e
+                match api_for(&e)
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                {
+                    Ok(_) => Some(e),
+                    // Deleted meanwhile (by hand, or by a short --event-ttl): start afresh.
+                    Err(kube::Error::Api(s)) if s.is_not_found() => None,
+                    Err(err) => return Err(err),
+                }
             }
+            None => None,
+        };
+        let event = match continued {
+            Some(e) => e,
             None => {
                 let e = new_event(&self.reporter, ev, regarding, now);
-                let api: Api<K8sEvent> = Api::namespaced(
-                    self.client.clone(),
-                    e.metadata.namespace.as_deref().unwrap_or("default"),
-                );
-                api.create(&PostParams::default(), &e).await?
+                api_for(&e).create(&PostParams::default(), &e).await?
             }
         };
         let mut cache = self.cache.lock().await;

@@ -1231,6 +1231,41 @@ async fn separate_crds_release(env: &Env) -> anyhow::Result<String> {
     Ok("CRDs outlived ferrolb in their own release, then went with it".into())
 }
 
+/// A Lease of the chart's name that a controller made before the chart owned its Lease does not
+/// fail the install: the chart leaves it out of the release, and uninstall leaves it alone.
+async fn foreign_lease(env: &Env) -> anyhow::Result<String> {
+    let lease = format!("{RELEASE}-controller");
+    apply(
+        &env.client,
+        &[json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease, "namespace": NS},
+            "spec": {"holderIdentity": "an-old-controller", "leaseDurationSeconds": 4},
+        })],
+    )
+    .await?;
+    env.helm
+        .deploy(Verb::Install, RELEASE, &env.chart, NS, &[])?;
+    let manifest = env.manifest_objects(RELEASE)?;
+    ensure!(
+        !manifest.contains(&format!("Lease/{NS}/{lease}")),
+        "the release claims a Lease it did not make: {manifest:?}"
+    );
+    ensure!(
+        env.lease_holder().await?.as_deref() == Some("an-old-controller"),
+        "the install touched the existing Lease"
+    );
+    env.helm.uninstall(RELEASE, NS)?;
+    ensure!(
+        env.lease_holder().await?.as_deref() == Some("an-old-controller"),
+        "uninstall removed a Lease the release did not own"
+    );
+    env.kubectl(&["-n", NS, "delete", "lease", &lease])?;
+    env.check_clean(false).await?;
+    Ok("an existing Lease is left out of the release and survives its uninstall".into())
+}
+
 /// Prints a step's outcome, or names the step in its error.
 fn report(step: &str, outcome: anyhow::Result<String>) -> anyhow::Result<()> {
     let what = outcome.with_context(|| format!("step `{step}`"))?;
@@ -1255,7 +1290,8 @@ async fn story(env: &mut Env) -> anyhow::Result<()> {
     report(
         "CRDs as their own release",
         separate_crds_release(env).await,
-    )
+    )?;
+    report("a Lease the release did not make", foreign_lease(env).await)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -113,9 +113,9 @@ pub enum Event {
         dropped: usize,
     },
     /// The unable IPs did not fit in what the claims leave of [`MAX_CLAIMS`]; only the first
-    /// ones are advertised, so peers may elect this speaker for the rest (and find it never
-    /// claims them, which costs a heartbeat of silence per change). Reported when the number of
-    /// dropped entries changes.
+    /// ones are advertised, so peers may elect this speaker for the rest, which it never claims:
+    /// an IP it ranks first for stays unannounced for as long as the truncation lasts. Reported
+    /// when the number of dropped entries changes.
     UnableTruncated {
         /// Unable IPs advertised.
         kept: usize,
