@@ -361,8 +361,18 @@ mod tests {
         let id = ProcId::of(p.pid()).expect("proc entry");
         assert!(p.is_running());
         p.signal(Signal::Stop).expect("stop");
-        let stopped = fs::read_to_string(format!("/proc/{}/stat", p.pid())).expect("stat");
-        assert_eq!(crate::state::parse_stat(&stopped).map(|s| s.0), Some('T'));
+        // The kernel stops the process when it next runs, which on a busy machine is a moment
+        // after `kill` returns: wait for it, within a bound.
+        let state = || {
+            fs::read_to_string(format!("/proc/{}/stat", p.pid()))
+                .ok()
+                .and_then(|st| crate::state::parse_stat(&st).map(|s| s.0))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while state() != Some('T') && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(state(), Some('T'), "stopped within 5 s");
         p.signal(Signal::Cont).expect("cont");
         p.kill().expect("kill");
         assert!(!p.is_running());
