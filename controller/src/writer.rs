@@ -203,24 +203,12 @@ impl Writer {
                 api.patch(&name, &pp, &Patch::Apply(body)).await.map(|_| ())
             }
             Action::PoolStatus { name, status } => {
-                let api: Api<IPAddressPool> = Api::all(self.client.clone());
-                let body = json!({
-                    "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
-                    "metadata": {"name": name}, "status": status,
-                });
-                api.patch_status(&name, &pp, &Patch::Apply(body))
+                self.apply_status::<IPAddressPool>(&name, json!(status), &pp)
                     .await
-                    .map(|_| ())
             }
             Action::L2Status { name, status } => {
-                let api: Api<L2Advertisement> = Api::all(self.client.clone());
-                let body = json!({
-                    "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
-                    "metadata": {"name": name}, "status": status,
-                });
-                api.patch_status(&name, &pp, &Patch::Apply(body))
+                self.apply_status::<L2Advertisement>(&name, json!(status), &pp)
                     .await
-                    .map(|_| ())
             }
             Action::Event {
                 target,
@@ -241,20 +229,10 @@ impl Writer {
                         uid,
                         ..Default::default()
                     },
-                    Target::Pool { name, uid } => ObjectReference {
-                        api_version: Some("ferrolb.io/v1beta1".into()),
-                        kind: Some("IPAddressPool".into()),
-                        name: Some(name),
-                        uid,
-                        ..Default::default()
-                    },
-                    Target::L2Advertisement { name, uid } => ObjectReference {
-                        api_version: Some("ferrolb.io/v1beta1".into()),
-                        kind: Some("L2Advertisement".into()),
-                        name: Some(name),
-                        uid,
-                        ..Default::default()
-                    },
+                    Target::Pool { name, uid } => cluster_reference::<IPAddressPool>(name, uid),
+                    Target::L2Advertisement { name, uid } => {
+                        cluster_reference::<L2Advertisement>(name, uid)
+                    }
                 };
                 let ev = Event {
                     type_: if warning {
@@ -264,12 +242,48 @@ impl Writer {
                     },
                     action: "Allocate".into(),
                     reason,
-                    note: Some(note.chars().take(1000).collect()),
+                    note: Some(note),
                     secondary: None,
                 };
                 self.recorder.publish(&ev, &reference).await
             }
         }
+    }
+}
+
+impl Writer {
+    /// Server-side apply of the status of the cluster-scoped ferrolb object `name` of kind `K`.
+    async fn apply_status<K>(
+        &self,
+        name: &str,
+        status: serde_json::Value,
+        pp: &PatchParams,
+    ) -> Result<(), kube::Error>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let body = json!({
+            "apiVersion": K::api_version(&()), "kind": K::kind(&()),
+            "metadata": {"name": name}, "status": status,
+        });
+        api.patch_status(name, pp, &Patch::Apply(body))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The reference of an event regarding the cluster-scoped ferrolb object `name` of kind `K`.
+fn cluster_reference<K: kube::Resource<DynamicType = ()>>(
+    name: String,
+    uid: Option<String>,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name),
+        uid,
+        ..Default::default()
     }
 }
 

@@ -23,8 +23,8 @@ pub use kube::runtime::events::{Event, EventType, Reporter};
 const CACHE_TTL: SignedDuration = SignedDuration::from_mins(6);
 /// Most events remembered for folding; the oldest is forgotten beyond that.
 const CACHE_MAX: usize = 4096;
-/// The API server rejects longer notes.
-const NOTE_MAX: usize = 1024;
+/// The API server rejects longer notes (bytes).
+pub const NOTE_MAX: usize = 1024;
 
 /// What makes two events the same event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use ferrolb_crds::events::{Event, EventType, Recorder, Reporter};
+use ferrolb_crds::events::{Event, EventType, Recorder, Reporter, truncate_note};
 use ferrolb_crds::runtime::Metrics;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -60,9 +60,6 @@ pub enum Request {
     },
 }
 
-/// Longest event note the API server accepts is 1 KiB; notes are cut below it.
-const MAX_NOTE: usize = 1000;
-
 /// The reference of an event regarding Node `name`. Cluster-scoped: the recorder puts such
 /// events in the `default` namespace, where `kubectl describe node` looks for them.
 pub fn node_reference(name: &str, uid: Option<String>) -> ObjectReference {
@@ -84,7 +81,7 @@ pub fn node_event(e: &NodeEvent) -> Event {
             EventType::Normal
         },
         reason: e.change.as_str().into(),
-        note: Some(e.note.chars().take(MAX_NOTE).collect()),
+        note: Some(truncate_note(&e.note)),
         action: "Announce".into(),
         secondary: None,
     }
@@ -326,7 +323,7 @@ async fn write(
             } else {
                 "Withdrawn".into()
             },
-            note: Some(w.desired.message.chars().take(MAX_NOTE).collect()),
+            note: Some(w.desired.message.clone()),
             action: "Announce".into(),
             secondary: None,
         };
@@ -398,6 +395,9 @@ mod tests {
             )
         );
     }
+
+    /// The longest note the API server accepts.
+    const MAX_NOTE: usize = ferrolb_crds::events::NOTE_MAX;
 
     #[test]
     fn node_events_regard_the_node_and_say_what_changed() {
