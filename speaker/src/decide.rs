@@ -445,7 +445,24 @@ pub struct StatusTracker {
     retry: BTreeMap<SvcKey, (Instant, Duration)>,
 }
 
+/// Whether a write sent at `at`, when `seen` was published, is still trusted to be in flight:
+/// nothing newer was published since (a newer publication means it lost a race and must be
+/// repeated) and it is not too old.
+fn still_trusted(
+    at: Instant,
+    seen: &Option<ObservedCondition>,
+    observed: &Option<ObservedCondition>,
+    now: Instant,
+) -> bool {
+    seen == observed && now.saturating_duration_since(at) < WRITE_TRUST
+}
+
 impl StatusTracker {
+    /// Whether `svc`'s last write failed and its backoff has not run out.
+    fn backing_off(&self, svc: &str, now: Instant) -> bool {
+        self.retry.get(svc).is_some_and(|(at, _)| *at > now)
+    }
+
     /// The writes to perform now.
     pub fn writes(
         &mut self,
@@ -468,12 +485,11 @@ impl StatusTracker {
             // still differs means our write lost a race and must be repeated), not too old.
             if let Some((w, at, seen)) = self.written.get(svc)
                 && w == d
-                && *seen == sp.observed
-                && now.saturating_duration_since(*at) < WRITE_TRUST
+                && still_trusted(*at, seen, &sp.observed, now)
             {
                 continue;
             }
-            if self.retry.get(svc).is_some_and(|(at, _)| *at > now) {
+            if self.backing_off(svc, now) {
                 continue;
             }
             self.written
@@ -512,12 +528,11 @@ impl StatusTracker {
             // In flight, unless something newer was published since (a late write of another
             // speaker put the condition back): then the removal is repeated at once.
             if let Some((at, seen)) = self.removing.get(svc)
-                && *seen == st.observed
-                && now.saturating_duration_since(*at) < WRITE_TRUST
+                && still_trusted(*at, seen, &st.observed, now)
             {
                 continue;
             }
-            if self.retry.get(svc).is_some_and(|(at, _)| *at > now) {
+            if self.backing_off(svc, now) {
                 continue;
             }
             self.removing
