@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::{Event, PodSpec, Service};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::discovery::{Discovery, Scope, verbs};
+use kube::discovery::{ApiResource, Discovery, Scope, verbs};
 use serde_json::json;
 
 /// The release namespace, as in the README's install command.
@@ -388,10 +388,16 @@ impl Env {
     /// Every object in the cluster carrying `app.kubernetes.io/instance=<instance>`, as
     /// `Kind/namespace/name`, leaving out objects owned by another object (the garbage collector
     /// removes those with their owner: EndpointSlices of the metrics Services, for one).
-    async fn labelled_objects(&self, instance: &str) -> anyhow::Result<BTreeSet<String>> {
+    async fn labelled_objects(
+        &self,
+        kinds: &[Listable],
+        instance: &str,
+    ) -> anyhow::Result<BTreeSet<String>> {
         let selector = format!("app.kubernetes.io/instance={instance}");
         let mut found = BTreeSet::new();
-        for (api, kind) in listable(&self.client, None).await? {
+        for l in kinds {
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &l.resource);
+            let kind = &l.resource.kind;
             for o in api.list(&ListParams::default().labels(&selector)).await? {
                 if o.metadata
                     .owner_references
@@ -400,7 +406,7 @@ impl Env {
                 {
                     continue;
                 }
-                found.insert(object_id(&kind, &o));
+                found.insert(object_id(kind, &o));
             }
         }
         Ok(found)
@@ -408,16 +414,23 @@ impl Env {
 
     /// Every object in namespace `ns` but what any namespace holds without help: Events, the
     /// `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap.
-    async fn namespace_contents(&self, ns: &str) -> anyhow::Result<BTreeSet<String>> {
+    async fn namespace_contents(
+        &self,
+        kinds: &[Listable],
+        ns: &str,
+    ) -> anyhow::Result<BTreeSet<String>> {
         let mut found = BTreeSet::new();
-        for (api, kind) in listable(&self.client, Some(ns)).await? {
+        for l in kinds.iter().filter(|l| l.scope == Scope::Namespaced) {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), ns, &l.resource);
+            let kind = &l.resource.kind;
             for o in api.list(&ListParams::default()).await? {
                 let name = o.metadata.name.clone().unwrap_or_default();
                 let ordinary = kind == "Event"
                     || (kind == "ServiceAccount" && name == "default")
                     || (kind == "ConfigMap" && name == "kube-root-ca.crt");
                 if !ordinary {
-                    found.insert(object_id(&kind, &o));
+                    found.insert(object_id(kind, &o));
                 }
             }
         }
@@ -450,7 +463,8 @@ impl Env {
     async fn check_release_matches_manifest(&self) -> anyhow::Result<()> {
         let want = self.manifest_objects(RELEASE)?;
         eventually("the release's objects to equal its manifest", T, || async {
-            let have = self.labelled_objects(RELEASE).await?;
+            let kinds = listable(&self.client).await?;
+            let have = self.labelled_objects(&kinds, RELEASE).await?;
             if have == want {
                 Ok(Some(()))
             } else {
@@ -468,9 +482,10 @@ impl Env {
     /// nothing in the release namespace.
     async fn check_clean(&self, crds_kept: bool) -> anyhow::Result<()> {
         eventually("a clean cluster after helm uninstall", T, || async {
-            let labelled = self.labelled_objects(RELEASE).await?;
+            let kinds = listable(&self.client).await?;
+            let labelled = self.labelled_objects(&kinds, RELEASE).await?;
             let crds = self.crds_present().await?;
-            let left = self.namespace_contents(NS).await?;
+            let left = self.namespace_contents(&kinds, NS).await?;
             let want_crds = if crds_kept { CRDS.len() } else { 0 };
             let labelled: Vec<&String> = labelled
                 .iter()
@@ -583,28 +598,25 @@ fn object_id(kind: &str, o: &DynamicObject) -> String {
     )
 }
 
-/// An Api for every resource the server lists (the preferred version of each), with its kind:
-/// namespaced ones in `ns` when given, else across the cluster.
-async fn listable(
-    client: &kube::Client,
-    ns: Option<&str>,
-) -> anyhow::Result<Vec<(Api<DynamicObject>, String)>> {
+/// A kind of object the API server lists (its preferred version), and its scope.
+struct Listable {
+    resource: ApiResource,
+    scope: Scope,
+}
+
+/// Every kind the API server lists, discovered once per check so that each check sees kinds
+/// served since the last (the CRDs come and go).
+async fn listable(client: &kube::Client) -> anyhow::Result<Vec<Listable>> {
     let discovery = Discovery::new(client.clone()).run().await?;
-    let mut out = Vec::new();
-    for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
-            if !caps.supports_operation(verbs::LIST) {
-                continue;
-            }
-            let api = match (ns, caps.scope) {
-                (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, &ar),
-                (Some(_), Scope::Cluster) => continue,
-                (None, _) => Api::all_with(client.clone(), &ar),
-            };
-            out.push((api, ar.kind.clone()));
-        }
-    }
-    Ok(out)
+    Ok(discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .filter(|(_, caps)| caps.supports_operation(verbs::LIST))
+        .map(|(resource, caps)| Listable {
+            resource,
+            scope: caps.scope,
+        })
+        .collect())
 }
 
 /// A request one ServiceAccount made, from the audit log.
