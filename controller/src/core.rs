@@ -344,7 +344,7 @@ impl Core {
     }
 
     /// Whether pool or L2Advertisement statuses may need a write.
-    pub fn pools_dirty(&self) -> bool {
+    pub fn statuses_dirty(&self) -> bool {
         self.pools_dirty || self.l2_dirty
     }
 
@@ -712,7 +712,7 @@ impl Core {
 
     /// Pool and L2Advertisement statuses that differ from what the objects show, with a Warning
     /// event for each condition that turns bad or says something new while bad.
-    pub fn pool_statuses(&mut self, now: &Time) -> Vec<Action> {
+    pub fn object_statuses(&mut self, now: &Time) -> Vec<Action> {
         if !self.ready() || !self.leader || !self.built {
             return Vec::new();
         }

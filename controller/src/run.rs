@@ -239,8 +239,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Failed::L2Status => core.l2_write_failed(),
             },
             _ = pool_tick.tick() => {
-                if core.pools_dirty() {
-                    for a in core.pool_statuses(&now()) {
+                if core.statuses_dirty() {
+                    for a in core.object_statuses(&now()) {
                         let _ = act_tx.send(a);
                     }
                 }

@@ -368,7 +368,7 @@ fn a_pool_with_a_malformed_selector_gets_one_warning_and_a_condition() {
         c.reconcile(&now()).is_empty(),
         "no Service, nothing to write"
     );
-    let first = c.pool_statuses(&now());
+    let first = c.object_statuses(&now());
     let warnings: Vec<_> = first
         .iter()
         .filter_map(|a| match a {
@@ -398,5 +398,5 @@ fn a_pool_with_a_malformed_selector_gets_one_warning_and_a_condition() {
         .expect("a status write");
     p.status = Some(status);
     c.upsert_pool(PoolView::from_pool(&p).expect("named"));
-    assert!(c.pool_statuses(&now()).is_empty());
+    assert!(c.object_statuses(&now()).is_empty());
 }
