@@ -201,9 +201,8 @@ variable itself: an env list with a name twice is rejected by server-side apply.
 
 glibc gives threads that contend for malloc arenas of their own (up to 8 per core), each keeping
 its own freed memory; two serve these few threads. Measured on the controller (2 cores, static
-binary, restart with 5,000 Services), VmRSS without -> with: 35.9 -> 33.7 and 35.7 -> 34.2 MiB
-before the compact Service projection; 28.3 -> 25.9, 28.2 -> 26.4, 28.7 -> 25.8 and
-28.2 -> 27.1 MiB after it. The speaker gets the same setting; it was not measured there.
+binary, restart with 5,000 Services), VmRSS without -> with: 27.2 -> 25.3 and 27.3 -> 25.6 MiB.
+The speaker gets the same setting; it was not measured there.
 */}}
 {{- define "ferrolb.mallocEnv" -}}
 {{- $own := true }}
