@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the upstream tools the lab runs (etcd, kube-apiserver, kube-controller-manager,
-# kube-proxy, kubectl, helm) from source with the machine's Go, through the Go module proxy.
+# kube-scheduler, kube-proxy, kubelet, kubectl, helm) from source with the machine's Go, through the Go module proxy.
 # Results are cached by version outside the repository; a second run returns at once.
 #
 #   FERROLB_CACHE   cache root (default: $XDG_CACHE_HOME/ferrolb or ~/.cache/ferrolb)
@@ -25,7 +25,7 @@ need() {
     for b in "$@"; do [[ -x "$BIN/$b" ]] || return 1; done
 }
 
-if need etcd kube-apiserver kube-controller-manager kube-proxy kubectl helm; then
+if need etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl helm; then
     echo "$BIN"
     exit 0
 fi
@@ -59,6 +59,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
@@ -70,10 +72,12 @@ GO
             ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
             ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
         done
-        log "building kube-apiserver, kube-controller-manager, kube-proxy, kubectl"
+        log "building kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubelet, kubectl"
+        # One `go build` for all of them, so they share one compile of the common packages.
         go build -trimpath -ldflags "$ld" -o "$BIN/" \
             k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-            k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl
+            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy \
+            k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubectl
     )
 }
 
@@ -107,7 +111,7 @@ build_helm() {
 }
 
 need etcd || build_etcd
-need kube-apiserver kube-controller-manager kube-proxy kubectl || build_kubernetes
+need kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl || build_kubernetes
 need helm || build_helm
 log "tools ready in $BIN"
 echo "$BIN"

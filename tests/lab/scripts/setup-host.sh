@@ -3,7 +3,13 @@
 # Idempotent and quiet when everything is present.
 set -euo pipefail
 
-PKGS=(iproute2 iptables nftables conntrack arping ndisc6 iputils-ping openssl curl ca-certificates procps)
+PKGS=(iproute2 iptables nftables conntrack arping ndisc6 iputils-ping openssl curl ca-certificates procps
+      # real nodes: a container runtime and CNI plugins per node namespace
+      containerd runc containernetworking-plugins util-linux
+      # BGP mode: the lab's router
+      bird2
+      # benchmarks: traffic and contention
+      iperf3 stress-ng)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

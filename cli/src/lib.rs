@@ -1,0 +1,1 @@
+//! `kubectl ferrolb`: trace, status, doctor and migrate. (Under construction.)
