@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferrolb_allocator::{IpRange, parse_pool_entry};
+use ferrolb_addresses::{IpRange, parse_pool_entry};
 use ferrolb_crds::{IPAddressPool, L2Advertisement, annotations};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

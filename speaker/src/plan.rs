@@ -517,7 +517,7 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
 mod tests {
     use super::*;
     use crate::objects::EndpointInfo;
-    use ferrolb_allocator::parse_pool_entry;
+    use ferrolb_addresses::parse_pool_entry;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use crate::error::{AllocError, Conflict};
 use crate::holders::Holders;
 use crate::pool::{Overlap, Pool, PoolConfig, PoolStats};
-use crate::range::Family;
 use crate::request::{
     AssignedIp, Assignment, FamilyPolicy, Profile, Request, ServiceKey, SharingKey,
 };
 use crate::used::UsedIndex;
+use ferrolb_addresses::Family;
 
 /// What the allocator remembers about one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,10 +6,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::range::Family;
 use crate::request::{Protocol, ServiceKey};
+use ferrolb_addresses::Family;
 
-/// Why an allocation (or a pool entry) failed, as a stable label for metrics and conditions.
+/// Why an allocation failed, as a stable label for metrics and conditions. (Why a pool entry is
+/// invalid is [`ferrolb_addresses::RangeReason`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
     /// The pinned pool does not exist.
@@ -28,16 +29,6 @@ pub enum Reason {
     TooManyRequested,
     /// A requested IP's family is not among the Service's families.
     RequestedFamilyMismatch,
-    /// A pool entry is neither a CIDR nor a range.
-    MalformedEntry,
-    /// A pool entry has an unparsable address.
-    BadAddress,
-    /// A pool entry has an invalid prefix length.
-    BadPrefix,
-    /// A pool range mixes IPv4 and IPv6.
-    MixedFamilies,
-    /// A pool range starts after it ends.
-    StartAfterEnd,
 }
 
 impl Reason {
@@ -52,11 +43,6 @@ impl Reason {
             Reason::RequestedInUse => "requested_in_use",
             Reason::TooManyRequested => "too_many_requested",
             Reason::RequestedFamilyMismatch => "requested_family_mismatch",
-            Reason::MalformedEntry => "malformed_entry",
-            Reason::BadAddress => "bad_address",
-            Reason::BadPrefix => "bad_prefix",
-            Reason::MixedFamilies => "mixed_families",
-            Reason::StartAfterEnd => "start_after_end",
         }
     }
 }

@@ -7,9 +7,10 @@
 
 use std::net::IpAddr;
 
-use crate::range::{Family, IpRange, RangeError, is_buggy, parse_pool_entry, to_bits};
 use crate::runs::RunSet;
 use crate::used::UsedIndex;
+use ferrolb_addresses::range::to_bits;
+use ferrolb_addresses::{Family, IpRange, RangeError, is_buggy, parse_pool_entry};
 
 /// One `IPAddressPool`, as the shell translated it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::error::Conflict;
-use crate::range::Family;
+use ferrolb_addresses::Family;
 
 /// Which families a Service wants, in `spec.ipFamilies` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

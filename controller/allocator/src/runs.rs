@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::range::span;
+use ferrolb_addresses::range::span;
 
 /// Merged inclusive runs. Invariant: runs are disjoint and never adjacent (`end + 1 < next start`),
 /// so the representation of a given set is unique and the value after a run is always absent.

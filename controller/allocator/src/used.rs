@@ -7,8 +7,9 @@
 
 use std::net::IpAddr;
 
-use crate::range::{Family, clean_bounds, clean_index, from_bits, from_clean_index, to_bits};
 use crate::runs::RunSet;
+use ferrolb_addresses::Family;
+use ferrolb_addresses::range::{clean_bounds, clean_index, from_bits, from_clean_index, to_bits};
 
 /// Used addresses, per family, as merged runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

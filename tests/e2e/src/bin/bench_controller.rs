@@ -12,9 +12,8 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use ferrolb_allocator::{
-    Allocator, Family, FamilyPolicy, IpRange, PoolConfig, Request, ServiceKey,
-};
+use ferrolb_addresses::{Family, IpRange};
+use ferrolb_allocator::{Allocator, FamilyPolicy, PoolConfig, Request, ServiceKey};
 use ferrolb_e2e::{apply, binary, install_crds};
 use ferrolb_lab::{Lab, LabOptions};
 use futures::{StreamExt, TryStreamExt};

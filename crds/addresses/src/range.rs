@@ -1,15 +1,13 @@
 //! Address ranges: parsing pool entries (CIDR or `a-b`), exact counting and overlap.
 //!
-//! Owns the address arithmetic the rest of the crate relies on: the mapping of addresses to
-//! integers, the inclusive [`IpRange`], and the "buggy" IPv4 addresses (`.0`/`.255`).
-//! It must not know about pools, Services or allocation state, and it never walks addresses one
-//! by one: every count is arithmetic so an IPv6 /48 costs the same as a /30.
+//! Owns the address arithmetic pools rely on: the mapping of addresses to integers (which the
+//! allocator's interval sets use), the inclusive [`IpRange`], and the "buggy" IPv4 addresses
+//! (`.0`/`.255`). It must not know about pools, Services or allocation state, and it never walks
+//! addresses one by one: every count is arithmetic so an IPv6 /48 costs the same as a /30.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
-
-use crate::error::Reason;
 
 /// An address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,7 +54,7 @@ impl fmt::Display for Family {
 }
 
 /// The address as an integer (IPv4 in the low 32 bits). Families are kept apart by callers.
-pub(crate) fn to_bits(ip: IpAddr) -> u128 {
+pub fn to_bits(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6),
@@ -65,7 +63,7 @@ pub(crate) fn to_bits(ip: IpAddr) -> u128 {
 
 /// Inverse of [`to_bits`]; `None` when `bits` does not fit the family (never for valid input,
 /// but returning an option keeps this panic-free whatever the arithmetic upstream did).
-pub(crate) fn from_bits(family: Family, bits: u128) -> Option<IpAddr> {
+pub fn from_bits(family: Family, bits: u128) -> Option<IpAddr> {
     match family {
         Family::V4 => u32::try_from(bits)
             .ok()
@@ -86,7 +84,7 @@ pub fn is_buggy(ip: IpAddr) -> bool {
 
 /// Number of addresses in the inclusive integer interval `[lo, hi]`, saturating at u128::MAX
 /// (only `::/0` has 2^128 addresses, one more than u128 can hold).
-pub(crate) fn span(lo: u128, hi: u128) -> u128 {
+pub fn span(lo: u128, hi: u128) -> u128 {
     hi.saturating_sub(lo).saturating_add(1)
 }
 
@@ -101,7 +99,7 @@ fn count_le_with_low_byte(n: u128, rem: u128) -> u128 {
 // one range lookup instead of hopping over every fully used /24.
 
 /// Clean index of the IPv4 address `bits`, or `None` if it is buggy.
-pub(crate) fn clean_index(bits: u128) -> Option<u128> {
+pub fn clean_index(bits: u128) -> Option<u128> {
     let low = bits & 0xff;
     if low == 0 || low == 255 {
         None
@@ -111,12 +109,12 @@ pub(crate) fn clean_index(bits: u128) -> Option<u128> {
 }
 
 /// IPv4 address bits of a clean index.
-pub(crate) fn from_clean_index(index: u128) -> u128 {
+pub fn from_clean_index(index: u128) -> u128 {
     ((index / 254) << 8) | (index % 254 + 1)
 }
 
 /// The clean indices of the non-buggy addresses inside IPv4 `[lo, hi]`, if there are any.
-pub(crate) fn clean_bounds(lo: u128, hi: u128) -> Option<(u128, u128)> {
+pub fn clean_bounds(lo: u128, hi: u128) -> Option<(u128, u128)> {
     let first = match lo & 0xff {
         0 => lo + 1,
         255 => lo + 2,
@@ -257,12 +255,12 @@ impl IpRange {
     }
 
     /// Integer bounds, for the interval structures.
-    pub(crate) fn bounds(&self) -> (u128, u128) {
+    pub fn bounds(&self) -> (u128, u128) {
         (to_bits(self.start), to_bits(self.end))
     }
 
     /// Range from integer bounds known to be valid for `family` and ordered.
-    pub(crate) fn from_bounds(family: Family, lo: u128, hi: u128) -> Option<IpRange> {
+    pub fn from_bounds(family: Family, lo: u128, hi: u128) -> Option<IpRange> {
         let start = from_bits(family, lo)?;
         let end = from_bits(family, hi)?;
         (lo <= hi).then_some(IpRange { start, end })
@@ -369,14 +367,48 @@ pub enum RangeError {
 
 impl RangeError {
     /// Stable label for metrics and conditions.
-    pub fn reason(&self) -> Reason {
+    pub fn reason(&self) -> RangeReason {
         match self {
-            RangeError::Malformed { .. } => Reason::MalformedEntry,
-            RangeError::BadAddress { .. } => Reason::BadAddress,
-            RangeError::BadPrefix { .. } => Reason::BadPrefix,
-            RangeError::MixedFamilies { .. } => Reason::MixedFamilies,
-            RangeError::StartAfterEnd { .. } => Reason::StartAfterEnd,
+            RangeError::Malformed { .. } => RangeReason::MalformedEntry,
+            RangeError::BadAddress { .. } => RangeReason::BadAddress,
+            RangeError::BadPrefix { .. } => RangeReason::BadPrefix,
+            RangeError::MixedFamilies { .. } => RangeReason::MixedFamilies,
+            RangeError::StartAfterEnd { .. } => RangeReason::StartAfterEnd,
         }
+    }
+}
+
+/// Why a pool entry is invalid, as a stable label for metrics and conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RangeReason {
+    /// A pool entry is neither a CIDR nor a range.
+    MalformedEntry,
+    /// A pool entry has an unparsable address.
+    BadAddress,
+    /// A pool entry has an invalid prefix length.
+    BadPrefix,
+    /// A pool range mixes IPv4 and IPv6.
+    MixedFamilies,
+    /// A pool range starts after it ends.
+    StartAfterEnd,
+}
+
+impl RangeReason {
+    /// snake_case label, stable across releases.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RangeReason::MalformedEntry => "malformed_entry",
+            RangeReason::BadAddress => "bad_address",
+            RangeReason::BadPrefix => "bad_prefix",
+            RangeReason::MixedFamilies => "mixed_families",
+            RangeReason::StartAfterEnd => "start_after_end",
+        }
+    }
+}
+
+impl fmt::Display for RangeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
