@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use ferrolb_crds::runtime::CommonArgs;
+use ferrolb_runtime::CommonArgs;
 
 /// ferrolb controller: assigns LoadBalancer IPs from IPAddressPools and publishes them in Service status.
 #[derive(Debug, Clone, Parser)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferrolb_allocator::Family;
-use ferrolb_crds::runtime::{self, Health, Metrics};
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_runtime::{self as runtime, Health, Metrics};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};

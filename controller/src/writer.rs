@@ -1,6 +1,6 @@
 //! Performs the core's [`Action`]s against the API server: server-side apply for Service status,
 //! the pool annotation, pool and L2Advertisement status, and events through the shared recorder
-//! ([`ferrolb_crds::events`]).
+//! ([`ferrolb_runtime::events`]).
 //!
 //! Runs as its own task fed by a channel, so a slow API server never blocks decisions. A failed write is
 //! reported back so the core decides again; nothing is lost. Leadership is checked before every write:
@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ferrolb_crds::events::{Event, EventType, Recorder, Reporter};
-use ferrolb_crds::runtime::Metrics;
 use ferrolb_crds::{IPAddressPool, L2Advertisement, annotations};
+use ferrolb_runtime::Metrics;
+use ferrolb_runtime::events::{Event, EventType, Recorder, Reporter};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};

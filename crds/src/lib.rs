@@ -6,12 +6,9 @@
 //! in the schema ([`validation`]); there is no admission webhook that could block configuration.
 //! Checks that span objects (overlapping pools) are reported by the controller as conditions.
 //!
-//! This crate holds types and schema only: no I/O, no allocation logic.
+//! This crate holds types and schema only, with label-selector matching ([`selector`]): no I/O, no
+//! allocation logic. What the binaries share at run time is `ferrolb-runtime`'s.
 
-#[cfg(feature = "runtime")]
-pub mod events;
-#[cfg(feature = "runtime")]
-pub mod runtime;
 pub mod selector;
 pub mod validation;
 

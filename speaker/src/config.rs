@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use ferrolb_crds::runtime::CommonArgs;
+use ferrolb_runtime::CommonArgs;
 
 /// Why a flag value is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

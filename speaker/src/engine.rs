@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ferrolb_crds::runtime::{Health, Metrics};
+use ferrolb_runtime::{Health, Metrics};
 use ferrolb_speaker_core::membership::{self, Action, DownReason, Event, Membership, Message};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};

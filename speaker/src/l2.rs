@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ferrolb_crds::runtime::Metrics;
+use ferrolb_runtime::Metrics;
 use ferrolb_speaker_core::wire::{self, IgnoreReason, Mac, Outcome, arp, ndp};
 use pnet_datalink::{Channel, DataLinkSender, MacAddr, NetworkInterface};
 use tokio::sync::mpsc;

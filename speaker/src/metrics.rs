@@ -1,5 +1,5 @@
 //! Names and help texts of the speaker's Prometheus metrics, in one place so the receive
-//! threads, the engine and the tests agree. Values live in `ferrolb_crds::runtime::Metrics`.
+//! threads, the engine and the tests agree. Values live in `ferrolb_runtime::Metrics`.
 //!
 //! Constants only; no logic.
 

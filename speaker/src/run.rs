@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferrolb_crds::runtime::{self, Health, Metrics};
+use ferrolb_runtime::{self as runtime, Health, Metrics};
 use ferrolb_speaker_core::membership;
 use tokio::sync::{mpsc, watch};
 

@@ -15,8 +15,8 @@
 
 use std::time::Duration;
 
-use ferrolb_crds::events::{Event, EventType, Recorder, Reporter, truncate_note};
-use ferrolb_crds::runtime::Metrics;
+use ferrolb_runtime::Metrics;
+use ferrolb_runtime::events::{Event, EventType, Recorder, Reporter, truncate_note};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -397,7 +397,7 @@ mod tests {
     }
 
     /// The longest note the API server accepts.
-    const MAX_NOTE: usize = ferrolb_crds::events::NOTE_MAX;
+    const MAX_NOTE: usize = ferrolb_runtime::events::NOTE_MAX;
 
     #[test]
     fn node_events_regard_the_node_and_say_what_changed() {

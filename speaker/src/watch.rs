@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolb_crds::runtime::Metrics;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_runtime::Metrics;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Node, Service};
