@@ -152,7 +152,8 @@ async fn controller_in_the_lab() {
     let lab = Lab::up(LabOptions {
         nodes: 1,
         kube_proxy: false,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await
     .expect("lab up");

@@ -28,7 +28,8 @@ async fn crds_validate_in_the_api_server() {
     let lab = Lab::up(LabOptions {
         nodes: 1,
         kube_proxy: false,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await
     .expect("lab up");

@@ -1311,7 +1311,8 @@ async fn helm_install_upgrade_uninstall() {
     let lab = Lab::up(LabOptions {
         nodes: 2,
         kube_proxy: true,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await
     .expect("lab up");

@@ -358,7 +358,8 @@ async fn setup() -> anyhow::Result<Env> {
     let lab = Lab::up(LabOptions {
         nodes: 3,
         kube_proxy: true,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await?;
     install_crds(&lab)?;

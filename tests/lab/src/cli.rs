@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::controlplane::Layout;
+use crate::controlplane::{Layout, ProxyMode};
 use crate::lab::LabError;
 use crate::plan::{MAX_NODES, Plan};
 use crate::process;
@@ -37,9 +37,30 @@ pub enum Cmd {
         /// Lab id (default: generated `flb<6 hex>`).
         #[arg(long)]
         name: Option<String>,
-        /// Run kube-proxy (iptables mode) in every node namespace.
+        /// Run kube-proxy in every node namespace.
         #[arg(long)]
         kube_proxy: bool,
+        /// kube-proxy's mode.
+        #[arg(long, value_enum, default_value_t = ProxyMode::Iptables)]
+        proxy_mode: ProxyMode,
+        /// No real nodes: stand-in Node objects instead of containerd and a kubelet per node
+        /// (nothing runs pods; allows up to 64 nodes).
+        #[arg(long)]
+        no_kubelet: bool,
+        /// An OCI image archive to import on every node (repeatable), e.g.
+        /// target/image/ferrolb.oci.tar or one made by `ferrolb-lab image`.
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+    },
+    /// Write a debug ferrolb image (the workspace's debug binaries, stripped, with their shared
+    /// libraries) as an OCI archive; prints its path.
+    Image {
+        /// Directory holding ferrolb-controller and ferrolb-speaker.
+        #[arg(long, default_value = "target/debug")]
+        bin_dir: PathBuf,
+        /// Where to write the archive.
+        #[arg(long, default_value = "target/lab-images/ferrolb-debug.oci.tar")]
+        out: PathBuf,
     },
     /// Tear a lab down (the most recent one by default).
     Down {
@@ -105,14 +126,12 @@ pub enum Cmd {
         /// The ServiceAccount.
         service_account: String,
     },
-    /// Serve a one-line HTTP page, a stand-in for a pod's web server in demos and tests.
-    HttpBackend {
-        /// Address to listen on.
-        #[arg(long)]
-        listen: std::net::SocketAddr,
-        /// Text of the page.
-        #[arg(long, default_value = "hello from ferrolb's lab")]
-        text: String,
+    /// Serve the lab backend (HTTP, TCP and UDP answers naming the pod, node and source
+    /// address), as the backend image does: `ferrolb-lab backend -- --http 8080 --name web-1`.
+    Backend {
+        /// The backend's arguments (see the backend image).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Remove labs whose owner process is gone, and orphaned namespaces.
     Gc,
@@ -263,24 +282,46 @@ mod tests {
 
     #[test]
     fn parses_the_documented_commands() {
-        match parse(&["up", "--nodes", "3", "--name", "x", "--kube-proxy"]).map(|c| c.command) {
+        match parse(&[
+            "up",
+            "--nodes",
+            "3",
+            "--name",
+            "x",
+            "--kube-proxy",
+            "--proxy-mode",
+            "nftables",
+            "--image",
+            "a.tar",
+        ])
+        .map(|c| c.command)
+        {
             Ok(Cmd::Up {
                 nodes: 3,
                 name: Some(n),
                 kube_proxy: true,
-            }) => assert_eq!(n, "x"),
+                proxy_mode: ProxyMode::Nftables,
+                no_kubelet: false,
+                images,
+            }) => {
+                assert_eq!(n, "x");
+                assert_eq!(images, [PathBuf::from("a.tar")]);
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse(&["up"]).map(|c| c.command),
+            parse(&["up", "--no-kubelet"]).map(|c| c.command),
             Ok(Cmd::Up {
                 nodes: 2,
                 name: None,
-                kube_proxy: false
+                kube_proxy: false,
+                proxy_mode: ProxyMode::Iptables,
+                no_kubelet: true,
+                ..
             })
         ));
         assert!(parse(&["up", "--nodes", "0"]).is_err());
-        assert!(parse(&["up", "--nodes", "33"]).is_err());
+        assert!(parse(&["up", "--nodes", "65"]).is_err());
         assert!(matches!(
             parse(&["down", "--all"]).map(|c| c.command),
             Ok(Cmd::Down {
@@ -343,6 +384,8 @@ mod tests {
             owner: None,
             nodes: 2,
             kube_proxy: false,
+            proxy_mode: ProxyMode::Iptables,
+            kubelet: true,
             tools_bin: "/tools/bin".into(),
             host_port: Some(1234),
             namespaces: vec![],

@@ -1,6 +1,7 @@
 //! What the control plane and node daemons are started with: the run-directory layout,
-//! etcd / kube-apiserver / kube-controller-manager / kube-proxy command lines, kube-proxy's
-//! config file, and the `Node` objects standing in for kubelets.
+//! etcd / kube-apiserver / kube-controller-manager / kube-scheduler / kube-proxy command lines,
+//! kube-proxy's config file, and the `Node` objects standing in for kubelets in labs without
+//! real nodes (real nodes are [`crate::node`]'s).
 //!
 //! Pure: builds argv lists, JSON text and API objects from the plan and paths. It must not
 //! spawn, wait, read clocks (callers pass `now`) or talk to the API server.
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
 use crate::certs::{self, Pki};
 use crate::plan::{API_PORT, CP_IPV4, LabHost, SERVICE_CIDRS};
@@ -57,6 +59,10 @@ impl Layout {
     /// kube-controller-manager's kubeconfig (127.0.0.1:6443 inside the cp namespace).
     pub fn kcm_kubeconfig(&self) -> PathBuf {
         self.run.join("kubeconfig-kcm")
+    }
+    /// kube-scheduler's kubeconfig (127.0.0.1:6443 inside the cp namespace).
+    pub fn scheduler_kubeconfig(&self) -> PathBuf {
+        self.run.join("kubeconfig-scheduler")
     }
     /// Unix socket the cp-side relay listens on.
     pub fn api_socket(&self) -> PathBuf {
@@ -143,6 +149,8 @@ pub fn apiserver_args(tools: &Path, layout: &Layout) -> Vec<String> {
         format!("--cert-dir={}", s(layout.apiserver_cert_dir())),
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
+        // Nodes have no DNS names here: `kubectl logs` and `exec` dial the kubelet by address.
+        "--kubelet-preferred-address-types=InternalIP".into(),
         format!("--audit-policy-file={}", s(layout.audit_policy())),
         format!("--audit-log-path={}", s(layout.audit_log())),
         "--audit-log-format=json".into(),
@@ -155,17 +163,29 @@ pub fn apiserver_args(tools: &Path, layout: &Layout) -> Vec<String> {
     ]
 }
 
-/// The controllers kube-controller-manager runs. No node lifecycle controller: there is no
-/// kubelet, so it would taint and evict every node.
+/// The controllers kube-controller-manager always runs. No node lifecycle controller: in labs
+/// without real nodes it would taint and evict every stand-in Node, and with real nodes the
+/// tests decide themselves when a node counts as gone.
 pub const KCM_CONTROLLERS: &str = "namespace,garbagecollector,serviceaccount,serviceaccount-token,endpointslicemirroring,endpointslice";
+/// The controllers added when real nodes run pods: Deployments, ReplicaSets, DaemonSets, the
+/// `kube-root-ca.crt` ConfigMap that projected ServiceAccount tokens need, and node lifecycle
+/// (it lifts the `not-ready` taint a kubelet registers with, and marks a silent node NotReady),
+/// with the pod eviction and garbage collection that follow from it.
+pub const KCM_WORKLOAD_CONTROLLERS: &str = "deployment-controller,replicaset-controller,daemonset-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller";
 
-/// kube-controller-manager, talking to the API server over the cp namespace's loopback.
-pub fn kcm_args(tools: &Path, layout: &Layout) -> Vec<String> {
+/// kube-controller-manager, talking to the API server over the cp namespace's loopback; with
+/// the workload controllers when `workloads` (real nodes).
+pub fn kcm_args(tools: &Path, layout: &Layout, workloads: bool) -> Vec<String> {
     let pki = layout.pki();
+    let controllers = if workloads {
+        format!("{KCM_CONTROLLERS},{KCM_WORKLOAD_CONTROLLERS}")
+    } else {
+        KCM_CONTROLLERS.to_string()
+    };
     vec![
         bin(tools, "kube-controller-manager"),
         format!("--kubeconfig={}", s(layout.kcm_kubeconfig())),
-        format!("--controllers={KCM_CONTROLLERS}"),
+        format!("--controllers={controllers}"),
         "--use-service-account-credentials=false".into(),
         format!("--service-account-private-key-file={}", s(pki.sa_key())),
         format!("--root-ca-file={}", s(pki.ca_crt())),
@@ -175,11 +195,60 @@ pub fn kcm_args(tools: &Path, layout: &Layout) -> Vec<String> {
     ]
 }
 
-/// kube-proxy's configuration for `node`: iptables mode, bound to the node's LAN address, and
+/// kube-scheduler, talking to the API server over the cp namespace's loopback, serving nothing.
+pub fn scheduler_args(tools: &Path, layout: &Layout) -> Vec<String> {
+    vec![
+        bin(tools, "kube-scheduler"),
+        format!("--kubeconfig={}", s(layout.scheduler_kubeconfig())),
+        format!(
+            "--authentication-kubeconfig={}",
+            s(layout.scheduler_kubeconfig())
+        ),
+        format!(
+            "--authorization-kubeconfig={}",
+            s(layout.scheduler_kubeconfig())
+        ),
+        "--leader-elect=false".into(),
+        // Its health endpoint would need a port of the cp namespace and nothing reads it.
+        "--bind-address=127.0.0.1".into(),
+        "--secure-port=10259".into(),
+        format!("--cert-dir={}", s(layout.run.join("scheduler"))),
+    ]
+}
+
+/// How kube-proxy programs Services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// iptables rules (kube-proxy's default).
+    #[default]
+    Iptables,
+    /// nftables rules (table `kube-proxy` per family).
+    Nftables,
+}
+
+impl ProxyMode {
+    /// The name kube-proxy's `mode` setting takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Nftables => "nftables",
+        }
+    }
+}
+
+/// kube-proxy's configuration for `node`: `mode`, bound to the node's LAN address, and
 /// with every conntrack setting left alone (`maxPerCore: 0` and zero timeouts), because
-/// `nf_conntrack_max` is global to the machine, not per namespace.
-pub fn kube_proxy_config(node: &LabHost, layout: &Layout) -> String {
-    let cfg = serde_json::json!({
+/// `nf_conntrack_max` is global to the machine, not per namespace. With real nodes,
+/// `cluster_cidr` names the pod network, so traffic from outside it to a Service is
+/// masqueraded and traffic from pods is not.
+pub fn kube_proxy_config(
+    node: &LabHost,
+    layout: &Layout,
+    mode: ProxyMode,
+    cluster_cidr: Option<&str>,
+) -> String {
+    let mut cfg = serde_json::json!({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "clientConnection": { "kubeconfig": s(layout.node_kubeconfig()) },
@@ -187,7 +256,7 @@ pub fn kube_proxy_config(node: &LabHost, layout: &Layout) -> String {
         "bindAddress": node.ipv4.to_string(),
         "healthzBindAddress": format!("{}:10256", node.ipv4),
         "metricsBindAddress": format!("{}:10249", node.ipv4),
-        "mode": "iptables",
+        "mode": mode.as_str(),
         // NodePorts on the node's own addresses only; this also keeps route_localnet off.
         "nodePortAddresses": ["primary"],
         "conntrack": {
@@ -201,6 +270,9 @@ pub fn kube_proxy_config(node: &LabHost, layout: &Layout) -> String {
         // Leave the test process tree's OOM scores alone.
         "oomScoreAdj": 0,
     });
+    if let Some(cidr) = cluster_cidr {
+        cfg["clusterCIDR"] = cidr.into();
+    }
     serde_json::to_string_pretty(&cfg).unwrap_or_default()
 }
 
@@ -301,7 +373,7 @@ mod tests {
 
     #[test]
     fn controller_manager_never_runs_node_lifecycle() {
-        let args = kcm_args(Path::new("/bin"), &Layout::new(Path::new("/run/l")));
+        let args = kcm_args(Path::new("/bin"), &Layout::new(Path::new("/run/l")), false);
         let controllers = flag(&args, "--controllers").expect("controllers flag");
         assert!(!controllers.contains("node"), "{controllers}");
         assert!(!controllers.contains('*'), "{controllers}");
@@ -318,6 +390,19 @@ mod tests {
             flag(&args, "--use-service-account-credentials"),
             Some("false")
         );
+        assert!(!controllers.contains("deployment"), "{controllers}");
+        let real = kcm_args(Path::new("/bin"), &Layout::new(Path::new("/run/l")), true);
+        let controllers = flag(&real, "--controllers").expect("controllers flag");
+        for c in [
+            "deployment-controller",
+            "replicaset-controller",
+            "daemonset-controller",
+            "root-ca-certificate-publisher-controller",
+            "node-lifecycle-controller",
+            "endpointslice",
+        ] {
+            assert!(controllers.split(',').any(|x| x == c), "{c}");
+        }
     }
 
     #[test]
@@ -334,7 +419,12 @@ mod tests {
     #[test]
     fn kube_proxy_config_stays_in_its_namespace() {
         let plan = Plan::new("t", 1).expect("plan");
-        let text = kube_proxy_config(&plan.nodes[0], &Layout::new(Path::new("/run/l")));
+        let text = kube_proxy_config(
+            &plan.nodes[0],
+            &Layout::new(Path::new("/run/l")),
+            ProxyMode::Iptables,
+            None,
+        );
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["hostnameOverride"], "node-1");
         assert_eq!(v["bindAddress"], "198.51.100.11");
@@ -348,6 +438,15 @@ mod tests {
             "/run/l/kubeconfig-node"
         );
         assert!(v.get("clusterCIDR").is_none());
+        let nft = kube_proxy_config(
+            &plan.nodes[0],
+            &Layout::new(Path::new("/run/l")),
+            ProxyMode::Nftables,
+            Some("192.0.2.0/25,2001:db8:1::/48"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&nft).expect("json");
+        assert_eq!(v["mode"], "nftables");
+        assert_eq!(v["clusterCIDR"], "192.0.2.0/25,2001:db8:1::/48");
     }
 
     #[test]

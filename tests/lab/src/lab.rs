@@ -1,5 +1,6 @@
 //! [`Lab`]: bringing a whole lab up (network, PKI, etcd, kube-apiserver, relays,
-//! kube-controller-manager, Node objects, optionally kube-proxy) and using it from tests.
+//! kube-controller-manager, then real nodes — containerd, CNI and a kubelet per node, with
+//! kube-scheduler — or stand-in Node objects, optionally kube-proxy) and using it from tests.
 //!
 //! Owns the sequencing and the lab's lifetime: a `Lab` tears everything down when dropped,
 //! also when `up` fails halfway. Naming and addressing decisions come from `plan`, command lines
@@ -15,9 +16,12 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::certs::{self, CertError};
-use crate::controlplane::{self as cp, Layout};
+use crate::controlplane::{self as cp, Layout, ProxyMode};
+use crate::host::{self, HostError};
+use crate::image::{self, ImageError};
 use crate::kubeconfig::{self, Credentials, KubeconfigSpec};
-use crate::plan::{API_PORT, CP_IPV4, LabHost, Plan, PlanError};
+use crate::node::{self, NodeLayout};
+use crate::plan::{API_PORT, CP_IPV4, LabHost, MAX_KUBELET_NODES, Plan, PlanError};
 use crate::process::{self, LabProcess, ProcessError, Signal};
 use crate::state::{self, LabState, Phase, ProcId, ProcRecord, StateError};
 use crate::teardown::{self, TeardownReport};
@@ -27,6 +31,10 @@ use crate::tools::{self, ToolsError};
 const APISERVER_READY: Duration = Duration::from_secs(120);
 /// How long kube-proxy may take to program its first rules.
 const KUBE_PROXY_READY: Duration = Duration::from_secs(60);
+/// How long containerd may take to open its socket.
+const CONTAINERD_READY: Duration = Duration::from_secs(20);
+/// How long real nodes may take to register and report Ready.
+const NODES_READY: Duration = Duration::from_secs(90);
 /// How long the host relay may take to report its port.
 const RELAY_READY: Duration = Duration::from_secs(10);
 /// Comment kube-proxy puts on the ClusterIP rule of the `kubernetes` Service.
@@ -110,15 +118,35 @@ pub enum LabError {
     /// The API server is not running (after `stop_apiserver`).
     #[error("kube-apiserver is already {0}")]
     ApiserverState(&'static str),
+    /// The machine could not be prepared for real nodes.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// An image could not be built.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// Too many nodes for real kubelets (pod subnets).
+    #[error("a lab with real nodes has at most {MAX_KUBELET_NODES} nodes, not {0}")]
+    TooManyRealNodes(usize),
 }
 
 /// Options for [`Lab::up`].
 #[derive(Debug, Clone)]
 pub struct LabOptions {
-    /// Number of nodes (`node-1..node-N`), 1 to [`crate::plan::MAX_NODES`].
+    /// Number of nodes (`node-1..node-N`), 1 to [`crate::plan::MAX_NODES`]
+    /// ([`MAX_KUBELET_NODES`] with `kubelet`).
     pub nodes: usize,
-    /// Run kube-proxy (iptables mode) in every node namespace.
+    /// Run kube-proxy in every node namespace.
     pub kube_proxy: bool,
+    /// kube-proxy's mode.
+    pub proxy_mode: ProxyMode,
+    /// Real nodes: containerd, the CNI plugins and a kubelet in every node namespace, plus
+    /// kube-scheduler and the workload controllers, so pods run. Without it, Node objects stand
+    /// in for kubelets and nothing runs pods (tests that drive Node status themselves, and
+    /// benchmarks with more nodes than real ones can have).
+    pub kubelet: bool,
+    /// OCI image archives to import on every real node, besides the lab's own pause and
+    /// backend images.
+    pub images: Vec<PathBuf>,
     /// Lab id; `None` generates `flb<6 hex>`.
     pub name: Option<String>,
 }
@@ -128,6 +156,9 @@ impl Default for LabOptions {
         LabOptions {
             nodes: 2,
             kube_proxy: false,
+            proxy_mode: ProxyMode::Iptables,
+            kubelet: true,
+            images: Vec::new(),
             name: None,
         }
     }
@@ -158,10 +189,15 @@ impl Lab {
     /// everything created so far is removed.
     pub async fn up(opts: LabOptions) -> Result<Lab, LabError> {
         let started = Instant::now();
+        if opts.kubelet && opts.nodes > MAX_KUBELET_NODES {
+            return Err(LabError::TooManyRealNodes(opts.nodes));
+        }
         let needed: Vec<&str> = tools::CORE_TOOLS
             .iter()
             .copied()
             .chain(opts.kube_proxy.then_some("kube-proxy"))
+            .chain(opts.kubelet.then_some("kubelet"))
+            .chain(opts.kubelet.then_some("kube-scheduler"))
             .collect();
         let tools_bin = tools::tools_bin(&needed)?;
         let lab_bin = tools::lab_bin()?;
@@ -186,6 +222,8 @@ impl Lab {
             owner: ProcId::current(),
             nodes: opts.nodes,
             kube_proxy: opts.kube_proxy,
+            proxy_mode: opts.proxy_mode,
+            kubelet: opts.kubelet,
             tools_bin: tools_bin.clone(),
             host_port: None,
             // Recorded before creation so a crash midway still lets `gc` find them.
@@ -205,17 +243,41 @@ impl Lab {
             finished: false,
         };
         lab.save()?;
+        host::acquire(&id, opts.kubelet)?;
         tracing::info!(lab = %id, nodes = opts.nodes, "bringing lab up");
 
         // Certificates and the network are independent; make them side by side.
         let pki_dir = lab.layout.pki().dir;
         let serials: Vec<String> = (0..8).map(|_| hex(&random_bytes::<12>())).collect();
-        let (pki, net) = std::thread::scope(|s| {
+        let kubelet = opts.kubelet;
+        let (pki, net, images) = std::thread::scope(|s| {
             let pki = s.spawn(|| certs::generate(&pki_dir, &serials));
-            let net = run_all(&lab.plan.setup_commands());
-            (pki.join(), net)
+            // The pause and backend images are compiled on first use (a few seconds), cached after.
+            let images = s.spawn(|| {
+                if kubelet {
+                    image::lab_images()
+                } else {
+                    Ok(Vec::new())
+                }
+            });
+            let mut net = run_all(&lab.plan.setup_commands());
+            if kubelet && net.is_ok() {
+                net = run_all(&lab.plan.pod_route_commands());
+            }
+            (pki.join(), net, images.join())
         });
         net?;
+        let mut images = match images {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(LabError::Exited {
+                    what: "image thread".into(),
+                    status: "panicked".into(),
+                    log_tail: String::new(),
+                });
+            }
+        };
+        images.extend(opts.images.iter().cloned());
         match pki {
             Ok(r) => r?,
             Err(_) => {
@@ -232,6 +294,11 @@ impl Lab {
             &lab.layout.kcm_kubeconfig(),
             &format!("https://127.0.0.1:{API_PORT}"),
             certs::CONTROLLER_MANAGER,
+        )?;
+        lab.write_kubeconfig(
+            &lab.layout.scheduler_kubeconfig(),
+            &format!("https://127.0.0.1:{API_PORT}"),
+            certs::ADMIN,
         )?;
         lab.write_kubeconfig(
             &lab.node_kubeconfig.clone(),
@@ -264,13 +331,24 @@ impl Lab {
 
         lab.wait_apiserver_ready().await?;
         tracing::info!(lab = %id, elapsed = ?started.elapsed(), "kube-apiserver ready");
-        let kcm = cp::kcm_args(&lab.tools_bin, &lab.layout);
+        let kcm = cp::kcm_args(&lab.tools_bin, &lab.layout, opts.kubelet);
         lab.start("kube-controller-manager", Some(&cp_ns), &kcm)?;
-        lab.register_nodes().await?;
+        if opts.kubelet {
+            let sched = cp::scheduler_args(&lab.tools_bin, &lab.layout);
+            lab.start("kube-scheduler", Some(&cp_ns), &sched)?;
+            lab.start_real_nodes(&images)?;
+            tracing::info!(lab = %id, elapsed = ?started.elapsed(), "kubelets started");
+        } else {
+            lab.register_nodes().await?;
+        }
 
         if opts.kube_proxy {
             lab.start_kube_proxies().await?;
             tracing::info!(lab = %id, elapsed = ?started.elapsed(), "kube-proxy ready");
+        }
+        if opts.kubelet {
+            lab.wait_nodes_ready().await?;
+            tracing::info!(lab = %id, elapsed = ?started.elapsed(), "nodes ready");
         }
         lab.state.phase = Phase::Ready;
         lab.save()?;
@@ -460,8 +538,25 @@ impl Lab {
 
     /// Starts a detached daemon and records it (pid and start time) in state.json at once.
     fn start(&mut self, name: &str, netns: Option<&str>, argv: &[String]) -> Result<(), LabError> {
+        self.start_as(name, netns, argv, false)
+    }
+
+    /// [`Lab::start`], entering the namespace with `nsenter --net` when `entered` (see
+    /// [`process::nsenter_argv`]) instead of `ip netns exec`.
+    fn start_as(
+        &mut self,
+        name: &str,
+        netns: Option<&str>,
+        argv: &[String],
+        entered: bool,
+    ) -> Result<(), LabError> {
         let log = self.layout.log(name);
-        let child = process::spawn_detached(netns, argv, &log, &[])?;
+        let child = match (netns, entered) {
+            (Some(ns), true) => {
+                process::spawn_detached(None, &process::nsenter_argv(ns, argv), &log, &[])?
+            }
+            _ => process::spawn_detached(netns, argv, &log, &[])?,
+        };
         let pid = child.id();
         self.children.push((name.to_string(), child));
         // The start time identifies the process later even if the pid is recycled; a process
@@ -590,16 +685,151 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts kube-proxy in every node namespace and waits for its first iptables sync.
-    async fn start_kube_proxies(&mut self) -> Result<(), LabError> {
+    /// Prepares the machine and starts containerd and a kubelet in every node namespace:
+    /// directories, cgroup root, configuration, images imported. Returns once every kubelet
+    /// runs; [`Lab::wait_nodes_ready`] waits for them to register.
+    fn start_real_nodes(&mut self, images: &[PathBuf]) -> Result<(), LabError> {
         let nodes = self.plan.nodes.clone();
-        for node in &nodes {
-            let path = self.layout.kube_proxy_config(&node.name);
-            std::fs::write(&path, cp::kube_proxy_config(node, &self.layout)).map_err(|source| {
-                LabError::Write {
+        let id = self.plan.id.clone();
+        for (k, h) in nodes.iter().enumerate() {
+            let layout = NodeLayout::new(&self.layout.run, &h.name);
+            for d in layout.dirs() {
+                std::fs::create_dir_all(&d).map_err(|source| LabError::Write {
+                    path: d.clone(),
+                    source,
+                })?;
+            }
+            let (v4, v6) = crate::plan::pod_subnets(k + 1)
+                .ok_or(LabError::TooManyRealNodes(self.plan.nodes.len()))?;
+            let files = [
+                (
+                    layout.containerd_config(),
+                    node::containerd_config(&layout, &id),
+                ),
+                (
+                    layout.cni_conf_dir().join("10-lab.conflist"),
+                    node::cni_conflist(&id, &layout, v4, v6),
+                ),
+                (
+                    layout.kubelet_config(),
+                    node::kubelet_config(&id, h, &layout),
+                ),
+                (layout.resolv_conf(), "options ndots:1\n".to_string()),
+            ];
+            for (path, text) in files {
+                std::fs::write(&path, text).map_err(|source| LabError::Write {
                     path: path.clone(),
                     source,
+                })?;
+            }
+            host::create_cgroup_root(&node::cgroup_root(&id, &h.name))?;
+            let args = node::containerd_args(&layout);
+            self.start_as(
+                &format!("containerd-{}", h.name),
+                Some(&h.netns),
+                &args,
+                true,
+            )?;
+        }
+        // Images go into every node at once: each import is a separate ctr against its own
+        // containerd.
+        let deadline = Instant::now() + CONTAINERD_READY;
+        for h in &nodes {
+            let sock = NodeLayout::new(&self.layout.run, &h.name).containerd_socket();
+            while !sock.exists() {
+                self.check_alive(&format!("containerd-{}", h.name))?;
+                if Instant::now() > deadline {
+                    return Err(self.not_ready(&format!("containerd-{}", h.name), CONTAINERD_READY));
                 }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let run = self.layout.run.clone();
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = nodes
+                .iter()
+                .map(|h| {
+                    let layout = NodeLayout::new(&run, &h.name);
+                    s.spawn(move || -> Result<(), LabError> {
+                        for archive in images {
+                            run_all(&[node::import_args(&layout, archive)])?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            jobs.into_iter().try_for_each(|j| {
+                j.join().unwrap_or_else(|_| {
+                    Err(LabError::Exited {
+                        what: "image import thread".into(),
+                        status: "panicked".into(),
+                        log_tail: String::new(),
+                    })
+                })
+            })
+        })?;
+        let kubeconfig = self.node_kubeconfig.clone();
+        for h in &nodes {
+            let layout = NodeLayout::new(&self.layout.run, &h.name);
+            let args = node::kubelet_args(&self.tools_bin, &layout, h, &kubeconfig);
+            self.start_as(&format!("kubelet-{}", h.name), Some(&h.netns), &args, true)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every real node has registered and reports Ready.
+    async fn wait_nodes_ready(&mut self) -> Result<(), LabError> {
+        let api: Api<Node> = Api::all(self.client().await?);
+        let started = Instant::now();
+        let names: Vec<String> = self.plan.nodes.iter().map(|h| h.name.clone()).collect();
+        loop {
+            for n in &names {
+                self.check_alive(&format!("kubelet-{n}"))?;
+                self.check_alive(&format!("containerd-{n}"))?;
+            }
+            let list = api.list(&Default::default()).await?;
+            let ready = |n: &String| {
+                list.items.iter().any(|node| {
+                    node.metadata.name.as_ref() == Some(n)
+                        && node
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+            };
+            if names.iter().all(ready) {
+                return Ok(());
+            }
+            if started.elapsed() > NODES_READY {
+                let missing = names
+                    .iter()
+                    .find(|n| !ready(n))
+                    .cloned()
+                    .unwrap_or_default();
+                return Err(self.not_ready(&format!("kubelet-{missing}"), NODES_READY));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts kube-proxy in every node namespace and waits for its first sync.
+    async fn start_kube_proxies(&mut self) -> Result<(), LabError> {
+        let nodes = self.plan.nodes.clone();
+        let cluster_cidr = self.state.kubelet.then(node::cluster_cidrs);
+        for node in &nodes {
+            let path = self.layout.kube_proxy_config(&node.name);
+            let text = cp::kube_proxy_config(
+                node,
+                &self.layout,
+                self.state.proxy_mode,
+                cluster_cidr.as_deref(),
+            );
+            std::fs::write(&path, text).map_err(|source| LabError::Write {
+                path: path.clone(),
+                source,
             })?;
             let args = cp::kube_proxy_args(&self.tools_bin, &self.layout, &node.name);
             self.start(
@@ -615,11 +845,23 @@ impl Lab {
                 self.check_alive(&name)?;
                 // kube-proxy creates its chains before the first sync fills them; the rule for
                 // the `kubernetes` Service (which always exists) shows the sync has happened.
-                let probe = self.exec(
-                    &node.name,
-                    &["iptables", "-t", "nat", "-S", "KUBE-SERVICES"],
-                )?;
-                if String::from_utf8_lossy(&probe.stdout).contains(KUBERNETES_SERVICE_RULE) {
+                let synced = match self.state.proxy_mode {
+                    ProxyMode::Iptables => {
+                        let probe = self.exec(
+                            &node.name,
+                            &["iptables", "-t", "nat", "-S", "KUBE-SERVICES"],
+                        )?;
+                        String::from_utf8_lossy(&probe.stdout).contains(KUBERNETES_SERVICE_RULE)
+                    }
+                    ProxyMode::Nftables => {
+                        let probe = self.exec(
+                            &node.name,
+                            &["nft", "list", "map", "ip", "kube-proxy", "service-ips"],
+                        )?;
+                        String::from_utf8_lossy(&probe.stdout).contains("default/kubernetes")
+                    }
+                };
+                if synced {
                     break;
                 }
                 if started.elapsed() > KUBE_PROXY_READY {

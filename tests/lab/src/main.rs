@@ -46,19 +46,30 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
             nodes,
             name,
             kube_proxy,
+            proxy_mode,
+            no_kubelet,
+            images,
         } => {
             let started = Instant::now();
             let lab = runtime()?.block_on(Lab::up(LabOptions {
                 nodes: usize::from(nodes),
                 kube_proxy,
+                proxy_mode,
+                kubelet: !no_kubelet,
+                images,
                 name,
             }))?;
             let id = lab.id().to_string();
             let st = lab.detach()?;
             eprintln!(
-                "lab {id} is up in {:.1}s ({nodes} nodes{}); `ferrolb-lab down {id}` removes it",
+                "lab {id} is up in {:.1}s ({nodes} {} nodes{}); `ferrolb-lab down {id}` removes it",
                 started.elapsed().as_secs_f64(),
-                if kube_proxy { ", kube-proxy" } else { "" }
+                if no_kubelet { "stand-in" } else { "real" },
+                if kube_proxy {
+                    format!(", kube-proxy ({})", proxy_mode.as_str())
+                } else {
+                    String::new()
+                }
             );
             println!("{}", cli::env_lines(&st));
             Ok(0)
@@ -133,8 +144,14 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
             println!("{}", path.display());
             Ok(0)
         }
-        Cmd::HttpBackend { listen, text } => {
-            runtime()?.block_on(http_backend(listen, text))?;
+        Cmd::Backend { args } => {
+            let cfg = ferrolb_lab::image::backend::parse_args(&args).map_err(anyhow::Error::msg)?;
+            ferrolb_lab::image::backend::serve(cfg).context("backend")?;
+            Ok(0)
+        }
+        Cmd::Image { bin_dir, out } => {
+            ferrolb_lab::image::debug_ferrolb_image(&bin_dir, env!("CARGO_PKG_VERSION"), &out)?;
+            println!("{}", out.display());
             Ok(0)
         }
         Cmd::Env { name } => {
@@ -178,29 +195,5 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
             runtime()?.block_on(relay::run(spec))?;
             Ok(0)
         }
-    }
-}
-
-/// Answers every request with `text`, one connection at a time per task.
-async fn http_backend(listen: std::net::SocketAddr, text: String) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let body = format!("{text}\n");
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let body = body.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
     }
 }

@@ -8,8 +8,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-/// Most nodes a lab may have (keeps every address inside the /24 below the client's .200).
-pub const MAX_NODES: usize = 32;
+/// Most nodes a lab may have: node addresses run from .11 to .74, below the pools the tests use
+/// (.100 and up) and the client (.200).
+pub const MAX_NODES: usize = 64;
 /// Port the API server listens on inside the control-plane namespace.
 pub const API_PORT: u16 = 6443;
 /// IPv4 address of the control-plane host on the LAN.
@@ -30,6 +31,13 @@ pub const BRIDGE: &str = "br0";
 pub const HOST_IFACE: &str = "eth0";
 /// Prefix of generated run ids (`flb` + 6 hex digits).
 pub const RUN_ID_PREFIX: &str = "flb";
+/// Most nodes a lab with real kubelets may have: each gets a /28 of [`POD_CIDR_V4`].
+pub const MAX_KUBELET_NODES: usize = 8;
+/// The IPv4 pod network of labs with real kubelets: node-k gets the k-th /28. The upper half of
+/// 192.0.2.0/24 stays free for networks behind the lab's router.
+pub const POD_CIDR_V4: &str = "192.0.2.0/25";
+/// The IPv6 pod network: node-k gets `2001:db8:1:<k>::/64`.
+pub const POD_CIDR_V6: &str = "2001:db8:1::/48";
 
 /// Why a plan cannot be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,6 +144,62 @@ pub struct LabHost {
     pub lan_port: String,
 }
 
+/// The pod subnets of node `k` (1-based) in a lab with real kubelets: the k-th /28 of
+/// [`POD_CIDR_V4`] and `2001:db8:1:<k>::/64`. `None` beyond [`MAX_KUBELET_NODES`].
+pub fn pod_subnets(k: usize) -> Option<(Ipv4Net, Ipv6Net)> {
+    if k == 0 || k > MAX_KUBELET_NODES {
+        return None;
+    }
+    let index = u8::try_from(k - 1).ok()?;
+    let v4 = Ipv4Net {
+        addr: Ipv4Addr::new(192, 0, 2, index * 16),
+        prefix: 28,
+    };
+    let v6 = Ipv6Net {
+        addr: Ipv6Addr::new(0x2001, 0xdb8, 1, u16::from(index) + 1, 0, 0, 0, 0),
+        prefix: 64,
+    };
+    Some((v4, v6))
+}
+
+/// An IPv4 network (address and prefix length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv4Net {
+    /// The network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+/// An IPv6 network (address and prefix length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6Net {
+    /// The network address.
+    pub addr: Ipv6Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Ipv4Net {
+    /// The `n`-th address of the network (the gateway is the first, `.1`).
+    pub fn nth(&self, n: u8) -> Ipv4Addr {
+        let [a, b, c, d] = self.addr.octets();
+        Ipv4Addr::new(a, b, c, d.wrapping_add(n))
+    }
+}
+
 /// Builds a host whose addresses end in `octet`: IPv4 `198.51.100.<octet>`, IPv6
 /// `2001:db8::<octet written as hex digits>` (node-1 = .11 and ::11, so they read alike) and
 /// MAC `02:fb:00:00:00:<octet in hex>`.
@@ -223,6 +287,39 @@ impl Plan {
         self.host(name)
             .map(|h| h.netns.clone())
             .ok_or_else(|| PlanError::UnknownHost(name.to_string()))
+    }
+
+    /// Routes for a lab with real kubelets: in every node namespace, each other node's pod
+    /// subnets via that node, and the Service CIDRs on `eth0` (hostNetwork pods reach the API
+    /// server through the `kubernetes` Service, and a socket to an unroutable address fails
+    /// before kube-proxy's DNAT could apply); in the client namespace, every pod subnet via its
+    /// node (the direct path benchmarks compare against).
+    pub fn pod_route_commands(&self) -> Vec<Vec<String>> {
+        let mut cmds = Vec::new();
+        let subnets: Vec<_> = (1..=self.nodes.len()).filter_map(pod_subnets).collect();
+        let hosts = self.nodes.iter().chain(std::iter::once(&self.client));
+        for h in hosts {
+            let ns = h.netns.as_str();
+            for (peer, (v4, v6)) in self.nodes.iter().zip(&subnets) {
+                if peer.name == h.name {
+                    continue;
+                }
+                let (v4, v6) = (v4.to_string(), v6.to_string());
+                let (gw4, gw6) = (peer.ipv4.to_string(), peer.ipv6.to_string());
+                cmds.push(argv(&["ip", "-n", ns, "route", "add", &v4, "via", &gw4]));
+                cmds.push(argv(&[
+                    "ip", "-n", ns, "-6", "route", "add", &v6, "via", &gw6,
+                ]));
+            }
+            if h.name.starts_with("node-") {
+                for cidr in SERVICE_CIDRS.split(',') {
+                    cmds.push(argv(&[
+                        "ip", "-n", ns, "route", "add", cidr, "dev", HOST_IFACE,
+                    ]));
+                }
+            }
+        }
+        cmds
     }
 
     /// The commands that build the LAN, in order. Each entry is an argv (program first).
@@ -472,6 +569,64 @@ mod tests {
             ["a-lan", "a-cp", "a-node-1", "a-node-12", "a-client"]
         );
         assert_eq!(namespaces_of("a-node", &listed), ["a-node-lan"]);
+    }
+
+    #[test]
+    fn pod_subnets_are_disjoint_and_inside_the_documentation_ranges() {
+        let all: Vec<_> = (1..=MAX_KUBELET_NODES).filter_map(pod_subnets).collect();
+        assert_eq!(all.len(), MAX_KUBELET_NODES);
+        assert_eq!(all[0].0.to_string(), "192.0.2.0/28");
+        assert_eq!(all[0].1.to_string(), "2001:db8:1:1::/64");
+        assert_eq!(all[7].0.to_string(), "192.0.2.112/28");
+        assert_eq!(all[7].0.nth(1).to_string(), "192.0.2.113");
+        // Every /28 lies in the lower half of 192.0.2.0/24 and no two share an address.
+        for (i, (v4, v6)) in all.iter().enumerate() {
+            assert_eq!(v4.addr.octets()[..3], [192, 0, 2]);
+            assert!(v4.addr.octets()[3] + 15 < 128, "{v4}");
+            assert_eq!(v6.addr.segments()[..3], [0x2001, 0xdb8, 1]);
+            for (w4, w6) in &all[i + 1..] {
+                assert_ne!(v4.addr, w4.addr);
+                assert_ne!(v6.addr, w6.addr);
+            }
+        }
+        assert_eq!(pod_subnets(0), None);
+        assert_eq!(pod_subnets(MAX_KUBELET_NODES + 1), None);
+    }
+
+    #[test]
+    fn pod_routes_reach_every_other_node_and_stay_in_the_lab() {
+        let plan = Plan::new("t", 3).expect("plan");
+        let cmds = plan.pod_route_commands();
+        let on = |ns: &str| -> Vec<String> {
+            cmds.iter()
+                .filter(|c| c[2] == ns)
+                .map(|c| c[3..].join(" "))
+                .collect()
+        };
+        let n1 = on("t-node-1");
+        assert!(
+            n1.contains(&"route add 192.0.2.16/28 via 198.51.100.12".to_string()),
+            "{n1:?}"
+        );
+        assert!(
+            n1.contains(&"-6 route add 2001:db8:1:3::/64 via 2001:db8::13".to_string()),
+            "{n1:?}"
+        );
+        assert!(
+            n1.contains(&"route add 203.0.113.0/24 dev eth0".to_string()),
+            "{n1:?}"
+        );
+        assert!(
+            !n1.iter().any(|c| c.contains("192.0.2.0/28")),
+            "no route to its own pods: {n1:?}"
+        );
+        let client = on("t-client");
+        assert_eq!(client.len(), 6, "{client:?}");
+        assert!(
+            !client.iter().any(|c| c.contains("203.0.113.0/24")),
+            "{client:?}"
+        );
+        assert!(cmds.iter().all(|c| c[..2] == ["ip", "-n"]));
     }
 
     #[test]

@@ -87,6 +87,21 @@ pub fn in_netns(netns: Option<&str>, cmd: &[String]) -> Vec<String> {
     }
 }
 
+/// The argv that runs `cmd` in `netns` with `nsenter --net`, entering only the network
+/// namespace. Daemons that manage cgroups (containerd, the kubelet) need this: `ip netns exec`
+/// also remounts /sys for the namespace, which hides the cgroup hierarchies under /sys/fs/cgroup.
+/// nsenter execs the command, so the child's pid is the daemon's own.
+pub fn nsenter_argv(netns: &str, cmd: &[String]) -> Vec<String> {
+    [
+        "nsenter".to_string(),
+        format!("--net=/run/netns/{netns}"),
+        "--".to_string(),
+    ]
+    .into_iter()
+    .chain(cmd.iter().cloned())
+    .collect()
+}
+
 /// Starts `cmd` in `netns` detached: its own process group (so terminal signals to the caller
 /// do not reach it and the whole group can be killed at once), stdin from /dev/null, stdout and
 /// stderr appended to `log`. `ip netns exec` execs the command, so the child's pid is the
@@ -340,6 +355,10 @@ mod tests {
             ["ip", "netns", "exec", "x-client", "ping", "-c1"]
         );
         assert_eq!(in_netns(None, &cmd), cmd);
+        assert_eq!(
+            nsenter_argv("x-node-1", &cmd),
+            ["nsenter", "--net=/run/netns/x-node-1", "--", "ping", "-c1"]
+        );
     }
 
     #[test]

@@ -150,6 +150,13 @@ pub struct LabState {
     pub nodes: usize,
     /// Whether kube-proxy runs on the nodes.
     pub kube_proxy: bool,
+    /// kube-proxy's mode.
+    #[serde(default)]
+    pub proxy_mode: crate::controlplane::ProxyMode,
+    /// Whether the nodes are real (containerd and a kubelet each) rather than stand-in Node
+    /// objects.
+    #[serde(default)]
+    pub kubelet: bool,
     /// Where the Kubernetes tools live.
     pub tools_bin: PathBuf,
     /// Port of the host-side relay on 127.0.0.1, once known.
@@ -297,6 +304,8 @@ mod tests {
             }),
             nodes: 2,
             kube_proxy: true,
+            proxy_mode: crate::controlplane::ProxyMode::Nftables,
+            kubelet: true,
             tools_bin: "/cache/bin".into(),
             host_port: Some(40123),
             namespaces: vec!["flb00aa11-lan".into(), "flb00aa11-cp".into()],

@@ -75,21 +75,38 @@ pub fn teardown(
     children: &mut Vec<(String, Child)>,
 ) -> TeardownReport {
     let mut report = TeardownReport::default();
+    let mut signalled = Vec::new();
     if let Some(st) = state {
         for p in &st.processes {
             if process::kill_recorded(p.id) {
                 report.killed += 1;
+                signalled.push(p.id);
             }
         }
     }
     // Anything else still naming the run directory (e.g. a relay spawned just before a crash
-    // could record it), in the host namespace or elsewhere.
+    // could record it, or a containerd shim), in the host namespace or elsewhere.
     let needle = format!("{}/", run_dir.display());
     for pid in process::pids_with_arg(&needle) {
+        let id = crate::state::ProcId::of(pid);
         if process::signal_pid(pid, Signal::Kill).is_ok() {
             report.killed += 1;
+            signalled.extend(id);
         }
     }
+    // SIGKILL is not instant: wait (bounded) so that `down` returning means they are gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while signalled.iter().any(|p| p.is_alive()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Real nodes: the containers (found by cgroup, since pods have network namespaces of their
+    // own), then mounts, cgroups and the machine's shared paths.
+    let real = state.is_some_and(|s| s.kubelet) || run_dir.join("nodes").is_dir();
+    let (sandboxes, sockets) = if real {
+        real_nodes(id, run_dir, &mut report)
+    } else {
+        Default::default()
+    };
     for (name, child) in children.iter_mut() {
         if process::wait_timeout(child, Duration::from_secs(2)).is_none() {
             let _ = child.kill();
@@ -137,10 +154,52 @@ pub fn teardown(
             .problems
             .push(format!("remove {}: {e}", run_dir.display())),
     }
+    // Last, once its namespaces are gone: the machine-wide record of what labs changed.
+    report
+        .problems
+        .extend(crate::host::release(id, run_dir, &sandboxes, &sockets));
     if run_dir.parent() == Some(state::state_root().as_path()) {
         state::remove_root_if_empty();
     }
     report
+}
+
+/// Undoes what real nodes did outside the namespaces: kills every process in the nodes' cgroup
+/// roots, unmounts everything under the run directory and removes the cgroups. Returns the pod
+/// sandbox ids and shim sockets their containerds recorded, for [`crate::host::release`].
+fn real_nodes(
+    id: &str,
+    run_dir: &Path,
+    report: &mut TeardownReport,
+) -> (Vec<String>, Vec<std::path::PathBuf>) {
+    let names: Vec<String> = std::fs::read_dir(run_dir.join("nodes"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sockets = Vec::new();
+    let mut sandboxes = Vec::new();
+    for n in &names {
+        let layout = crate::node::NodeLayout::new(run_dir, n);
+        sockets.extend(crate::host::shim_sockets(&layout.containerd_state()));
+        sandboxes.extend(crate::host::sandbox_ids(&layout.containerd_root()));
+    }
+    for n in &names {
+        match crate::host::kill_cgroup(&crate::node::cgroup_root(id, n)) {
+            Ok(k) => report.killed += k,
+            Err(p) => report.problems.push(p),
+        }
+    }
+    report.problems.extend(crate::host::unmount_under(run_dir));
+    for n in &names {
+        report
+            .problems
+            .extend(crate::host::remove_cgroup(&crate::node::cgroup_root(id, n)));
+    }
+    (sandboxes, sockets)
 }
 
 /// SIGKILLs everything inside `netns` until nothing is left (bounded). Returns how many
@@ -315,6 +374,8 @@ mod tests {
             owner,
             nodes: 1,
             kube_proxy: false,
+            proxy_mode: Default::default(),
+            kubelet: false,
             tools_bin: "/bin".into(),
             host_port: None,
             namespaces: vec![],

@@ -40,7 +40,8 @@ async fn two_node_lab_comes_up_works_and_goes_away() {
     let lab = Lab::up(LabOptions {
         nodes: 2,
         kube_proxy: false,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await
     .expect("lab up");
@@ -153,7 +154,8 @@ async fn api_outage_and_kube_proxy_and_drop_cleanup() {
     let mut lab = Lab::up(LabOptions {
         nodes: 1,
         kube_proxy: true,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await
     .expect("lab up");
@@ -238,4 +240,284 @@ fn a_lab_whose_owner_was_killed_midway_is_garbage_collected() {
         text(&out)
     );
     assert_gone(&name, &run_dir);
+}
+
+/// What a lab with real nodes could leave on the machine, seen from outside the lab: mounts,
+/// cgroups, processes and namespaces that name it, the host namespace's interfaces, the
+/// kernel settings the kubelet writes, and the paths it hard-codes.
+#[derive(Debug, PartialEq, Eq)]
+struct Footprint {
+    mounts: Vec<String>,
+    cgroups: Vec<String>,
+    processes: Vec<String>,
+    namespaces: Vec<String>,
+    host_links: String,
+    sysctls: Vec<String>,
+    shared_paths: Vec<String>,
+    netns_mounted: bool,
+}
+
+fn footprint(id: &str, run_dir: &std::path::Path) -> Footprint {
+    let run = run_dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&run) || l.contains(id))
+        .map(str::to_string)
+        .collect();
+    let cgroups = ferrolb_lab::host::cgroup_hierarchies()
+        .into_iter()
+        .flat_map(|h| std::fs::read_dir(h).into_iter().flatten().flatten())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.contains(id))
+        .collect();
+    // Processes naming the run directory, or running in one of the lab's cgroups (containers).
+    let processes = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            ferrolb_lab::process::cmdline_contains(&cmdline, &run) || cgroup.contains(id)
+        })
+        .filter(|pid| ferrolb_lab::state::ProcId::of(*pid).is_some_and(|p| p.is_alive()))
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", comm.trim())
+        })
+        .collect();
+    let namespaces = list_netns()
+        .into_iter()
+        .filter(|n| n.contains(id))
+        .collect();
+    let host_links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let sysctls = ferrolb_lab::host::KUBELET_SYSCTLS
+        .iter()
+        .map(|k| {
+            let v = std::fs::read_to_string(std::path::Path::new("/proc/sys").join(k))
+                .unwrap_or_default();
+            format!("{k}={}", v.trim())
+        })
+        .collect();
+    let shared_paths = ferrolb_lab::host::SHARED_PATHS
+        .iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+        .collect();
+    let netns_mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/run/netns"));
+    Footprint {
+        netns_mounted,
+        mounts,
+        cgroups,
+        processes,
+        namespaces,
+        host_links,
+        sysctls,
+        shared_paths,
+    }
+}
+
+#[tokio::test]
+async fn real_nodes_run_pods_and_leave_nothing_behind() {
+    let started = Instant::now();
+    // Each lab has a fresh id, so the "before" picture of it is empty by construction except
+    // for the machine-wide parts (interfaces, settings, shared paths), which are what we
+    // compare against afterwards.
+    let before = footprint(
+        "flb-no-such-lab",
+        std::path::Path::new("/nonexistent-run-dir"),
+    );
+    let lab = Lab::up(LabOptions {
+        nodes: 2,
+        kube_proxy: true,
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab up");
+    println!(
+        "lab {} with real nodes up in {:.2?}",
+        lab.id(),
+        started.elapsed()
+    );
+    let id = lab.id().to_string();
+    let run_dir = lab.run_dir().to_path_buf();
+
+    // Real kubelets registered the nodes.
+    let out = lab
+        .kubectl(&["get", "nodes", "-o", "wide"])
+        .expect("kubectl runs");
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{table}");
+    assert!(table.contains("containerd://"), "{table}");
+    assert_eq!(table.matches(" Ready ").count(), 2, "{table}");
+
+    // Pods run: a Deployment on both nodes, reached from the client by pod IP and through a
+    // NodePort Service, and answering with its own name.
+    let manifest = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}
+      containers:
+      - name: backend
+        image: ferrolb.local/backend:lab
+        imagePullPolicy: Never
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+"#;
+    let path = run_dir.join("web.yaml");
+    std::fs::write(&path, manifest).expect("write manifest");
+    let out = lab
+        .kubectl(&["apply", "-f", path.to_str().expect("utf-8")])
+        .expect("kubectl apply");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = lab
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .expect("rollout status");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = lab
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.status.podIP} {.spec.nodeName}{\"\\n\"}{end}",
+        ])
+        .expect("pods");
+    let pods = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut nodes_seen = Vec::new();
+    for line in pods.lines() {
+        let (ip, node) = line.split_once(' ').expect("ip and node");
+        assert!(ip.starts_with("192.0.2."), "{pods}");
+        nodes_seen.push(node.to_string());
+        let out = lab
+            .exec(
+                "client",
+                &[
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "5",
+                    &format!("http://{ip}:8080/"),
+                ],
+            )
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            body.contains(&format!("node={node} src=198.51.100.200:")),
+            "{body}"
+        );
+    }
+    nodes_seen.sort();
+    assert_eq!(nodes_seen, ["node-1", "node-2"]);
+    // kube-proxy programs the NodePort once it has seen the endpoints: allow it a few seconds.
+    let mut out = None;
+    for _ in 0..50 {
+        let o = lab
+            .exec(
+                "client",
+                &[
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "2",
+                    "http://198.51.100.12:30080/",
+                ],
+            )
+            .expect("curl nodeport");
+        let done = String::from_utf8_lossy(&o.stdout).starts_with("pod=web-");
+        out = Some(o);
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = out.expect("tried");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("pod=web-"),
+        "{}",
+        text(&out)
+    );
+    // kubectl logs and exec reach the kubelet by its InternalIP.
+    let out = lab
+        .kubectl(&["exec", "deploy/web", "--", "/backend", "--no-such-flag"])
+        .expect("kubectl exec");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown argument"),
+        "{}",
+        text(&out)
+    );
+
+    // While it runs, the lab is visible from outside — so the checks below can fail.
+    let during = footprint(&id, &run_dir);
+    assert!(!during.mounts.is_empty(), "{during:?}");
+    assert!(!during.cgroups.is_empty(), "{during:?}");
+    assert!(
+        during.processes.iter().any(|p| p.ends_with(" kubelet")),
+        "{during:?}"
+    );
+    assert!(
+        during.processes.iter().any(|p| p.ends_with(" backend")),
+        "{during:?}"
+    );
+    assert!(
+        during.processes.iter().any(|p| p.ends_with(" pause")),
+        "{during:?}"
+    );
+    assert_eq!(during.namespaces.len(), 5, "{during:?}");
+
+    let t = Instant::now();
+    let report = lab.down();
+    println!("lab {id} down in {:.2?}: {report:?}", t.elapsed());
+    assert!(report.is_clean(), "{report:?}");
+    let after = footprint(&id, &run_dir);
+    assert_eq!(after.mounts, Vec::<String>::new());
+    assert_eq!(after.cgroups, Vec::<String>::new());
+    assert_eq!(after.processes, Vec::<String>::new());
+    assert_eq!(after.namespaces, Vec::<String>::new());
+    assert_eq!(
+        after.host_links, before.host_links,
+        "host interfaces changed"
+    );
+    // Settings and shared paths are machine-wide: compare them only when no other lab is up.
+    if !ferrolb_lab::state::state_root().join("host.json").exists() {
+        assert_eq!(
+            after.sysctls, before.sysctls,
+            "kernel settings not restored"
+        );
+        assert_eq!(after.shared_paths, before.shared_paths, "shared paths left");
+        assert_eq!(
+            after.netns_mounted, before.netns_mounted,
+            "/run/netns mount left"
+        );
+    }
+    assert_gone(&id, &run_dir);
 }

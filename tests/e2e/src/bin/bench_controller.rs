@@ -190,7 +190,8 @@ async fn lab_table() -> anyhow::Result<()> {
     let lab = Lab::up(LabOptions {
         nodes: 1,
         kube_proxy: false,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await?;
     let client = lab.client().await?;

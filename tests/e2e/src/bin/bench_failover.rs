@@ -284,7 +284,8 @@ async fn main() -> anyhow::Result<()> {
     let lab = Lab::up(LabOptions {
         nodes: 3,
         kube_proxy: false,
-        name: None,
+        kubelet: false,
+        ..LabOptions::default()
     })
     .await?;
     println!("lab {} up", lab.id());
