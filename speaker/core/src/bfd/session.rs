@@ -148,8 +148,9 @@ impl Discard {
 /// A Poll Sequence in progress, with the values that stay in force until its Final (§6.8.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Poll {
-    /// Transmit interval floor until the Final (the old one, if DesiredMinTx grew).
-    tx_floor: Duration,
+    /// The Desired Min TX that paces transmission until the Final: the old, shorter one if
+    /// DesiredMinTx grew (or the rate in use when AdminDown began); `None` uses the new one.
+    tx_in_use: Option<Duration>,
     /// RequiredMinRx for the detection time until the Final (the old one, if it shrank).
     rx_for_detection: Duration,
 }
@@ -303,7 +304,7 @@ impl Session {
                     self.local_diag = diag;
                     self.set_state(BfdState::AdminDown, false, &mut out);
                     self.poll = Some(Poll {
-                        tx_floor: fast,
+                        tx_in_use: Some(fast),
                         rx_for_detection: self.config.required_min_rx,
                     });
                     self.admin_fast_until = now.checked_add(window);
@@ -441,11 +442,7 @@ impl Session {
             // §6.8.3: a longer TX interval and a shorter RX interval take effect only after
             // the Final; the other directions are safe at once.
             self.poll = Some(Poll {
-                tx_floor: if new_tx > self.desired_tx {
-                    self.desired_tx
-                } else {
-                    Duration::ZERO
-                },
+                tx_in_use: (new_tx > self.desired_tx).then_some(self.desired_tx),
                 rx_for_detection: old.required_min_rx.max(config.required_min_rx),
             });
             self.desired_tx = new_tx;
@@ -465,7 +462,7 @@ impl Session {
             // a Poll Sequence announces it (§6.8.3).
             self.desired_tx = self.config.desired_min_tx;
             self.poll = Some(Poll {
-                tx_floor: Duration::ZERO,
+                tx_in_use: None,
                 rx_for_detection: self.config.required_min_rx,
             });
         } else if to != BfdState::AdminDown {
@@ -492,11 +489,14 @@ impl Session {
         !(self.remote_demand && self.state == BfdState::Up && self.remote_state == BfdState::Up)
     }
 
-    /// The transmit interval before jitter: the larger of what we want and what the peer
-    /// accepts, never faster than a Poll Sequence's floor.
+    /// The transmit interval before jitter: the larger of the Desired Min TX in use and what
+    /// the peer accepts (§6.8.7).
     fn tx_interval(&self) -> Duration {
-        let floor = self.poll.map_or(Duration::ZERO, |p| p.tx_floor);
-        self.desired_tx.max(self.remote_min_rx).max(floor)
+        let desired = self
+            .poll
+            .and_then(|p| p.tx_in_use)
+            .unwrap_or(self.desired_tx);
+        desired.max(self.remote_min_rx)
     }
 
     fn transmit(&mut self, now: Instant, out: &mut Vec<Action>) {

@@ -593,7 +593,7 @@ impl Session {
     fn connect(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.state = State::Connect;
         self.retry_at = None;
-        self.connect_deadline = Some(now + self.config.connect_timeout);
+        self.connect_deadline = Some(later(now, self.config.connect_timeout));
         out.push(Action::Connect);
     }
 
@@ -609,7 +609,7 @@ impl Session {
         let open = self.our_open();
         self.send(&Message::Open(open), Encoding::FOUR_OCTET, out);
         self.state = State::OpenSent;
-        self.hold_deadline = Some(now + self.config.open_hold_time);
+        self.hold_deadline = Some(later(now, self.config.open_hold_time));
     }
 
     fn our_open(&self) -> Open {
@@ -650,7 +650,7 @@ impl Session {
         self.connect_deadline = None;
         self.state = State::Active;
         self.failures = self.failures.saturating_add(1);
-        self.retry_at = Some(now + self.backoff());
+        self.retry_at = Some(later(now, self.backoff()));
         out.push(Action::Closed(Closed {
             reason,
             detail: String::new(),
@@ -692,7 +692,7 @@ impl Session {
             self.retry_at = None;
         } else {
             self.failures = self.failures.saturating_add(1);
-            self.retry_at = Some(now + self.backoff());
+            self.retry_at = Some(later(now, self.backoff()));
         }
         out.push(Action::Closed(Closed {
             reason,
@@ -800,14 +800,18 @@ impl Session {
 
     fn restart_keepalive(&mut self, now: Instant) {
         self.keepalive_at = match &self.negotiated {
-            Some(n) if n.keepalive > 0 => Some(now + Duration::from_secs(u64::from(n.keepalive))),
+            Some(n) if n.keepalive > 0 => {
+                Some(later(now, Duration::from_secs(u64::from(n.keepalive))))
+            }
             _ => None,
         };
     }
 
     fn restart_hold(&mut self, now: Instant) {
         self.hold_deadline = match &self.negotiated {
-            Some(n) if n.hold_time > 0 => Some(now + Duration::from_secs(u64::from(n.hold_time))),
+            Some(n) if n.hold_time > 0 => {
+                Some(later(now, Duration::from_secs(u64::from(n.hold_time))))
+            }
             _ => None,
         };
     }
@@ -1189,13 +1193,13 @@ impl Session {
                 let announced = self.initial_sent && !self.rib.is_empty();
                 self.closing = Some(match gshut {
                     Some(d) if announced => Closing::GracefulShutdown {
-                        until: now + d,
+                        until: later(now, d),
                         drain,
                         code,
                         message,
                     },
                     _ => Closing::Draining {
-                        until: now + drain,
+                        until: later(now, drain),
                         code,
                         message,
                     },
@@ -1261,7 +1265,7 @@ impl Session {
                     message,
                 }) if until <= now => {
                     self.closing = Some(Closing::Draining {
-                        until: now + drain,
+                        until: later(now, drain),
                         code,
                         message,
                     });
@@ -1280,4 +1284,11 @@ impl Session {
             }
         }
     }
+}
+
+/// `now + d`, saturating at a year ahead: configured durations are trusted to be sane, but an
+/// absurd one must not overflow `Instant` and panic.
+fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(d.min(FAR)).unwrap_or(now)
 }
