@@ -10,4 +10,8 @@
 //! This crate is a library first so lab tests can call every command's core with a snapshot or
 //! a `kube::Client`; `main.rs` only parses arguments and prints.
 
+pub mod args;
+pub mod findings;
 pub mod rules;
+pub mod run;
+pub mod walk;

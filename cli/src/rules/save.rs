@@ -131,10 +131,10 @@ impl Parser {
                 };
                 let mut rest = 2;
                 // `-I CHAIN 3 …`: the position does not matter for reading.
-                if verb.starts_with("-I") || verb == "--insert" {
-                    if words.get(2).is_some_and(|w| w.parse::<u32>().is_ok()) {
-                        rest = 3;
-                    }
+                if (verb.starts_with("-I") || verb == "--insert")
+                    && words.get(2).is_some_and(|w| w.parse::<u32>().is_ok())
+                {
+                    rest = 3;
                 }
                 let (matches, target, comment, unknown) = parse_rule_words(&words[rest..]);
                 for u in unknown {
@@ -596,11 +596,7 @@ fn parse_target(name: &str, opts: &[String], goto: bool, unknown: &mut Vec<Strin
             // An extension target with options (LOG --log-prefix …): kept as written.
             Target::Other(written())
         }
-        n if matches!(
-            n,
-            "LOG" | "NFLOG" | "TRACE" | "CT" | "NOTRACK" | "CONNMARK" | "TPROXY"
-        ) =>
-        {
+        "LOG" | "NFLOG" | "TRACE" | "CT" | "NOTRACK" | "CONNMARK" | "TPROXY" => {
             Target::Other(written())
         }
         chain => {
