@@ -2,23 +2,33 @@
 //! them from exactly one healthy node, and moves them within a few hundred milliseconds when that
 //! node dies.
 //!
-//! Layout (pure decisions, thin shells):
-//! - pure: [`config`] (flags), [`objects`] (projections of Kubernetes objects), [`plan`]
-//!   (eligible nodes and interfaces per IP), [`decide`] (announcers, this node's IPs, Service
-//!   conditions), [`pacer`] (takeover frame pacing); plus `ferrolb-speaker-core` (wire formats,
+//! Layout: what every mode shares at the top, then one folder per mode (pure decisions, thin
+//! shells).
+//!
+//! - shared, pure: [`config`] (flags), [`metrics`] (metric names), [`objects`] (projections of
+//!   Kubernetes objects), [`plan`] (per IP: the Services, the eligible nodes and why not; plus
+//!   the interfaces the L2Advertisements wish for); plus `ferrolb-speaker-core` (wire formats,
 //!   election, membership).
-//! - shells: [`watch`] (Kubernetes watches → plan), [`netif`] (rtnetlink), [`l2`] (packet
-//!   sockets and receive threads), [`status`] (condition and event writes), [`engine`] (the loop
-//!   tying membership, decisions and the wire together), [`run`] (process wiring).
+//! - shared, shells: [`watch`] (Kubernetes watches → published plan), [`membership`] (the
+//!   heartbeat UDP shell and the [`membership::MemberView`] modes decide from), [`netif`]
+//!   (rtnetlink interface table), [`status`] (the task writing conditions and events),
+//!   [`engine`] (the one task owning membership and driving the modes), [`run`] (process
+//!   wiring).
+//! - [`l2`], the L2 mode: pure `decide` (announcers, this node's IPs, Service conditions),
+//!   `interfaces` (interface resolution) and `pacer` (takeover frame pacing); shells `packet`
+//!   (packet sockets and receive threads) and `announcer` (carrying the decisions out).
+//!
+//! A mode reads the shared plan and membership and never reaches into another mode; the shared
+//! pure modules never import a mode. Only the wiring (`engine`, `run`) and the status task,
+//! which performs what the modes ask, know the modes.
 
 pub mod config;
-pub mod decide;
 pub mod engine;
 pub mod l2;
+pub mod membership;
 pub mod metrics;
 pub mod netif;
 pub mod objects;
-pub mod pacer;
 pub mod plan;
 pub mod run;
 pub mod status;

@@ -49,7 +49,7 @@ pub struct Iface {
 
 impl Iface {
     /// The IPv6 link-local address, if any (for logs and diagnostics; Neighbor Advertisements
-    /// are sent from the announced address itself, see [`crate::l2`]).
+    /// are sent from the announced address itself, see [`crate::l2::packet`]).
     pub fn link_local(&self) -> Option<Ipv6Addr> {
         self.addrs.iter().find_map(|(a, _)| match a {
             IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(*v6),

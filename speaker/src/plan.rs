@@ -1,8 +1,10 @@
-//! Which nodes may announce each LoadBalancer IP, and on which of this node's interfaces.
+//! The per-IP plan every mode reads: which Service IPs exist, which nodes may announce each,
+//! and why an IP is not announced; plus the interfaces the L2Advertisements wish for.
 //!
 //! Pure: a [`Snapshot`] of projected objects in, a [`Plan`] out. It must not do I/O, read clocks
-//! or decide liveness (membership does) or the announcer (election does); it only narrows the
-//! candidates every speaker then ranks identically.
+//! or decide liveness (membership does) or the announcer (each mode does, the L2 mode by
+//! election); it only narrows the candidates every speaker then ranks identically. It must not
+//! know about a mode's shell (sockets, interfaces present on a node).
 //!
 //! # Rules
 //!
@@ -31,14 +33,18 @@
 //!
 //! # Interfaces
 //!
+//! The L2 mode's part of the plan. It stays here because the same L2Advertisements that make a
+//! node eligible (rule 3) name the interfaces, in the same pass; the plan only records the
+//! wishes, and resolving them is the L2 mode's ([`crate::l2::interfaces`]).
+//!
 //! For this node, the interfaces are the union of the `interfaces` of the covering
 //! advertisements that select it; an advertisement without `interfaces` means the default
 //! choice ([`WantedInterface::Default`]), which each speaker resolves for itself
-//! ([`crate::engine::resolve_interfaces`]: its `--interfaces` list if given, else the interface
-//! holding its InternalIP plus those on the IP's subnet). Whether they exist on a node is not
-//! the plan's to know: each speaker resolves its own and reports those it cannot use in its
-//! heartbeats. For messages about that, [`IpPlan::wanted`] is the union over every eligible
-//! node, the same on every node.
+//! ([`crate::l2::interfaces::resolve_interfaces`]: its `--interfaces` list if given, else the
+//! interface holding its InternalIP plus those on the IP's subnet). Whether they exist on a
+//! node is not the plan's to know: each speaker resolves its own and reports those it cannot
+//! use in its heartbeats. For messages about that, [`IpPlan::wanted`] is the union over every
+//! eligible node, the same on every node.
 //!
 //! # Services that stopped being ours
 //!

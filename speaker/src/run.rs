@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Args;
 use crate::engine::{self, Channels, EngineConfig};
+use crate::l2::L2Config;
 use crate::plan::PlanConfig;
 
 /// How long start-up waits for the API server before giving up with a clear message.
@@ -91,9 +92,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             node,
             port: args.memberlist_port,
             membership: membership::Config::new(args.heartbeat_interval, args.dead_after),
-            garp_burst: args.garp_burst,
-            garp_rate: args.garp_rate,
-            allowed_interfaces: args.interfaces.clone(),
+            l2: L2Config {
+                garp_burst: args.garp_burst,
+                garp_rate: args.garp_rate,
+                allowed_interfaces: args.interfaces.clone(),
+            },
         },
         Channels {
             plans: plan_rx,

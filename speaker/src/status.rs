@@ -8,10 +8,11 @@
 //! interfaces becomes unusable or stops being so.
 //!
 //! Runs as its own task fed by a channel so a slow or absent API server never delays ARP,
-//! membership or failover. Failed status writes are reported back for
-//! [`crate::decide::StatusTracker`] to retry with backoff; a failed Node event is only counted
-//! and logged (it is informative, and the condition carries the lasting truth). Decides nothing
-//! itself.
+//! membership or failover; it is shared by the modes, which each send it what they decided
+//! (today the L2 mode's requests, built by [`crate::l2::decide`]). Failed status writes are
+//! reported back for [`crate::l2::decide::StatusTracker`] to retry with backoff; a failed Node
+//! event is only counted and logged (it is informative, and the condition carries the lasting
+//! truth). Decides nothing itself.
 
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::decide::{NodeEvent, Removal, StatusWrite};
+use crate::l2::decide::{NodeEvent, Removal, StatusWrite};
 use crate::metrics as m;
 pub use crate::objects::FIELD_MANAGER;
 use crate::objects::{ANNOUNCED_CONDITION, SvcKey};
@@ -44,7 +45,7 @@ pub enum StatusError {
     Timeout(Duration),
 }
 
-/// What the engine asks of this task.
+/// What the modes ask of this task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Write a Service's condition (and maybe its event).
@@ -335,7 +336,7 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{Desired, InterfaceChange, Reason};
+    use crate::l2::decide::{Desired, InterfaceChange, Reason};
     use crate::plan::WantedInterface;
 
     #[test]

@@ -1,9 +1,9 @@
-//! The speaker's decisions from a plan and a membership view: who announces each IP, which IPs
-//! this node announces, which Service conditions this node must write, and which events about
-//! this node's interfaces to record.
+//! The L2 mode's decisions from the shared plan and the membership view: who announces each IP,
+//! which IPs this node announces, which Service conditions this node must write, and which
+//! events about this node's interfaces to record.
 //!
 //! Pure: data and `now` in, values out. It must not do I/O, await or read clocks; the shell
-//! ([`crate::engine`]) feeds it and carries out the result.
+//! ([`super::announcer`]) feeds it and carries out the result.
 //!
 //! # Who writes a Service's condition
 //!
@@ -36,28 +36,9 @@ use std::time::{Duration, Instant};
 
 use ferrolb_speaker_core::election;
 
+use crate::membership::MemberView;
 use crate::objects::{ObservedCondition, SvcKey};
 use crate::plan::{NotAnnounced, Plan, Unplanned, WantedInterface};
-
-/// The membership view the decisions need.
-#[derive(Debug, Clone, Default)]
-pub struct MemberView {
-    /// Alive speakers, this one included.
-    pub alive: BTreeSet<String>,
-    /// What each alive speaker announces (its heartbeat claims; ours from the last tick).
-    pub claims: BTreeMap<String, BTreeSet<IpAddr>>,
-    /// Peers that came up very recently (see [`owners`]).
-    pub young: BTreeSet<String>,
-    /// What each alive speaker reported it cannot announce, for lack of a usable interface
-    /// (peers' from their heartbeats; ours as just computed).
-    pub unable: BTreeMap<String, BTreeSet<IpAddr>>,
-}
-
-impl MemberView {
-    fn is_unable(&self, node: &str, ip: &IpAddr) -> bool {
-        self.unable.get(node).is_some_and(|u| u.contains(ip))
-    }
-}
 
 /// The announcer of every announceable IP (`None`: no eligible alive node can announce it).
 ///

@@ -3,10 +3,11 @@
 //! responders, gratuitous ARP / unsolicited NA on takeover, and solicited-node multicast
 //! membership for every announced IPv6 address.
 //!
-//! Owns the sockets and threads; decides nothing about ownership (the engine passes the set of
-//! IPs to answer for). Why the receive thread answers itself instead of handing each request to
-//! tokio: a reply is a pure function of the frame and the current answer set, and answering on
-//! the thread that received it keeps ARP latency at kernel level even when both cores are busy.
+//! Owns the sockets and threads; decides nothing about ownership (the announcer,
+//! [`super::announcer`], passes the set of IPs to answer for). Why the receive thread answers
+//! itself instead of handing each request to tokio: a reply is a pure function of the frame and
+//! the current answer set, and answering on the thread that received it keeps ARP latency at
+//! kernel level even when both cores are busy.
 //! What the async side needs to know (a dead channel, an address conflict) is bridged to tokio
 //! through an mpsc channel. Every loop is bounded: the thread wakes at least every
 //! [`READ_TIMEOUT`] to check its stop flag.
@@ -168,16 +169,16 @@ impl Drop for Port {
 }
 
 /// All open ports.
-pub struct L2 {
+pub struct Ports {
     ports: BTreeMap<String, Port>,
     metrics: Metrics,
     events: mpsc::UnboundedSender<L2Event>,
     beat: EngineBeat,
 }
 
-impl std::fmt::Debug for L2 {
+impl std::fmt::Debug for Ports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("L2")
+        f.debug_struct("Ports")
             .field("ports", &self.ports)
             .finish_non_exhaustive()
     }
@@ -339,10 +340,14 @@ fn solicited_node_socket() -> Option<UdpSocket> {
     }
 }
 
-impl L2 {
+impl Ports {
     /// No ports yet; receive threads report on `events`.
-    pub fn new(metrics: Metrics, events: mpsc::UnboundedSender<L2Event>, beat: EngineBeat) -> L2 {
-        L2 {
+    pub fn new(
+        metrics: Metrics,
+        events: mpsc::UnboundedSender<L2Event>,
+        beat: EngineBeat,
+    ) -> Ports {
+        Ports {
             beat,
             ports: BTreeMap::new(),
             metrics,
