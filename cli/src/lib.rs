@@ -11,7 +11,13 @@
 //! a `kube::Client`; `main.rs` only parses arguments and prints.
 
 pub mod args;
+pub mod cluster;
+pub mod doctor;
 pub mod findings;
+pub mod migrate;
 pub mod rules;
 pub mod run;
+pub mod service;
+pub mod snapshot;
+pub mod status;
 pub mod walk;

@@ -1,27 +1,39 @@
-//! The shell of the plugin: reads files and standard input, talks to the cluster, prints. Every
-//! decision is made by the pure modules it calls.
+//! The shell of the plugin: reads files and standard input, asks [`crate::cluster`] for objects,
+//! calls the pure modules and prints. Exit codes: 0 fine, 1 a check found an error.
 
 use std::io::Read as _;
+use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
 
-use crate::args::{Cli, Command, Output, TraceArgs};
-use crate::findings::{self, Severity};
-use crate::rules;
-use crate::walk::{self, Origin, Packet, WalkOptions};
+use crate::args::{
+    Cli, Command, DoctorArgs, K3sArgs, MetallbArgs, Migrate, Output, StatusArgs, TraceArgs,
+};
+use crate::cluster::{self, Scope};
+use crate::findings::{self, Finding, Severity};
+use crate::migrate::{k3s, metallb};
+use crate::rules::{self, Proto, Ruleset};
+use crate::walk::{self, Origin, Packet, Trace, WalkOptions};
+use crate::{doctor, service, status};
 
-/// Runs a command; returns the exit code (1 when a check found an error).
+/// Runs a command; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Trace(t) => trace(t).await,
-        Command::Status(_) | Command::Doctor(_) | Command::Migrate(_) => {
-            bail!("not built yet")
-        }
+        Command::Status(a) => status_cmd(a).await,
+        Command::Doctor(a) => doctor_cmd(a).await,
+        Command::Migrate(Migrate::Metallb(a)) => migrate_metallb(a).await,
+        Command::Migrate(Migrate::K3sServicelb(a)) => migrate_k3s(a).await,
     }
 }
 
-/// Reads a file, or standard input for `-`.
+fn exit_code(fs: &[Finding]) -> i32 {
+    i32::from(findings::worst(fs) >= Severity::Error)
+}
+
+/// Reads a file, or standard input for `-`, up to [`rules::MAX_INPUT_BYTES`].
 pub fn read_input(path: &Path) -> anyhow::Result<String> {
     let mut s = String::new();
     if path == Path::new("-") {
@@ -38,76 +50,381 @@ pub fn read_input(path: &Path) -> anyhow::Result<String> {
     Ok(s)
 }
 
-fn packet_options(t: &TraceArgs) -> anyhow::Result<(Option<std::net::IpAddr>, Origin)> {
-    let from = match &t.from {
-        Some(f) => Some(
+fn parse_from(t: &TraceArgs) -> anyhow::Result<Option<IpAddr>> {
+    t.from
+        .as_deref()
+        .map(|f| {
             f.parse()
-                .with_context(|| format!("--from {f:?} is not an IP address"))?,
-        ),
-        None => None,
-    };
-    let origin = if t.from_node {
-        Origin::Node
-    } else {
-        Origin::Outside
-    };
-    Ok((from, origin))
+                .with_context(|| format!("--from {f:?} is not an IP address"))
+        })
+        .transpose()
 }
 
-async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
-    if t.service.is_none() {
-        let (Some(rules_path), Some(to)) = (&t.rules, &t.to) else {
-            bail!("without a Service, trace needs --rules FILE and --to IP:PORT[/PROTO]");
-        };
-        let text = read_input(rules_path)?;
-        let rs = rules::parse(&text)?;
-        let (dst, port, proto) = walk::parse_destination(to)?;
-        let (src, origin) = packet_options(&t)?;
-        let packet = Packet {
-            dst,
-            port,
-            proto,
-            src,
-            origin,
-            dst_local: t.dst_local,
-        };
-        let opts = WalkOptions {
-            chain: t.chain.clone(),
-        };
-        let trace = walk::walk(&rs, &packet, &opts)?;
-        let mut fs = Vec::new();
-        for i in &rs.issues {
-            fs.push(findings::Finding::new(
+fn packet(t: &TraceArgs, dst: IpAddr, port: u16, proto: Proto) -> anyhow::Result<Packet> {
+    Ok(Packet {
+        dst,
+        port,
+        proto,
+        src: parse_from(t)?,
+        origin: if t.from_node {
+            Origin::Node
+        } else {
+            Origin::Outside
+        },
+        dst_local: t.dst_local,
+    })
+}
+
+fn rule_issues(rs: &Ruleset) -> Vec<Finding> {
+    rs.issues
+        .iter()
+        .map(|i| {
+            Finding::new(
                 Severity::Warning,
                 "rules-not-understood",
                 format!("line {}: {}", i.line, i.message),
-            ));
-        }
-        match t.output {
-            Output::Json => {
-                let v = serde_json::json!({
-                    "rules": {"format": rs.format, "issues": rs.issues},
-                    "trace": trace,
-                    "findings": fs,
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            }
-            Output::Text => {
-                println!(
-                    "Rules: {} ({} rules)",
-                    rs.format.describe(),
-                    rs.rule_count()
-                );
-                print!("{}", walk::render::text(&trace));
-                if !fs.is_empty() {
-                    println!("\nInput:");
-                    for f in &fs {
-                        print!("{}", f.render("  "));
+            )
+        })
+        .collect()
+}
+
+fn print_findings(title: &str, fs: &[Finding]) {
+    if fs.is_empty() {
+        return;
+    }
+    println!("\n{title}:");
+    for f in fs {
+        print!("{}", f.render("  "));
+    }
+}
+
+/// `svc/NAME`, `service/NAME`, `services/NAME` or `NAME`.
+fn service_name(s: &str) -> &str {
+    s.split_once('/')
+        .filter(|(k, _)| matches!(*k, "svc" | "service" | "services"))
+        .map_or(s, |(_, n)| n)
+}
+
+async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
+    let Some(svc_arg) = t.service.as_deref() else {
+        return trace_offline(&t);
+    };
+    let name = service_name(svc_arg).to_string();
+    let client = cluster::client().await?;
+    let snap = cluster::snapshot(
+        &client,
+        &Scope::Service {
+            namespace: t.namespace.clone(),
+            name: name.clone(),
+        },
+    )
+    .await?;
+    let Some(report) = service::report(&snap, &t.namespace, &name, t.port.as_deref()) else {
+        bail!("Service {}/{name} not found", t.namespace);
+    };
+    let mut all: Vec<Finding> = report.steps.clone();
+    let mut traces: Vec<(String, Trace, Vec<Finding>)> = Vec::new();
+    let mut rule_findings = Vec::new();
+    if let Some(path) = &t.rules {
+        let rs = rules::parse(&read_input(path)?)?;
+        rule_findings = rule_issues(&rs);
+        let local = report.external_traffic_policy == "Local";
+        let node = t
+            .node
+            .clone()
+            .or_else(|| report.announcers.first().cloned());
+        for ip in &report.ips {
+            for p in &report.ports {
+                let proto = Proto::parse(&p.protocol).unwrap_or(Proto::Tcp);
+                let pkt = packet(&t, ip.ip, p.port, proto)?;
+                let what = format!("{}:{}/{}", ip.ip, p.port, p.protocol);
+                match walk::walk(
+                    &rs,
+                    &pkt,
+                    &WalkOptions {
+                        chain: t.chain.clone(),
+                    },
+                ) {
+                    Ok(tr) => {
+                        let eps: Vec<_> =
+                            crate::snapshot::endpoints(&snap, &snap.services[0], Some(&p.name))
+                                .into_iter()
+                                .filter(|e| rules::Family::of(&e.ip) == rules::Family::of(&ip.ip))
+                                .collect();
+                        // From outside, Local Services use the node's own endpoints; a client
+                        // in the pod network uses all (kube-proxy short-circuits pod traffic).
+                        let from_pod = pkt.src.is_some_and(|s| {
+                            snap.nodes.iter().any(|n| {
+                                n.spec
+                                    .as_ref()
+                                    .and_then(|s| s.pod_cidrs.as_ref())
+                                    .into_iter()
+                                    .flatten()
+                                    .any(|c| {
+                                        rules::Net::parse(c).is_some_and(|net| net.contains(&s))
+                                    })
+                            })
+                        });
+                        let expected =
+                            service::expected_for_node(&eps, local && !from_pod, node.as_deref());
+                        let mut fs = walk::check::cross_check(&tr, &expected);
+                        if local && node.is_none() {
+                            fs.push(Finding::new(Severity::Warning, "rules-node-unknown", "the rules' node is not known: pass --node so Local endpoints can be checked"));
+                        }
+                        all.extend(fs.iter().cloned());
+                        traces.push((what, tr, fs));
+                    }
+                    Err(e) => {
+                        let f =
+                            Finding::new(Severity::Warning, "rules-walk", format!("{what}: {e}"));
+                        all.push(f.clone());
+                        traces.push((what, empty_trace(&pkt), vec![f]));
                     }
                 }
             }
         }
-        return Ok(0);
     }
-    bail!("not built yet")
+    match t.output {
+        Output::Json => {
+            let tr: Vec<Value> = traces
+                .iter()
+                .map(|(w, t, f)| json!({"destination": w, "trace": t, "findings": f}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "service": report,
+                    "rules": tr,
+                    "input": rule_findings,
+                    "gaps": snap.gaps,
+                }))?
+            );
+        }
+        Output::Text => {
+            print!("{}", service::text(&report));
+            for (what, tr, fs) in &traces {
+                println!("\nThrough the node's rules to {what}:");
+                print!("{}", walk::render::text(tr));
+                print_findings("Checked against the EndpointSlices", fs);
+            }
+            print_findings("Input", &rule_findings);
+            for g in &snap.gaps {
+                println!("note: could not read {g}");
+            }
+            if t.rules.is_none() && !report.ips.is_empty() {
+                println!(
+                    "\nTo follow the packet through kube-proxy on {}: run `iptables-save` (or `nft -j list ruleset`) there and pass it with --rules FILE, or pipe it: ssh NODE sudo iptables-save | kubectl ferrolb trace svc/{name} -n {} --rules -",
+                    report
+                        .announcers
+                        .first()
+                        .map_or("the announcing node", String::as_str),
+                    t.namespace
+                );
+            }
+        }
+    }
+    all.extend(rule_findings);
+    Ok(exit_code(&all))
+}
+
+fn empty_trace(p: &Packet) -> Trace {
+    Trace {
+        packet: p.clone(),
+        start: String::new(),
+        tree: Vec::new(),
+        outcomes: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+fn trace_offline(t: &TraceArgs) -> anyhow::Result<i32> {
+    let (Some(rules_path), Some(to)) = (&t.rules, &t.to) else {
+        bail!("without a Service, trace needs --rules FILE and --to IP:PORT[/PROTO]");
+    };
+    let rs = rules::parse(&read_input(rules_path)?)?;
+    let (dst, port, proto) = walk::parse_destination(to)?;
+    let pkt = packet(t, dst, port, proto)?;
+    let trace = walk::walk(
+        &rs,
+        &pkt,
+        &WalkOptions {
+            chain: t.chain.clone(),
+        },
+    )?;
+    let fs = rule_issues(&rs);
+    match t.output {
+        Output::Json => {
+            let v = json!({
+                "rules": {"format": rs.format, "issues": rs.issues},
+                "trace": trace,
+                "findings": fs,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Output::Text => {
+            println!(
+                "Rules: {} ({} rules)",
+                rs.format.describe(),
+                rs.rule_count()
+            );
+            print!("{}", walk::render::text(&trace));
+            print_findings("Input", &fs);
+        }
+    }
+    Ok(0)
+}
+
+async fn status_cmd(a: StatusArgs) -> anyhow::Result<i32> {
+    let client = cluster::client().await?;
+    let snap = cluster::snapshot(&client, &Scope::All).await?;
+    let st = status::build(&snap);
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&st)?),
+        Output::Text => print!("{}", status::text(&st)),
+    }
+    Ok(0)
+}
+
+async fn doctor_cmd(a: DoctorArgs) -> anyhow::Result<i32> {
+    let client = cluster::client().await?;
+    let snap = cluster::snapshot(&client, &Scope::All).await?;
+    let fs = doctor::run(&snap);
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&fs)?),
+        Output::Text => {
+            for f in &fs {
+                print!("{}", f.render(""));
+            }
+            let bad = fs
+                .iter()
+                .filter(|f| f.severity >= Severity::Warning)
+                .count();
+            println!(
+                "\n{} checks, {}",
+                fs.len(),
+                if bad == 0 {
+                    "nothing wrong found".to_string()
+                } else {
+                    format!("{bad} to look at")
+                }
+            );
+        }
+    }
+    Ok(exit_code(&fs))
+}
+
+/// YAML documents from a file (or `-`), as JSON values.
+fn yaml_docs(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = read_input(path)?;
+    let mut out = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(&text) {
+        let v = <Value as serde::Deserialize>::deserialize(d)
+            .with_context(|| format!("{} is not YAML", path.display()))?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn print_notes(notes: &[Finding]) {
+    for n in notes {
+        eprint!("{}", n.render("# "));
+    }
+}
+
+async fn apply_all(objs: &[Value]) -> anyhow::Result<i32> {
+    let client = cluster::client().await?;
+    let mut failed = false;
+    for r in cluster::apply(&client, objs).await {
+        match r {
+            Ok(l) => eprintln!("{l}"),
+            Err(l) => {
+                failed = true;
+                eprintln!("{l}");
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+async fn migrate_metallb(a: MetallbArgs) -> anyhow::Result<i32> {
+    let mut objs = Vec::new();
+    let mut gaps = Vec::new();
+    if a.from_cluster {
+        let client = cluster::client().await?;
+        let (o, g) = cluster::metallb_objects(&client, &a.metallb_namespace).await;
+        objs = o;
+        gaps = g;
+    } else if a.files.is_empty() {
+        bail!("pass --from-cluster, or -f FILE... with MetalLB's objects");
+    } else {
+        for f in &a.files {
+            objs.extend(yaml_docs(f)?);
+        }
+    }
+    let c = metallb::convert(&metallb::flatten(objs), &a.metallb_namespace);
+    print!("{}", metallb::yaml(&c.objects));
+    for g in &gaps {
+        eprintln!("# note: could not read {g}");
+    }
+    print_notes(&c.notes);
+    if c.objects.is_empty() {
+        eprintln!("# no MetalLB object found to convert");
+    }
+    let mut code = exit_code(&c.notes);
+    if a.apply {
+        code = code.max(apply_all(&c.objects).await?);
+    } else if !c.objects.is_empty() {
+        eprintln!(
+            "# nothing was changed in the cluster; rerun with --apply, or pipe the YAML to kubectl apply -f -"
+        );
+    }
+    Ok(code)
+}
+
+async fn migrate_k3s(a: K3sArgs) -> anyhow::Result<i32> {
+    let nodes: Vec<k8s_openapi::api::core::v1::Node> = if a.from_cluster {
+        let client = cluster::client().await?;
+        cluster::nodes(&client).await?
+    } else if a.files.is_empty() {
+        bail!("pass --from-cluster, or -f FILE... with the Nodes (kubectl get nodes -o yaml)");
+    } else {
+        let mut v = Vec::new();
+        for f in &a.files {
+            v.extend(yaml_docs(f)?);
+        }
+        metallb::flatten(v)
+            .into_iter()
+            .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Node"))
+            .filter_map(|o| serde_json::from_value(o).ok())
+            .collect()
+    };
+    let c = k3s::convert(&nodes, &a.pool_name);
+    print!("{}", metallb::yaml(&c.objects));
+    print_notes(&c.notes);
+    eprintln!("# Steps to move from servicelb:");
+    for (i, s) in k3s::STEPS.iter().enumerate() {
+        eprintln!("#   {}. {s}", i + 1);
+    }
+    if a.apply {
+        return apply_all(&c.objects).await;
+    }
+    eprintln!(
+        "# nothing was changed in the cluster; rerun with --apply, or pipe the YAML to kubectl apply -f -"
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_in_kubectl_forms() {
+        assert_eq!(service_name("svc/web"), "web");
+        assert_eq!(service_name("service/web"), "web");
+        assert_eq!(service_name("web"), "web");
+        assert_eq!(service_name("deploy/web"), "deploy/web");
+    }
 }

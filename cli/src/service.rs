@@ -1,0 +1,730 @@
+//! `trace svc/NAME` without rules, and the cluster half of it with rules: a Service's external IPs
+//! and the pool of each, who announces them, its ports (port → nodePort → targetPort), its
+//! endpoints (ready or not, on which node), and what its `externalTrafficPolicy` means for each
+//! node. Every step says what it checked and, when something is wrong, what to do. Pure over a
+//! [`Snapshot`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use serde::Serialize;
+
+use crate::findings::{Finding, Severity};
+use crate::snapshot::{
+    self, ANNOUNCED, Snapshot, endpoints, ingress_ips, is_ours, name_of, node_ready, pool_of,
+    service_condition, speaker_pods,
+};
+use crate::walk::check::SliceEndpoint;
+
+/// One Service port, followed through to the pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortMap {
+    /// The port's name ("" when unnamed).
+    pub name: String,
+    /// Protocol.
+    pub protocol: String,
+    /// The Service port.
+    pub port: u16,
+    /// The node port, when allocated.
+    pub node_port: Option<u16>,
+    /// The target port as the Service writes it (a number or a pod port's name).
+    pub target_port: String,
+    /// The ports the EndpointSlices give for it.
+    pub endpoint_ports: Vec<u16>,
+}
+
+/// An external IP and its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpInfo {
+    /// The IP.
+    pub ip: IpAddr,
+    /// The pool whose addresses hold it.
+    pub pool: Option<String>,
+}
+
+/// Everything `trace` found about a Service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceReport {
+    /// `namespace/name`.
+    pub service: String,
+    /// `spec.type`.
+    pub type_: String,
+    /// `Cluster` or `Local`.
+    pub external_traffic_policy: String,
+    /// External IPs.
+    pub ips: Vec<IpInfo>,
+    /// Nodes announcing them (from the `ferrolb.io/Announced` condition).
+    pub announcers: Vec<String>,
+    /// Ports.
+    pub ports: Vec<PortMap>,
+    /// Endpoints (for the first traced port).
+    pub endpoints: Vec<SliceEndpoint>,
+    /// The steps, in the order a packet meets them.
+    pub steps: Vec<Finding>,
+}
+
+fn pods_selector(s: &Service) -> String {
+    s.spec
+        .as_ref()
+        .and_then(|sp| sp.selector.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "(no selector)".into())
+}
+
+fn port_matches(p: &ServicePort, want: &str) -> bool {
+    p.name.as_deref() == Some(want) || p.port.to_string() == want
+}
+
+/// The ports traced: all, or the one `--port` names (number or name).
+pub fn ports(svc: &Service, snap: &Snapshot, want: Option<&str>) -> Vec<PortMap> {
+    let mut out = Vec::new();
+    for p in svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if want.is_some_and(|w| !port_matches(p, w)) {
+            continue;
+        }
+        let name = p.name.clone().unwrap_or_default();
+        let eps = endpoints(snap, svc, Some(&name));
+        let mut endpoint_ports: Vec<u16> = eps.iter().map(|e| e.port).collect();
+        endpoint_ports.sort_unstable();
+        endpoint_ports.dedup();
+        out.push(PortMap {
+            name,
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            port: u16::try_from(p.port).unwrap_or(0),
+            node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+            target_port: p.target_port.as_ref().map_or_else(
+                || p.port.to_string(),
+                |t| match t {
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => {
+                        i.to_string()
+                    }
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => {
+                        s.clone()
+                    }
+                },
+            ),
+            endpoint_ports,
+        });
+    }
+    out
+}
+
+/// The endpoints kube-proxy on `node` uses for traffic from outside to an external IP: with
+/// `Local` policy the node's own, else all.
+pub fn expected_for_node(
+    eps: &[SliceEndpoint],
+    local: bool,
+    node: Option<&str>,
+) -> Vec<SliceEndpoint> {
+    eps.iter()
+        .filter(|e| !local || (node.is_some() && e.node.as_deref() == node))
+        .cloned()
+        .collect()
+}
+
+/// The report for Service `ns/name`; `None` when the snapshot does not have it.
+pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Option<ServiceReport> {
+    let svc = snap.services.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(name)
+    })?;
+    let spec = svc.spec.clone().unwrap_or_default();
+    let type_ = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
+    let etp = spec
+        .external_traffic_policy
+        .clone()
+        .unwrap_or_else(|| "Cluster".into());
+    let local = etp == "Local";
+    let mut steps = Vec::new();
+
+    // 1. Is it ours?
+    if type_ != "LoadBalancer" {
+        steps.push(
+            Finding::new(Severity::Info, "service-type", format!("type {type_}: no LoadBalancer IP is expected"))
+                .because("ferrolb only answers Services of type LoadBalancer; ports and endpoints are still traced below"),
+        );
+    } else if !is_ours(svc) {
+        steps.push(
+            Finding::new(
+                Severity::Warning,
+                "service-class",
+                format!(
+                    "loadBalancerClass {} is not ferrolb's",
+                    spec.load_balancer_class.as_deref().unwrap_or("")
+                ),
+            )
+            .because("another implementation is asked to answer this Service; ferrolb leaves it alone (unless it runs with that --lb-class)")
+            .fix(format!("remove spec.loadBalancerClass, or set it to {}", snapshot::DEFAULT_CLASS)),
+        );
+    } else {
+        steps.push(Finding::new(
+            Severity::Ok,
+            "service-class",
+            "type LoadBalancer, answered by ferrolb",
+        ));
+    }
+
+    // 2. External IPs and pools.
+    let ips: Vec<IpInfo> = ingress_ips(svc)
+        .into_iter()
+        .map(|ip| IpInfo {
+            ip,
+            pool: pool_of(&snap.pools, ip).map(name_of),
+        })
+        .collect();
+    let alloc = service_condition(svc, ferrolb_crds::conditions::IP_ALLOCATED);
+    let alloc_text = alloc.map(|c| {
+        format!(
+            "condition {}: {}/{}: {}",
+            c.type_, c.status, c.reason, c.message
+        )
+    });
+    if type_ == "LoadBalancer" && is_ours(svc) {
+        if ips.is_empty() {
+            let mut f = Finding::new(Severity::Error, "external-ips", "no external IP")
+                .because(alloc_text.clone().unwrap_or_else(|| {
+                    format!("the controller wrote no {} condition: it is not running, not leading, or cannot reach the API server", ferrolb_crds::conditions::IP_ALLOCATED)
+                }));
+            f = f.fix(match alloc.map(|c| c.message.as_str()) {
+                Some(m) if m.contains("exhausted") => {
+                    "add addresses to the pool, or free some".to_string()
+                }
+                Some(m) if m.contains("in no pool") => {
+                    "request an IP that a pool holds, or add it to a pool".to_string()
+                }
+                Some(_) => "read the condition's message; `kubectl describe svc` shows the events"
+                    .to_string(),
+                None => "check the ferrolb controller's pods and logs".to_string(),
+            });
+            steps.push(f);
+        } else {
+            let parts: Vec<String> = ips
+                .iter()
+                .map(|i| match &i.pool {
+                    Some(p) => format!("{} (pool {p})", i.ip),
+                    None => format!("{} (in no pool)", i.ip),
+                })
+                .collect();
+            let orphan = ips.iter().any(|i| i.pool.is_none());
+            let mut f = Finding::new(
+                if orphan {
+                    Severity::Warning
+                } else {
+                    Severity::Ok
+                },
+                "external-ips",
+                format!("external IPs: {}", parts.join(", ")),
+            );
+            if let Some(t) = &alloc_text {
+                f = f.because(t.clone());
+            }
+            if orphan {
+                f = f.fix("add the IP back to a pool, or annotate the Service ferrolb.io/allow-ip-change=true to move it");
+            }
+            steps.push(f);
+        }
+    }
+
+    // 3. Announcement.
+    let mut announcers = Vec::new();
+    if !ips.is_empty() {
+        match service_condition(svc, ANNOUNCED) {
+            Some(c) if c.status == "True" => {
+                announcers = snapshot::announcer(&c.message);
+                let mut sev = Severity::Ok;
+                let mut problems = Vec::new();
+                for a in &announcers {
+                    match snap.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(a)) {
+                        None => problems.push(format!("node {a} does not exist any more")),
+                        Some(n) if !node_ready(n) => problems.push(format!("node {a} is not Ready")),
+                        _ => {}
+                    }
+                    let speakers = speaker_pods(snap);
+                    if !speakers.is_empty()
+                        && !speakers.iter().any(|p| {
+                            let (node, ready) = snapshot::pod_node_ready(p);
+                            ready && node.as_deref() == Some(a)
+                        })
+                    {
+                        problems.push(format!("no speaker alive on {a}"));
+                    }
+                }
+                let mut f = Finding::new(Severity::Ok, "announced", c.message.clone())
+                    .because(format!("condition {ANNOUNCED}: {}/{}", c.status, c.reason));
+                if !problems.is_empty() {
+                    sev = Severity::Error;
+                    f.title = format!("{} — but {}", c.message, problems.join("; "));
+                    f = f.fix("the other speakers take the IP over within a second once they see the node gone; if they do not, check their logs and heartbeats (UDP 7946)");
+                }
+                f.severity = sev;
+                steps.push(f);
+            }
+            Some(c) => {
+                let fix = match c.reason.as_str() {
+                    "NoUsableInterface" => "bring the interface up, or fix the L2Advertisement's interfaces and the speakers' --interfaces",
+                    "NoAliveNode" => "start the speakers (the DaemonSet's pods) on the eligible nodes",
+                    "NoL2Advertisement" => "create an L2Advertisement that covers the IP's pool (and the Service, if it selects Services)",
+                    "NoEndpoints" => "make the Service's pods ready; with no serving endpoint nothing is announced",
+                    "NoEligibleNode" => "check the L2Advertisement's nodeSelectors, the exclude-from-external-load-balancers label, and (for Local) where the endpoints run",
+                    "NoPool" => "add the IP to an IPAddressPool",
+                    _ => "read the condition's message",
+                };
+                steps.push(
+                    Finding::new(Severity::Error, "announced", c.message.clone())
+                        .because(format!("condition {ANNOUNCED}: {}/{}", c.status, c.reason))
+                        .fix(fix),
+                );
+            }
+            None => steps.push(
+                Finding::new(Severity::Error, "announced", "no node announces the IPs")
+                    .because(format!("no speaker wrote the {ANNOUNCED} condition"))
+                    .fix("check that the speaker DaemonSet runs (kubectl -n ferrolb-system get pods) and that an L2Advertisement covers the pool"),
+            ),
+        }
+    }
+
+    // 4. Ports.
+    let port_maps = ports(svc, snap, port);
+    if port_maps.is_empty() {
+        steps.push(
+            Finding::new(
+                Severity::Error,
+                "ports",
+                match port {
+                    Some(p) => format!("the Service has no port {p}"),
+                    None => "the Service has no ports".into(),
+                },
+            )
+            .fix("pass --port with one of the Service's ports"),
+        );
+    }
+    for p in &port_maps {
+        let np = p
+            .node_port
+            .map_or("no nodePort".to_string(), |n| format!("nodePort {n}"));
+        let ep = if p.endpoint_ports.is_empty() {
+            "no endpoint port yet".to_string()
+        } else {
+            format!(
+                "endpoints on {}",
+                p.endpoint_ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        let label = if p.name.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", p.name)
+        };
+        let mut f = Finding::new(
+            Severity::Ok,
+            "ports",
+            format!(
+                "{label}{}/{} -> {np} -> targetPort {} ({ep})",
+                p.port, p.protocol, p.target_port
+            ),
+        );
+        if type_ == "LoadBalancer"
+            && p.node_port.is_none()
+            && spec.allocate_load_balancer_node_ports != Some(false)
+        {
+            f.severity = Severity::Warning;
+            f = f.because(
+                "a LoadBalancer port without a nodePort: the API server has not allocated one yet",
+            );
+        }
+        steps.push(f);
+    }
+
+    // 5. Endpoints.
+    let first = port_maps.first().map(|p| p.name.clone());
+    let eps = endpoints(snap, svc, first.as_deref());
+    let ready: Vec<&SliceEndpoint> = eps.iter().filter(|e| e.ready).collect();
+    let sel = pods_selector(svc);
+    if eps.is_empty() {
+        steps.push(
+            Finding::new(Severity::Error, "endpoints", format!("no endpoints: no pod matches {sel}"))
+                .because("without endpoints kube-proxy rejects the traffic and the speakers do not announce the IP")
+                .fix(format!("check `kubectl get pods -n {ns} -l {sel}` and the Service's selector")),
+        );
+    } else if ready.is_empty() {
+        steps.push(
+            Finding::new(
+                Severity::Error,
+                "endpoints",
+                format!("no ready endpoint: pods {sel} are 0/{} ready", eps.len()),
+            )
+            .because("kube-proxy sends traffic only to ready endpoints (or serving, terminating ones when none is ready)")
+            .fix("check the pods' readiness probes and events (`kubectl describe pod`)"),
+        );
+    } else {
+        let mut by_node: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for e in &eps {
+            let n = by_node
+                .entry(e.node.clone().unwrap_or_else(|| "(no node)".into()))
+                .or_default();
+            n.1 += 1;
+            if e.ready {
+                n.0 += 1;
+            }
+        }
+        let parts: Vec<String> = by_node
+            .iter()
+            .map(|(n, (r, t))| format!("{n} {r}/{t}"))
+            .collect();
+        let list: Vec<String> = eps
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} on {} ({})",
+                    std::net::SocketAddr::new(e.ip, e.port),
+                    e.node.as_deref().unwrap_or("?"),
+                    if e.ready {
+                        "ready"
+                    } else if e.serving {
+                        "serving, not ready"
+                    } else {
+                        "not ready"
+                    }
+                )
+            })
+            .collect();
+        steps.push(
+            Finding::new(
+                if ready.len() < eps.len() {
+                    Severity::Warning
+                } else {
+                    Severity::Ok
+                },
+                "endpoints",
+                format!(
+                    "{}/{} endpoints ready (ready/total per node: {})",
+                    ready.len(),
+                    eps.len(),
+                    parts.join(", ")
+                ),
+            )
+            .because(list.join("; ")),
+        );
+    }
+
+    // 6. Traffic policy.
+    if type_ == "LoadBalancer" || type_ == "NodePort" {
+        if local {
+            let mut nodes: Vec<String> = ready.iter().filter_map(|e| e.node.clone()).collect();
+            nodes.sort();
+            nodes.dedup();
+            let mut f = Finding::new(
+                Severity::Ok,
+                "traffic-policy",
+                format!(
+                    "externalTrafficPolicy Local: the client's address is kept; only nodes with a ready endpoint take traffic ({}); others drop it",
+                    if nodes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        nodes.join(", ")
+                    }
+                ),
+            );
+            let bad: Vec<&String> = announcers.iter().filter(|a| !nodes.contains(a)).collect();
+            if !bad.is_empty() {
+                f.severity = Severity::Error;
+                f = f
+                    .because(format!(
+                        "{} announces the IP but has no ready endpoint: kube-proxy there drops the traffic",
+                        bad.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                    .fix("the speakers move the IP to a node with an endpoint; if the condition stays, check the speakers' logs and whether their view of EndpointSlices is current");
+            }
+            steps.push(f);
+        } else {
+            steps.push(Finding::new(
+                Severity::Ok,
+                "traffic-policy",
+                "externalTrafficPolicy Cluster: any node forwards to any endpoint; the source is masqueraded, so pods see a node's address",
+            ));
+        }
+    }
+
+    Some(ServiceReport {
+        service: format!("{ns}/{name}"),
+        type_,
+        external_traffic_policy: etp,
+        ips,
+        announcers,
+        ports: port_maps,
+        endpoints: eps,
+        steps,
+    })
+}
+
+/// The report as text.
+pub fn text(r: &ServiceReport) -> String {
+    let mut s = format!(
+        "Service {} ({}, externalTrafficPolicy {})\n",
+        r.service, r.type_, r.external_traffic_policy
+    );
+    for f in &r.steps {
+        s.push_str(&f.render("  "));
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).expect("service")
+    }
+
+    pub(crate) fn base_snapshot() -> Snapshot {
+        let mut s = Snapshot::default();
+        s.services.push(svc(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "externalTrafficPolicy": "Local",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.100"}]},
+                       "conditions": [
+                         {"type": "ferrolb.io/IPAllocated", "status": "True", "reason": "Allocated", "message": "198.51.100.100 from pool default", "lastTransitionTime": "2026-12-07T08:00:00Z"},
+                         {"type": "ferrolb.io/Announced", "status": "True", "reason": "Announced", "message": "announced by node-2 on eth0", "lastTransitionTime": "2026-12-07T08:00:00Z"}]}
+        })));
+        s.slices.push(serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["192.0.2.2"], "nodeName": "node-1", "conditions": {"ready": true}},
+                {"addresses": ["192.0.2.18"], "nodeName": "node-2", "conditions": {"ready": true}}]
+        })).expect("slice"));
+        for n in ["node-1", "node-2"] {
+            s.nodes.push(
+                serde_json::from_value(json!({
+                    "metadata": {"name": n},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+                }))
+                .expect("node"),
+            );
+        }
+        s.pools.push(
+            serde_json::from_value(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": "default"},
+                "spec": {"addresses": ["198.51.100.100-198.51.100.149"]}
+            }))
+            .expect("pool"),
+        );
+        s
+    }
+
+    fn checks(r: &ServiceReport) -> Vec<(String, Severity)> {
+        r.steps
+            .iter()
+            .map(|f| (f.check.clone(), f.severity))
+            .collect()
+    }
+
+    #[test]
+    fn a_working_service_reads_all_ok() {
+        let r = report(&base_snapshot(), "default", "web", None).expect("found");
+        assert!(
+            r.steps.iter().all(|f| f.severity == Severity::Ok),
+            "{}",
+            text(&r)
+        );
+        assert_eq!(r.ips[0].pool.as_deref(), Some("default"));
+        assert_eq!(r.announcers, ["node-2"]);
+        assert_eq!(r.ports[0].node_port, Some(30080));
+        assert_eq!(r.ports[0].endpoint_ports, [8080]);
+        let t = text(&r);
+        assert!(
+            t.contains("http 80/TCP -> nodePort 30080 -> targetPort 8080"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn unready_pods_are_named_with_their_selector() {
+        let mut s = base_snapshot();
+        s.slices[0] = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["192.0.2.2"], "nodeName": "node-1", "conditions": {"ready": false}},
+                {"addresses": ["192.0.2.3"], "nodeName": "node-1", "conditions": {"ready": false}},
+                {"addresses": ["192.0.2.18"], "nodeName": "node-2", "conditions": {"ready": false}}]
+        })).expect("slice");
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "endpoints")
+            .expect("endpoints");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(f.title, "no ready endpoint: pods app=web are 0/3 ready");
+        // Local policy: the announcer has no ready endpoint either.
+        let tp = r
+            .steps
+            .iter()
+            .find(|f| f.check == "traffic-policy")
+            .expect("policy");
+        assert_eq!(tp.severity, Severity::Error);
+    }
+
+    #[test]
+    fn local_policy_with_the_announcer_lacking_an_endpoint() {
+        let mut s = base_snapshot();
+        if let Some(eps) = s.slices[0].endpoints.as_mut() {
+            eps.retain(|e| e.node_name.as_deref() == Some("node-1"));
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let tp = r
+            .steps
+            .iter()
+            .find(|f| f.check == "traffic-policy")
+            .expect("policy");
+        assert_eq!(tp.severity, Severity::Error, "{}", text(&r));
+        assert!(
+            tp.explanation
+                .contains("node-2 announces the IP but has no ready endpoint")
+        );
+    }
+
+    #[test]
+    fn no_ip_quotes_the_controller() {
+        let mut s = base_snapshot();
+        s.services[0] = svc(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"conditions": [{"type": "ferrolb.io/IPAllocated", "status": "False", "reason": "PoolExhausted", "message": "pool tiny exhausted (0 of 1 free)", "lastTransitionTime": "2026-12-07T08:00:00Z"}]}
+        }));
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "external-ips")
+            .expect("ips");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(f.explanation.contains("pool tiny exhausted"));
+        assert_eq!(
+            f.fix.as_deref(),
+            Some("add addresses to the pool, or free some")
+        );
+        assert!(
+            !checks(&r).iter().any(|(c, _)| c == "announced"),
+            "no IP, nothing to announce"
+        );
+    }
+
+    #[test]
+    fn announcer_without_a_speaker_or_gone() {
+        let mut s = base_snapshot();
+        s.nodes.pop();
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "announced")
+            .expect("announced");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.title.contains("node node-2 does not exist any more"),
+            "{}",
+            f.title
+        );
+
+        let mut s = base_snapshot();
+        s.pods.push(serde_json::from_value(json!({
+            "metadata": {"name": "speaker-a", "namespace": "ferrolb-system",
+                         "labels": {"app.kubernetes.io/component": "speaker", "app.kubernetes.io/part-of": "ferrolb"}},
+            "spec": {"nodeName": "node-1", "containers": []},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        })).expect("pod"));
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "announced")
+            .expect("announced");
+        assert!(
+            f.title.contains("no speaker alive on node-2"),
+            "{}",
+            f.title
+        );
+    }
+
+    #[test]
+    fn not_announced_gives_the_reason_and_a_fix() {
+        let mut s = base_snapshot();
+        if let Some(st) = s.services[0].status.as_mut()
+            && let Some(cs) = st.conditions.as_mut()
+        {
+            cs[1].status = "False".into();
+            cs[1].reason = "NoL2Advertisement".into();
+            cs[1].message =
+                "not announced: no L2Advertisement covers its pool and the Service".into();
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "announced")
+            .expect("announced");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.fix
+                .as_deref()
+                .is_some_and(|x| x.contains("create an L2Advertisement"))
+        );
+    }
+
+    #[test]
+    fn port_filter_and_missing_port() {
+        let s = base_snapshot();
+        assert_eq!(
+            report(&s, "default", "web", Some("http")).map(|r| r.ports.len()),
+            Some(1)
+        );
+        assert_eq!(
+            report(&s, "default", "web", Some("80")).map(|r| r.ports.len()),
+            Some(1)
+        );
+        let r = report(&s, "default", "web", Some("443")).expect("found");
+        assert!(
+            r.steps
+                .iter()
+                .any(|f| f.check == "ports" && f.severity == Severity::Error)
+        );
+        assert!(report(&s, "default", "nope", None).is_none());
+    }
+
+    #[test]
+    fn expected_endpoints_follow_the_policy() {
+        let r = report(&base_snapshot(), "default", "web", None).expect("found");
+        assert_eq!(
+            expected_for_node(&r.endpoints, true, Some("node-2")).len(),
+            1
+        );
+        assert_eq!(
+            expected_for_node(&r.endpoints, false, Some("node-2")).len(),
+            2
+        );
+        assert!(expected_for_node(&r.endpoints, true, None).is_empty());
+    }
+}

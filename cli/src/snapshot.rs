@@ -1,0 +1,270 @@
+//! A snapshot of the cluster objects the checks look at, and small pure queries over it (which
+//! pool holds an IP, which endpoints a Service has, which nodes an advertisement selects). The
+//! checks in [`crate::doctor`], [`crate::status`] and [`crate::service`] take a snapshot; only
+//! [`crate::cluster`] fills one from the API server, so tests build snapshots by hand.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferrolb_addresses::{IpRange, parse_pool_entry};
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::walk::check::SliceEndpoint;
+
+/// Label of the chart's speaker pods.
+pub const SPEAKER_COMPONENT: &str = "speaker";
+/// Label excluding a node from load balancers (honoured by the speaker).
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+/// The condition the speaker writes on Services.
+pub const ANNOUNCED: &str = "ferrolb.io/Announced";
+/// The class ferrolb answers by default.
+pub const DEFAULT_CLASS: &str = "ferrolb.io/lb";
+
+/// What the checks see of a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Services (all namespaces, or the one traced).
+    pub services: Vec<Service>,
+    /// EndpointSlices of those Services.
+    pub slices: Vec<EndpointSlice>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// ferrolb pools.
+    pub pools: Vec<IPAddressPool>,
+    /// ferrolb L2 advertisements.
+    pub l2advs: Vec<L2Advertisement>,
+    /// `networking.k8s.io/v1` ServiceCIDRs.
+    pub service_cidrs: Vec<ServiceCIDR>,
+    /// `kube-system/kube-proxy`, when present.
+    pub kube_proxy_config: Option<ConfigMap>,
+    /// DaemonSets (all namespaces): speakers, MetalLB, K3s servicelb.
+    pub daemonsets: Vec<DaemonSet>,
+    /// Deployments (all namespaces): MetalLB's controller.
+    pub deployments: Vec<Deployment>,
+    /// Pods of interest: ferrolb speakers, MetalLB, K3s svclb.
+    pub pods: Vec<Pod>,
+    /// Recent events reported by ferrolb.
+    pub events: Vec<Event>,
+    /// What could not be read, and why (a missing CRD, no permission).
+    pub gaps: Vec<String>,
+}
+
+/// A Service's `namespace/name`.
+pub fn key(s: &Service) -> String {
+    format!(
+        "{}/{}",
+        s.metadata.namespace.as_deref().unwrap_or("default"),
+        s.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// A condition of a Service's status.
+pub fn service_condition<'a>(s: &'a Service, type_: &str) -> Option<&'a Condition> {
+    s.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The IPs in a Service's `status.loadBalancer.ingress`.
+pub fn ingress_ips(s: &Service) -> Vec<IpAddr> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// Whether ferrolb (default class) answers the Service: type LoadBalancer, class unset or ours.
+pub fn is_ours(s: &Service) -> bool {
+    let Some(spec) = &s.spec else { return false };
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && spec
+            .load_balancer_class
+            .as_deref()
+            .is_none_or(|c| c == DEFAULT_CLASS)
+}
+
+/// A pool's parsed entries (entries that do not parse are skipped; the controller reports them).
+pub fn pool_ranges(p: &IPAddressPool) -> Vec<IpRange> {
+    p.spec
+        .addresses
+        .iter()
+        .filter_map(|a| parse_pool_entry(a).ok())
+        .collect()
+}
+
+/// The pool holding `ip`, if any.
+pub fn pool_of(pools: &[IPAddressPool], ip: IpAddr) -> Option<&IPAddressPool> {
+    pools
+        .iter()
+        .find(|p| pool_ranges(p).iter().any(|r| r.contains(ip)))
+}
+
+/// A pool's name.
+pub fn name_of<K: kube::Resource>(o: &K) -> String {
+    o.meta().name.clone().unwrap_or_default()
+}
+
+/// The endpoints of a Service's EndpointSlices for the target port named `port_name` (or
+/// numbered), as the walker's cross-check wants them.
+pub fn endpoints(snap: &Snapshot, svc: &Service, port_name: Option<&str>) -> Vec<SliceEndpoint> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    let mut out = Vec::new();
+    for sl in &snap.slices {
+        if sl.metadata.namespace.as_deref().unwrap_or("default") != ns
+            || sl
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str)
+                != Some(name)
+        {
+            continue;
+        }
+        let port = sl
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| port_name.is_none_or(|n| p.name.as_deref().unwrap_or("") == n));
+        let Some(port) = port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for e in sl.endpoints.iter().flatten() {
+            let c = e.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            for a in &e.addresses {
+                if let Ok(ip) = a.parse() {
+                    out.push(SliceEndpoint {
+                        ip,
+                        port,
+                        ready,
+                        serving,
+                        terminating,
+                        node: e.node_name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|e| (e.ip, e.port));
+    out.dedup();
+    out
+}
+
+/// A node's labels.
+pub fn labels(n: &Node) -> BTreeMap<String, String> {
+    n.metadata.labels.clone().unwrap_or_default()
+}
+
+/// Whether a node is Ready.
+pub fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// Nodes an L2Advertisement selects (its node selectors; not the exclusion label).
+pub fn selected_nodes<'a>(snap: &'a Snapshot, adv: &L2Advertisement) -> Vec<&'a Node> {
+    snap.nodes
+        .iter()
+        .filter(|n| {
+            !labels(n).contains_key(EXCLUDE_LABEL)
+                && ferrolb_crds::selector::any_matches(&adv.spec.node_selectors, &labels(n))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Whether an L2Advertisement covers a pool (by name, by selector, or all when it names none).
+pub fn adv_covers(adv: &L2Advertisement, pool: &IPAddressPool) -> bool {
+    let s = &adv.spec;
+    if s.ip_address_pools.is_empty() && s.ip_address_pool_selectors.is_empty() {
+        return true;
+    }
+    let name = name_of(pool);
+    s.ip_address_pools.contains(&name)
+        || s.ip_address_pool_selectors.iter().any(|sel| {
+            ferrolb_crds::selector::matches(sel, &pool.metadata.labels.clone().unwrap_or_default())
+                .unwrap_or(false)
+        })
+}
+
+/// The node a pod runs on and whether it is ready.
+pub fn pod_node_ready(p: &Pod) -> (Option<String>, bool) {
+    let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+    let ready = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    (node, ready)
+}
+
+/// ferrolb's speaker pods.
+pub fn speaker_pods(snap: &Snapshot) -> Vec<&Pod> {
+    snap.pods
+        .iter()
+        .filter(|p| {
+            let l = p.metadata.labels.clone().unwrap_or_default();
+            l.get("app.kubernetes.io/component").map(String::as_str) == Some(SPEAKER_COMPONENT)
+                && l.get("app.kubernetes.io/part-of").map(String::as_str) == Some("ferrolb")
+        })
+        .collect()
+}
+
+/// The node named in an `Announced` condition message ("announced by node-2 on eth0").
+pub fn announcer(message: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in message.split(';') {
+        if let Some((_, rest)) = part.split_once("announced by ") {
+            if part.contains("not announced") {
+                continue;
+            }
+            let node = rest.split([' ', ',', ';']).next().unwrap_or("").to_string();
+            if !node.is_empty() && !out.contains(&node) {
+                out.push(node);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcers_are_read_from_the_condition() {
+        assert_eq!(announcer("announced by node-2 on eth0"), ["node-2"]);
+        assert_eq!(announcer("announced by node-2"), ["node-2"]);
+        assert_eq!(
+            announcer(
+                "198.51.100.70 announced by n1; 2001:db8::70 not announced: no eligible speaker is alive"
+            ),
+            ["n1"]
+        );
+        assert!(announcer("not announced: the Service has no serving endpoint").is_empty());
+    }
+}
