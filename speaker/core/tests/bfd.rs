@@ -110,6 +110,14 @@ fn malformed_packets_are_rejected_per_rfc5880_6_8_6() {
     );
     b[1] = 0x40;
     assert!(ControlPacket::parse(&b).is_ok());
+    // RFC 5880 sets only a minimum Length: 44 without authentication is accepted, the bytes
+    // after the mandatory section ignored, and the packet re-emitted with Length 24 (found
+    // by the bfd_packet fuzz target, which had assumed byte identity).
+    let mut b = good.clone();
+    b[3] = 44;
+    b.extend_from_slice(&[0x55; 20]);
+    let p = ControlPacket::parse(&b).expect("a longer Length is valid");
+    assert_eq!(p.emit().expect("emits"), good);
     // Trailing bytes after Length are ignored.
     let mut b = good.clone();
     b.extend_from_slice(&[0xaa; 8]);

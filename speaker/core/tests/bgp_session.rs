@@ -764,6 +764,28 @@ fn peer_deconfigured_withdraws_then_cease_6_3() {
 }
 
 #[test]
+fn a_peer_closing_during_the_drain_ends_the_stop_without_reconnecting() {
+    let mut h = Scripted::new(config());
+    h.establish(&router_open(PEER_AS, 9, PEER_ID, full_caps(PEER_AS)));
+    h.ev(Event::Routes(routes(2)));
+    h.ev(Event::Stop(Stop::Shutdown {
+        message: "bye".into(),
+        graceful_shutdown: None,
+        drain: secs(5),
+    }));
+    let n = Message::Notification(Notification::cease(2, "router going down too"))
+        .emit(Encoding::FOUR_OCTET)
+        .expect("emits");
+    let a = h.ev(Event::Received(&n));
+    assert!(matches!(
+        closed(&a).map(|c| &c.reason),
+        Some(CloseReason::NotificationReceived(_))
+    ));
+    assert_eq!(h.s.poll_timeout(), None, "stopped: no reconnect");
+    assert!(h.at(secs(600)).is_empty());
+}
+
+#[test]
 fn stop_before_established_ceases_at_once() {
     let mut h = Scripted::new(config());
     h.ev(Event::Start);

@@ -11,6 +11,22 @@
 //! what the session returns. Demultiplexing is the shell's: by Your Discriminator
 //! ([`session::Session::local_discriminator`]) when it is non-zero, else by the peer's address.
 //! Authentication, Demand mode and Echo are not implemented (see [`session`]).
+//!
+//! # How a shell drives it
+//!
+//! The BFD thread owns every [`Session`] (one per peer, created with a unique non-zero
+//! random discriminator and a random seed) and one UDP socket per family bound to port 3784
+//! ([`SINGLE_HOP_PORT`]; [`MULTI_HOP_PORT`] for multihop) with `IP_RECVTTL` /
+//! `IPV6_RECVHOPLIMIT`, plus a sending socket per session with TTL 255 and a source port in
+//! 49152–65535. It loops: `recvmsg` with a timeout until the earliest
+//! [`Session::poll_timeout`]; a datagram goes to the session whose discriminator its Your
+//! Discriminator names (parse it with [`ControlPacket::parse`] first), or, when that is 0, to
+//! the session of its source address, as [`Event::Received`] with its TTL; expired deadlines
+//! get [`Event::Timeout`]. [`Action::Send`] bytes go to the peer; an
+//! [`Action::StateChanged`] whose [`Transition::is_failure`] holds becomes the BGP session's
+//! `BfdDown`. For a planned restart the shell sends [`Event::AdminDown`] with
+//! [`Diagnostic::ADMINISTRATIVELY_DOWN`] and keeps the thread running until
+//! [`Session::admin_down_complete_at`].
 
 pub mod packet;
 pub mod session;

@@ -138,7 +138,7 @@ impl Capability {
     }
 }
 
-/// An OPEN message. The version is always 4: [`Open::parse`] rejects any other.
+/// An OPEN message. The version is always 4: parsing rejects any other with 2/1.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Open {
     /// The 2-octet "My Autonomous System" field: [`AS_TRANS`] when the real AS does not fit.

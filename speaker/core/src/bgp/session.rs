@@ -686,8 +686,10 @@ impl Session {
         self.rib.clear();
         self.initial_sent = false;
         self.unannounced.clear();
-        self.closing = None;
-        if reason.is_administrative() {
+        // A connection that ends while a Stop drains (the peer closed first, or the hold
+        // timer fired) ends the stop early: no reconnect either way.
+        let stopping = self.closing.take().is_some();
+        if reason.is_administrative() || stopping {
             self.stopped = true;
             self.retry_at = None;
         } else {

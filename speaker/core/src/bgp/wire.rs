@@ -6,7 +6,7 @@
 //! NOTIFICATION code/subcode the RFCs prescribe ([`WireError::notification`]) and to the RFC 7606
 //! handling ([`WireError::handling`]). OPEN, UPDATE and NOTIFICATION bodies live in their own
 //! files and share this error type. It must not do I/O or panic on any input: every read is
-//! bounds-checked through [`Reader`].
+//! bounds-checked through one small cursor type.
 //!
 //! Messages are at most 4096 bytes: RFC 8654 extended messages are not negotiated.
 
