@@ -36,6 +36,39 @@ pub struct Args {
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
     pub metrics_addr: SocketAddr,
+
+    /// Namespace of the speaker pods (default: the Lease namespace). Forwarder mode publishes a
+    /// node only while a speaker pod there is Ready.
+    #[arg(long, env = "FERROLB_SPEAKER_NAMESPACE")]
+    pub speaker_namespace: Option<String>,
+
+    /// Label selector of the speaker pods.
+    #[arg(
+        long,
+        env = "FERROLB_SPEAKER_SELECTOR",
+        default_value = "app.kubernetes.io/component=speaker"
+    )]
+    pub speaker_selector: String,
+
+    /// Forwarder mode: what a Service port equal to another Service's nodePort does (it shadows
+    /// that NodePort on the published node addresses): `warn` (condition message and event) or
+    /// `block` (the node is left out).
+    #[arg(
+        long,
+        env = "FERROLB_NODE_PORT_SHADOWING",
+        value_enum,
+        default_value = "warn"
+    )]
+    pub node_port_shadowing: Shadowing,
+}
+
+/// What forwarder mode does when a port shadows another Service's NodePort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shadowing {
+    /// Publish, and say so.
+    Warn,
+    /// Do not publish on those nodes.
+    Block,
 }
 
 impl Args {
@@ -45,6 +78,13 @@ impl Args {
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "ferrolb-system".into())
+    }
+
+    /// The speaker pods' namespace after defaults.
+    pub fn speaker_namespace(&self) -> String {
+        self.speaker_namespace
+            .clone()
+            .unwrap_or_else(|| self.lease_namespace())
     }
 
     /// This replica's identity after defaults.
@@ -75,5 +115,7 @@ mod tests {
         assert_eq!(a.common.lb_class, "ferrolb.io/lb");
         assert!(!a.leader_elect && !a.common.ignore_classless);
         assert_eq!(a.metrics_addr.port(), 7472);
+        assert_eq!(a.node_port_shadowing, Shadowing::Warn);
+        assert_eq!(a.speaker_selector, "app.kubernetes.io/component=speaker");
     }
 }

@@ -1,5 +1,6 @@
 //! The controller's state and decisions: an index of Services, pools, L2Advertisements and
-//! namespaces fed by watch events, the allocator, and the reconcile step that turns changes into
+//! namespaces fed by watch events, the allocator, forwarder mode's inputs (Nodes, speaker reports
+//! and pods, EndpointSlices) and outcomes, and the reconcile step that turns changes into
 //! [`Action`]s.
 //!
 //! Synchronous and free of I/O: the shell (`run.rs`) feeds it events and performs the actions it
@@ -11,10 +12,11 @@ use std::net::IpAddr;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use ferrolb_allocator::{Allocator, Assignment, Request, ServiceKey};
+use ferrolb_allocator::{Allocator, Assignment, Family, Protocol, Request, ServiceKey};
 use ferrolb_crds::{IPAddressPoolStatus, L2AdvertisementStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::forwarder::{self, FwdService, Holder, NodeReport, NodeView, Outcome};
 use crate::l2adv::{self, L2View};
 use crate::pools::{self, PoolView};
 use crate::service::{self, ObservedCondition, ServiceView, SvcKey};
@@ -26,6 +28,9 @@ pub struct CoreConfig {
     pub lb_class: String,
     /// Leave Services without a class to another load balancer.
     pub ignore_classless: bool,
+    /// Forwarder mode: a port equal to another Service's nodePort leaves the node out (instead
+    /// of a warning).
+    pub block_node_port_shadowing: bool,
 }
 
 /// Which object an event is about.
@@ -46,13 +51,16 @@ pub enum Target {
 /// Something the shell must do against the API server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Server-side apply of the Service's `status.loadBalancer.ingress` and our condition. An empty
-    /// `ingress` and no condition remove what ferrolb owned.
+    /// Server-side apply of the Service's `status.loadBalancer.ingress` and our conditions. An
+    /// empty `ingress` and no condition remove what ferrolb owned.
     ServiceStatus {
         namespace: String,
         name: String,
         ingress: Vec<IpAddr>,
+        /// `ferrolb.io/IPAllocated`.
         condition: Option<Condition>,
+        /// `ferrolb.io/ForwarderReady` (forwarder mode only).
+        forwarder: Option<Condition>,
     },
     /// Server-side apply of the `ip-allocated-from-pool` annotation (`None` removes it).
     ServiceAnnotation {
@@ -85,6 +93,8 @@ struct Desired {
     ingress: Vec<String>,
     /// (status, reason, message) of our condition; `None` removes it.
     condition: Option<(String, String, String)>,
+    /// The same for `ferrolb.io/ForwarderReady`.
+    forwarder: Option<(String, String, String)>,
     pools: Option<String>,
 }
 
@@ -95,6 +105,10 @@ pub struct Stats {
     pub allocations: u64,
     /// Failed allocations by reason.
     pub failures: BTreeMap<String, u64>,
+    /// Forwarder mode: Services of node pools.
+    pub forwarder_services: u64,
+    /// Forwarder mode: current port conflicts by reason.
+    pub forwarder_conflicts: BTreeMap<String, u64>,
 }
 
 /// The controller's in-memory world.
@@ -109,7 +123,7 @@ pub struct Core {
     l2ads: BTreeMap<String, L2View>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     alloc: Allocator,
-    synced: [bool; 4],
+    synced: [bool; KINDS],
     leader: bool,
     /// Whether the allocator reflects the cluster (rebuilt since we last became ready and leader).
     built: bool,
@@ -122,6 +136,34 @@ pub struct Core {
     /// L2Advertisement statuses may need a write (one changed, or a pool did).
     l2_dirty: bool,
     stats: Stats,
+    /// Forwarder mode's inputs and results (see [`Forwarding`]).
+    fwd: Forwarding,
+}
+
+/// What forwarder mode decides from, and what it decided last.
+#[derive(Debug, Default)]
+struct Forwarding {
+    /// Nodes, by name.
+    nodes: BTreeMap<String, NodeView>,
+    /// Speaker reports (`ForwarderNode`), by node.
+    reports: BTreeMap<String, NodeReport>,
+    /// Speaker pods: `namespace/name` → (node, Ready).
+    pods: BTreeMap<String, (String, bool)>,
+    /// EndpointSlices: `namespace/name` → (Service, nodes with a ready endpoint).
+    slices: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// Every Service's nodePorts (not only ours): by Service, and by port.
+    node_ports_of: BTreeMap<SvcKey, Box<[(Protocol, u16)]>>,
+    node_ports: BTreeMap<(Protocol, u16), BTreeSet<SvcKey>>,
+    /// Services holding addresses: `externalIPs` and LoadBalancer ingress.
+    holders: BTreeMap<SvcKey, Holder>,
+    /// The Services on a node pool, and which pool.
+    members: BTreeMap<SvcKey, String>,
+    /// The last decision, per member.
+    outcomes: BTreeMap<SvcKey, Outcome>,
+    /// An input changed since the last decision.
+    dirty: bool,
+    /// Events from the last decision, for the next reconcile to emit.
+    events: Vec<Action>,
 }
 
 /// Index into `Core::synced`.
@@ -135,7 +177,18 @@ pub enum Kind {
     Namespaces = 2,
     /// L2Advertisements.
     L2Advertisements = 3,
+    /// Nodes (forwarder mode).
+    Nodes = 4,
+    /// ForwarderNodes (speaker reports).
+    ForwarderNodes = 5,
+    /// Speaker pods.
+    SpeakerPods = 6,
+    /// EndpointSlices.
+    EndpointSlices = 7,
 }
+
+/// How many kinds of object the core watches.
+const KINDS: usize = 8;
 
 fn camel(reason: &str) -> String {
     reason
@@ -159,7 +212,7 @@ impl Core {
             l2ads: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             alloc: Allocator::new(),
-            synced: [false; 4],
+            synced: [false; KINDS],
             leader: false,
             built: false,
             dirty: BTreeSet::new(),
@@ -168,11 +221,13 @@ impl Core {
             pools_dirty: false,
             l2_dirty: false,
             stats: Stats::default(),
+            fwd: Forwarding::default(),
         }
     }
 
     /// A Service was added or changed.
     pub fn upsert_service(&mut self, mut view: ServiceView) {
+        self.index_for_forwarding(&view);
         // A Service that is not ours and carries nothing ferrolb wrote needs no place in the index
         // (most of a cluster's Services are ClusterIP): it is forgotten, releasing whatever it
         // held, and its next watch event brings it back should it become ours.
@@ -198,6 +253,7 @@ impl Core {
 
     /// A Service is gone.
     pub fn delete_service(&mut self, key: &str) {
+        self.unindex_for_forwarding(key);
         if let Some(view) = self.services.remove(key) {
             self.dirty.insert(view.key);
         } else if self.alloc.assignment(&ServiceKey(key.into())).is_some() {
@@ -262,6 +318,138 @@ impl Core {
         self.namespaces.remove(name);
     }
 
+    /// What every Service (ours or not) means to forwarder mode: its nodePorts, and the
+    /// addresses it holds (`externalIPs`, LoadBalancer ingress).
+    fn index_for_forwarding(&mut self, view: &ServiceView) {
+        let key = view.key().clone();
+        let f = &mut self.fwd;
+        if f.node_ports_of.get(&key).map(|p| &**p) != Some(&*view.node_ports) {
+            self.unindex_node_ports(&key);
+            let f = &mut self.fwd;
+            if !view.node_ports.is_empty() {
+                for p in view.node_ports.iter() {
+                    f.node_ports.entry(*p).or_default().insert(key.clone());
+                }
+                f.node_ports_of.insert(key.clone(), view.node_ports.clone());
+            }
+            self.fwd.dirty |= !self.fwd.members.is_empty();
+        }
+        let ips: Vec<IpAddr> = view
+            .external_ips
+            .iter()
+            .copied()
+            .chain(view.current_ips())
+            .collect();
+        let holder = (!ips.is_empty()).then(|| Holder {
+            key: key.clone(),
+            ips,
+            ports: view.ports.to_vec(),
+        });
+        let f = &mut self.fwd;
+        if f.holders.get(&key) != holder.as_ref() {
+            match holder {
+                Some(h) => f.holders.insert(key.clone(), h),
+                None => f.holders.remove(&key),
+            };
+            f.dirty |= !f.members.is_empty();
+        }
+        if f.members.contains_key(&key) {
+            f.dirty = true;
+        }
+    }
+
+    fn unindex_node_ports(&mut self, key: &SvcKey) {
+        let f = &mut self.fwd;
+        if let Some(old) = f.node_ports_of.remove(key) {
+            for p in old.iter() {
+                if let Some(set) = f.node_ports.get_mut(p) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        f.node_ports.remove(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unindex_for_forwarding(&mut self, key: &str) {
+        let key: SvcKey = key.into();
+        self.unindex_node_ports(&key);
+        let f = &mut self.fwd;
+        if f.holders.remove(&key).is_some() && !f.members.is_empty() {
+            f.dirty = true;
+        }
+    }
+
+    /// Whether any pool is a node pool (forwarder mode is in use).
+    fn forwarding(&self) -> bool {
+        self.pools.values().any(PoolView::is_node_pool)
+    }
+
+    /// A Node was added or changed.
+    pub fn upsert_node(&mut self, view: NodeView) {
+        if self.fwd.nodes.get(&*view.name) != Some(&view) {
+            self.fwd.nodes.insert(view.name.to_string(), view);
+            self.fwd.dirty |= self.forwarding();
+            self.pools_dirty |= self.forwarding();
+        }
+    }
+
+    /// A Node is gone.
+    pub fn delete_node(&mut self, name: &str) {
+        if self.fwd.nodes.remove(name).is_some() {
+            self.fwd.dirty |= self.forwarding();
+            self.pools_dirty |= self.forwarding();
+        }
+    }
+
+    /// A speaker's report (`ForwarderNode`) was added or changed.
+    pub fn upsert_report(&mut self, node: String, report: NodeReport) {
+        if self.fwd.reports.get(&node) != Some(&report) {
+            self.fwd.reports.insert(node, report);
+            self.fwd.dirty |= self.forwarding();
+        }
+    }
+
+    /// A speaker's report is gone.
+    pub fn delete_report(&mut self, node: &str) {
+        if self.fwd.reports.remove(node).is_some() {
+            self.fwd.dirty |= self.forwarding();
+        }
+    }
+
+    /// A speaker pod was added or changed: `(namespace/name, node, Ready)`.
+    pub fn upsert_speaker_pod(&mut self, key: String, node: String, ready: bool) {
+        if self.fwd.pods.get(&key) != Some(&(node.clone(), ready)) {
+            self.fwd.pods.insert(key, (node, ready));
+            self.fwd.dirty |= self.forwarding();
+        }
+    }
+
+    /// A speaker pod is gone.
+    pub fn delete_speaker_pod(&mut self, key: &str) {
+        if self.fwd.pods.remove(key).is_some() {
+            self.fwd.dirty |= self.forwarding();
+        }
+    }
+
+    /// An EndpointSlice was added or changed: `(namespace/name, its Service, ready nodes)`.
+    pub fn upsert_slice(&mut self, key: String, service: String, nodes: BTreeSet<String>) {
+        let entry = (service, nodes);
+        if self.fwd.slices.get(&key) != Some(&entry) {
+            let relevant = self.fwd.members.contains_key(entry.0.as_str());
+            self.fwd.slices.insert(key, entry);
+            self.fwd.dirty |= relevant;
+        }
+    }
+
+    /// An EndpointSlice is gone.
+    pub fn delete_slice(&mut self, key: &str) {
+        if let Some((svc, _)) = self.fwd.slices.remove(key) {
+            self.fwd.dirty |= self.fwd.members.contains_key(svc.as_str());
+        }
+    }
+
     /// After a (re)list: drop every object of `kind` not seen in it, then mark the kind synced.
     pub fn resynced(&mut self, kind: Kind, seen: &BTreeSet<String>) {
         match kind {
@@ -289,6 +477,22 @@ impl Core {
             }
             Kind::Namespaces => self.namespaces.retain(|k, _| seen.contains(k)),
             Kind::L2Advertisements => self.l2ads.retain(|k, _| seen.contains(k)),
+            Kind::Nodes => {
+                self.fwd.nodes.retain(|k, _| seen.contains(k));
+                self.fwd.dirty = true;
+            }
+            Kind::ForwarderNodes => {
+                self.fwd.reports.retain(|k, _| seen.contains(k));
+                self.fwd.dirty = true;
+            }
+            Kind::SpeakerPods => {
+                self.fwd.pods.retain(|k, _| seen.contains(k));
+                self.fwd.dirty = true;
+            }
+            Kind::EndpointSlices => {
+                self.fwd.slices.retain(|k, _| seen.contains(k));
+                self.fwd.dirty = true;
+            }
         }
         self.synced[kind as usize] = true;
     }
@@ -348,21 +552,78 @@ impl Core {
         self.pools_dirty || self.l2_dirty
     }
 
+    /// The allocator's pools: every pool but the node pools, which have no addresses of their own.
+    fn address_pools(&self) -> Vec<ferrolb_allocator::PoolConfig> {
+        self.pools
+            .values()
+            .filter(|p| !p.is_node_pool())
+            .map(|p| p.config.clone())
+            .collect()
+    }
+
     fn pools_changed(&mut self) {
-        self.alloc
-            .set_pools(self.pools.values().map(|p| p.config.clone()).collect());
+        self.alloc.set_pools(self.address_pools());
         self.pools_dirty = true;
+        self.fwd.dirty = true;
         // A pool edit may free or add room for any Service, and may orphan IPs: look at all of them.
         self.dirty.extend(self.services.keys().cloned());
     }
 
-    fn candidate_pools(&self, view: &ServiceView) -> Vec<String> {
+    /// The pools a Service may get addresses from, in order, node pools included.
+    fn all_candidates(&self, view: &ServiceView) -> Vec<String> {
         pools::candidates(
             self.pools.values(),
             view.namespace(),
             self.namespaces.get(view.namespace()),
             &view.labels,
         )
+    }
+
+    fn is_node_pool(&self, name: &str) -> bool {
+        self.pools.get(name).is_some_and(PoolView::is_node_pool)
+    }
+
+    /// The address pools tried before the first node pool: what the allocator is offered.
+    fn candidate_pools(&self, view: &ServiceView) -> Vec<String> {
+        self.all_candidates(view)
+            .into_iter()
+            .take_while(|p| !self.is_node_pool(p))
+            .collect()
+    }
+
+    /// The node pool a Service is published by, if any: the pool it pins, else the one it is
+    /// on already (a Service stays on its pool, as it keeps its IPs), else the first candidate
+    /// when that is a node pool. A Service holding allocator addresses stays on them.
+    /// (When only the address pools before a node pool are exhausted, `reconcile_one` moves the
+    /// Service to the node pool.)
+    fn node_pool_for(&self, view: &ServiceView, req: &Request) -> Option<String> {
+        if let Some(pinned) = &req.pool {
+            return self.is_node_pool(pinned).then(|| pinned.clone());
+        }
+        if self
+            .alloc
+            .assignment(&ServiceKey(view.key().to_string()))
+            .is_some_and(|a| !a.ips.is_empty())
+        {
+            return None;
+        }
+        let candidates = self.all_candidates(view);
+        if let Some(on) = view
+            .annotations
+            .get(ferrolb_crds::annotations::ALLOCATED_FROM_POOL)
+            .filter(|p| self.is_node_pool(p) && candidates.iter().any(|c| c == p))
+        {
+            return Some(on.to_string());
+        }
+        candidates.first().filter(|p| self.is_node_pool(p)).cloned()
+    }
+
+    /// The first node pool among a Service's candidates (after the address pools it was
+    /// offered failed).
+    fn fallback_node_pool(&self, view: &ServiceView) -> Option<String> {
+        self.all_candidates(view)
+            .into_iter()
+            .find(|p| self.is_node_pool(p))
     }
 
     /// A request for restoring published IPs even when the Service's annotations are broken.
@@ -393,8 +654,7 @@ impl Core {
     /// its status (the older Service wins a conflict), and only then is anything new allocated.
     fn rebuild(&mut self) {
         self.alloc = Allocator::new();
-        self.alloc
-            .set_pools(self.pools.values().map(|p| p.config.clone()).collect());
+        self.alloc.set_pools(self.address_pools());
         let mut published: Vec<&ServiceView> = self
             .services
             .values()
@@ -429,8 +689,12 @@ impl Core {
             self.rebuild();
         }
         let mut actions = Vec::new();
-        // Loop because a release can make room for a pending Service.
+        // Loop because a release can make room for a pending Service, and a Service joining or
+        // leaving a node pool changes what the others there get.
         for _ in 0..3 {
+            if self.fwd.dirty {
+                self.decide_forwarding();
+            }
             if self.dirty.is_empty() {
                 break;
             }
@@ -447,7 +711,129 @@ impl Core {
                 self.reconcile_one(&key, now, &mut actions);
             }
         }
+        actions.append(&mut self.fwd.events);
         actions
+    }
+
+    /// Decides forwarder mode for every member again, marks the Services whose outcome changed,
+    /// and queues a Warning event for every new port conflict (on both Services when the
+    /// culprit is one).
+    fn decide_forwarding(&mut self) {
+        self.fwd.dirty = false;
+        let node_pools: BTreeMap<String, forwarder::NodePool> = self
+            .pools
+            .values()
+            .filter_map(|p| p.node.clone().map(|n| (p.name.clone(), n)))
+            .collect();
+        let speakers: BTreeSet<String> = self
+            .fwd
+            .pods
+            .values()
+            .filter(|(_, ready)| *ready)
+            .map(|(node, _)| node.clone())
+            .collect();
+        let mut endpoints: BTreeMap<SvcKey, BTreeSet<String>> = BTreeMap::new();
+        for (svc, nodes) in self.fwd.slices.values() {
+            if let Some((k, _)) = self.fwd.members.get_key_value(svc.as_str()) {
+                endpoints
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(nodes.iter().cloned());
+            }
+        }
+        let services: Vec<FwdService> = self
+            .fwd
+            .members
+            .iter()
+            .filter_map(|(key, pool)| {
+                let v = self.services.get(key)?;
+                Some(fwd_service(v, pool))
+            })
+            .collect();
+        let holders: Vec<Holder> = self
+            .fwd
+            .holders
+            .values()
+            .filter(|h| !self.fwd.members.contains_key(&h.key))
+            .cloned()
+            .collect();
+        let outcomes = forwarder::decide(forwarder::Inputs {
+            nodes: &self.fwd.nodes,
+            reports: &self.fwd.reports,
+            speakers: &speakers,
+            pools: &node_pools,
+            services: &services,
+            endpoints: &endpoints,
+            holders: &holders,
+            node_ports: &self.fwd.node_ports,
+            block_node_port_shadowing: self.cfg.block_node_port_shadowing,
+        });
+        for (key, o) in &outcomes {
+            let before = self.fwd.outcomes.get(key);
+            if before != Some(o) {
+                self.dirty.insert(key.clone());
+            }
+            let old: BTreeSet<&forwarder::PortConflict> =
+                before.map(|b| b.conflicts().collect()).unwrap_or_default();
+            for c in o.conflicts().filter(|c| !old.contains(c)) {
+                let note = format!(
+                    "port {} ({}) on {}: {}",
+                    c.port,
+                    c.port.family.as_str(),
+                    c.node,
+                    forwarder::LeftOut::Conflict(vec![c.clone()]).words()
+                );
+                if let Some(v) = self.services.get(key) {
+                    self.fwd.events.push(Action::Event {
+                        target: service_target(v),
+                        warning: true,
+                        reason: "PortConflict".into(),
+                        note: note.clone(),
+                    });
+                }
+                if let forwarder::Culprit::Service(other) = &c.culprit
+                    && let Some(v) = self.services.get(other)
+                {
+                    self.fwd.events.push(Action::Event {
+                        target: service_target(v),
+                        warning: true,
+                        reason: "PortConflict".into(),
+                        note: format!(
+                            "Service {key} also wants port {} on {}; this Service keeps it",
+                            c.port, c.node
+                        ),
+                    });
+                }
+            }
+            let old_shadow: BTreeSet<&(forwarder::PortKey, SvcKey)> = before
+                .map(|b| b.shadowed.iter().collect())
+                .unwrap_or_default();
+            for (port, other) in o.shadowed.iter().filter(|s| !old_shadow.contains(s)) {
+                if let Some(v) = self.services.get(key) {
+                    self.fwd.events.push(Action::Event {
+                        target: service_target(v),
+                        warning: true,
+                        reason: "NodePortShadowed".into(),
+                        note: format!(
+                            "port {port} is also the nodePort of Service {other}; on the published node addresses this Service's rule wins"
+                        ),
+                    });
+                }
+            }
+        }
+        self.stats.forwarder_services = outcomes.len() as u64;
+        self.stats.forwarder_conflicts.clear();
+        for o in outcomes.values() {
+            for c in o.conflicts() {
+                *self
+                    .stats
+                    .forwarder_conflicts
+                    .entry(c.reason().to_string())
+                    .or_default() += 1;
+            }
+        }
+        self.fwd.outcomes = outcomes;
+        self.pools_dirty = true;
     }
 
     fn freed(&mut self) {
@@ -461,6 +847,7 @@ impl Core {
         let Some(view) = self.services.get(key).map(|v| (**v).clone()) else {
             self.pending.remove(key);
             self.in_flight.remove(key);
+            self.leave_forwarding(key);
             if self.alloc.release(&skey) {
                 self.freed();
             }
@@ -468,6 +855,7 @@ impl Core {
         };
         if !view.is_ours(&self.cfg.lb_class, self.cfg.ignore_classless) {
             self.pending.remove(key);
+            self.leave_forwarding(key);
             let had = self.alloc.release(&skey);
             if had {
                 self.freed();
@@ -476,6 +864,7 @@ impl Core {
                 let desired = Desired {
                     ingress: Vec::new(),
                     condition: None,
+                    forwarder: None,
                     pools: None,
                 };
                 let emitted = self.publish(&view, desired, None, now, actions);
@@ -505,35 +894,56 @@ impl Core {
                     (d, Vec::new(), Some(e.reason().to_string()))
                 }
                 Ok(b) => {
-                    let mut req = b.request;
-                    req.candidate_pools = self.candidate_pools(&view);
-                    let before = self.alloc.assignment(&skey).cloned();
-                    match self.alloc.assign(&skey, &req) {
-                        Ok(a) => {
-                            self.pending.remove(key);
-                            if before
-                                .as_ref()
-                                .is_some_and(|old| old.ips.iter().any(|ip| !a.ips.contains(ip)))
-                            {
-                                self.freed();
-                            }
-                            if before.as_ref() != Some(&a) {
-                                self.pools_dirty = true;
-                            }
-                            (self.desired_for(Some(&a), None), b.deprecated, None)
+                    if let Some(pool) = self.node_pool_for(&view, &b.request) {
+                        match self.forwarder_desired(key, &b.request, pool) {
+                            Some(d) => (d, b.deprecated, None),
+                            // Not decided yet: the next round decides it, then publishes.
+                            None => return,
                         }
-                        Err(e) => {
-                            self.pending.insert(key.clone());
-                            let kept = self.alloc.assignment(&skey).cloned();
-                            let reason = camel(e.reason().as_str());
-                            (
-                                self.desired_for(
-                                    kept.as_ref(),
-                                    Some(("False", reason.clone(), e.to_string())),
-                                ),
-                                b.deprecated,
-                                Some(reason),
-                            )
+                    } else {
+                        self.leave_forwarding(key);
+                        let mut req = b.request;
+                        req.candidate_pools = self.candidate_pools(&view);
+                        let before = self.alloc.assignment(&skey).cloned();
+                        match self.alloc.assign(&skey, &req) {
+                            Ok(a) => {
+                                self.pending.remove(key);
+                                if before
+                                    .as_ref()
+                                    .is_some_and(|old| old.ips.iter().any(|ip| !a.ips.contains(ip)))
+                                {
+                                    self.freed();
+                                }
+                                if before.as_ref() != Some(&a) {
+                                    self.pools_dirty = true;
+                                }
+                                (self.desired_for(Some(&a), None), b.deprecated, None)
+                            }
+                            Err(_)
+                                if req.pool.is_none()
+                                    && req.requested.is_empty()
+                                    && let Some(pool) = self.fallback_node_pool(&view) =>
+                            {
+                                // The address pools offered first are full: the node pool
+                                // after them serves.
+                                match self.forwarder_desired(key, &req, pool) {
+                                    Some(d) => (d, b.deprecated, None),
+                                    None => return,
+                                }
+                            }
+                            Err(e) => {
+                                self.pending.insert(key.clone());
+                                let kept = self.alloc.assignment(&skey).cloned();
+                                let reason = camel(e.reason().as_str());
+                                (
+                                    self.desired_for(
+                                        kept.as_ref(),
+                                        Some(("False", reason.clone(), e.to_string())),
+                                    ),
+                                    b.deprecated,
+                                    Some(reason),
+                                )
+                            }
                         }
                     }
                 }
@@ -579,6 +989,65 @@ impl Core {
                 });
             }
         }
+    }
+
+    /// Takes `key` out of forwarder mode, if it was in.
+    fn leave_forwarding(&mut self, key: &SvcKey) {
+        if self.fwd.members.remove(key).is_some() {
+            self.fwd.outcomes.remove(key);
+            self.fwd.dirty = true;
+        }
+    }
+
+    /// What a Service of node pool `pool` should show: the addresses forwarder mode decided,
+    /// `IPAllocated` saying where they come from, and `ForwarderReady` saying where they are
+    /// published and why not elsewhere. `None` while the Service is not decided yet.
+    fn forwarder_desired(&mut self, key: &SvcKey, req: &Request, pool: String) -> Option<Desired> {
+        let skey = ServiceKey(key.to_string());
+        self.pending.remove(key);
+        if self.alloc.release(&skey) {
+            // It moved here from an address pool.
+            self.freed();
+        }
+        if self.fwd.members.get(key) != Some(&pool) {
+            self.fwd.members.insert(key.clone(), pool.clone());
+            self.fwd.outcomes.remove(key);
+            self.fwd.dirty = true;
+        }
+        if !req.requested.is_empty() {
+            let ips: Vec<String> = req.requested.iter().map(|i| i.to_string()).collect();
+            return Some(Desired {
+                ingress: Vec::new(),
+                condition: Some((
+                    "False".into(),
+                    "RequestedIPsNotForNodePools".into(),
+                    format!(
+                        "pool {pool} publishes the nodes' own addresses, so {} cannot be requested; remove the request or use an address pool",
+                        ips.join(", ")
+                    ),
+                )),
+                forwarder: None,
+                pools: Some(pool),
+            });
+        }
+        let o = self.fwd.outcomes.get(key)?;
+        Some(Desired {
+            ingress: o.ingress.iter().map(|i| i.to_string()).collect(),
+            condition: Some((
+                "True".into(),
+                "NodeAddresses".into(),
+                format!(
+                    "node pool {pool} publishes node addresses (forwarder mode); see condition {}",
+                    ferrolb_crds::conditions::FORWARDER_READY
+                ),
+            )),
+            forwarder: Some((
+                if o.reason.status() { "True" } else { "False" }.into(),
+                o.reason.as_str().into(),
+                o.message.clone(),
+            )),
+            pools: Some(pool),
+        })
     }
 
     fn desired_for(
@@ -629,6 +1098,7 @@ impl Core {
         Desired {
             ingress: ips,
             condition,
+            forwarder: None,
             pools: if pools.is_empty() {
                 None
             } else {
@@ -661,6 +1131,13 @@ impl Core {
                     c.message.to_string(),
                 )
             }),
+            forwarder: view.forwarder.as_ref().map(|c| {
+                (
+                    c.status.to_string(),
+                    c.reason.to_string(),
+                    c.message.to_string(),
+                )
+            }),
             pools: view
                 .annotations
                 .get(ferrolb_crds::annotations::ALLOCATED_FROM_POOL)
@@ -674,18 +1151,35 @@ impl Core {
             return false;
         }
         let mut wrote = false;
-        if observed.ingress != desired.ingress || observed.condition != desired.condition {
-            let condition = desired.condition.as_ref().map(|(s, r, m)| Condition {
-                type_: ferrolb_crds::conditions::IP_ALLOCATED.into(),
-                status: s.clone(),
-                reason: r.clone(),
-                message: m.clone(),
-                observed_generation: view.generation,
-                last_transition_time: previous
-                    .filter(|p| &*p.status == s)
-                    .map(|p| p.last_transition_time.clone())
-                    .unwrap_or_else(|| now.clone()),
-            });
+        if observed.ingress != desired.ingress
+            || observed.condition != desired.condition
+            || observed.forwarder != desired.forwarder
+        {
+            let build = |type_: &str,
+                         want: &Option<(String, String, String)>,
+                         previous: Option<&ObservedCondition>| {
+                want.as_ref().map(|(s, r, m)| Condition {
+                    type_: type_.into(),
+                    status: s.clone(),
+                    reason: r.clone(),
+                    message: m.clone(),
+                    observed_generation: view.generation,
+                    last_transition_time: previous
+                        .filter(|p| &*p.status == s)
+                        .map(|p| p.last_transition_time.clone())
+                        .unwrap_or_else(|| now.clone()),
+                })
+            };
+            let condition = build(
+                ferrolb_crds::conditions::IP_ALLOCATED,
+                &desired.condition,
+                previous,
+            );
+            let forwarder = build(
+                ferrolb_crds::conditions::FORWARDER_READY,
+                &desired.forwarder,
+                view.forwarder.as_deref(),
+            );
             actions.push(Action::ServiceStatus {
                 namespace: view.namespace().to_string(),
                 name: view.name().to_string(),
@@ -695,6 +1189,7 @@ impl Core {
                     .filter_map(|s| s.parse().ok())
                     .collect(),
                 condition,
+                forwarder,
             });
             wrote = true;
         }
@@ -756,10 +1251,27 @@ impl Core {
         let overlaps = self.alloc.overlaps();
         let mut out = Vec::new();
         for pool in self.pools.values() {
-            let Some(stats) = self.alloc.pool_stats(&pool.name) else {
-                continue;
+            let status = if pool.is_node_pool() {
+                let services = self
+                    .fwd
+                    .members
+                    .values()
+                    .filter(|p| **p == pool.name)
+                    .count();
+                let mut nodes: BTreeSet<&str> = BTreeSet::new();
+                for (k, o) in &self.fwd.outcomes {
+                    if self.fwd.members.get(k) == Some(&pool.name) {
+                        nodes.extend(o.published.iter().map(String::as_str));
+                    }
+                }
+                let nodes: Vec<String> = nodes.into_iter().map(String::from).collect();
+                pools::desired_node_pool_status(pool, services, &nodes, now)
+            } else {
+                let Some(stats) = self.alloc.pool_stats(&pool.name) else {
+                    continue;
+                };
+                pools::desired_status(pool, stats, &overlaps, now)
             };
-            let status = pools::desired_status(pool, stats, &overlaps, now);
             if pools::status_differs(&status, pool.status.as_ref()) {
                 let target = Target::Pool {
                     name: pool.name.clone(),
@@ -810,6 +1322,35 @@ fn warning(
             })
         })
         .collect()
+}
+
+/// What forwarder mode reads of a Service of node pool `pool`.
+fn fwd_service(v: &ServiceView, pool: &str) -> FwdService {
+    let fams: Vec<Family> = v
+        .ip_families
+        .iter()
+        .filter_map(|f| forwarder::nodes::family_of(f))
+        .collect();
+    let first = fams.first().copied().unwrap_or(Family::V4);
+    let other = match first {
+        Family::V4 => Family::V6,
+        Family::V6 => Family::V4,
+    };
+    let policy = v.ip_family_policy.as_deref();
+    let families = match policy {
+        Some("RequireDualStack") | Some("PreferDualStack") => vec![first, other],
+        _ => vec![first],
+    };
+    FwdService {
+        key: v.key().clone(),
+        created: v.created.as_ref().map(|t| t.0.as_second()),
+        pool: pool.to_string(),
+        ports: v.ports.to_vec(),
+        families,
+        require_dual: policy == Some("RequireDualStack"),
+        etp_local: v.etp_local,
+        labels: v.labels.clone(),
+    }
 }
 
 fn service_target(view: &ServiceView) -> Target {

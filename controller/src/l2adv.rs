@@ -172,6 +172,7 @@ mod tests {
                 let mut p = IPAddressPool::new(
                     name,
                     IPAddressPoolSpec {
+                        node_addresses: None,
                         addresses: vec!["198.51.100.0/30".into()],
                         auto_assign: true,
                         avoid_buggy_ips: false,

@@ -9,6 +9,7 @@
 pub mod conditions;
 pub mod config;
 pub mod core;
+pub mod forwarder;
 pub mod l2adv;
 pub mod leader;
 pub mod pools;

@@ -15,6 +15,7 @@ use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus, ServiceAllocation, condit
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions::{condition, without_times};
+use crate::forwarder::NodePool;
 
 /// The parts of a pool the controller needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,8 @@ pub struct PoolView {
     pub labels: BTreeMap<String, String>,
     /// The status as last observed, to write only on change.
     pub status: Option<IPAddressPoolStatus>,
+    /// `spec.nodeAddresses`: a forwarder-mode pool, which the allocator never sees.
+    pub node: Option<NodePool>,
 }
 
 impl PoolView {
@@ -51,12 +54,39 @@ impl PoolView {
                 Err(e) => bad_entries.push(format!("{entry:?}: {e}")),
             }
         }
-        let bad_selectors = pool
+        let mut bad_selectors = pool
             .spec
             .service_allocation
             .as_ref()
             .map(bad_selectors)
             .unwrap_or_default();
+        let node = pool.spec.node_addresses.as_ref().map(|na| {
+            let mut cidrs = Vec::new();
+            for c in &na.cidrs {
+                // A CIDR, not a range: the CRD's rule is isCIDR.
+                match parse_pool_entry(c) {
+                    Ok(r) if c.contains('/') => cidrs.push(r),
+                    Ok(_) => bad_entries.push(format!("nodeAddresses.cidrs {c:?}: not a CIDR")),
+                    Err(e) => bad_entries.push(format!("nodeAddresses.cidrs {c:?}: {e}")),
+                }
+            }
+            if let Some(sel) = &na.node_selector
+                && let Err(e) = selector::validate(sel)
+            {
+                bad_selectors.push(format!("nodeAddresses.nodeSelector: {e}"));
+            }
+            NodePool {
+                name: name.clone(),
+                selector: na.node_selector.clone(),
+                address_type: na.address_type,
+                cidrs,
+                k3s_labels: na.k3s_servicelb_labels,
+            }
+        });
+        if node.is_none() && pool.spec.addresses.is_empty() {
+            // Only possible without the CRD's rules (an older CRD, or an object stored before).
+            bad_entries.push("neither addresses nor nodeAddresses is set".into());
+        }
         Some(PoolView {
             config: PoolConfig {
                 name: name.clone(),
@@ -72,7 +102,13 @@ impl PoolView {
             allocation: pool.spec.service_allocation.clone(),
             labels: pool.metadata.labels.clone().unwrap_or_default(),
             status: pool.status.clone(),
+            node,
         })
+    }
+
+    /// Whether this is a forwarder-mode pool (it publishes node addresses).
+    pub fn is_node_pool(&self) -> bool {
+        self.node.is_some()
     }
 
     /// Whether the pool's `serviceAllocation` selects this Service. `None`: the pool has no
@@ -279,6 +315,68 @@ pub fn desired_status(
         available: summary(&stats, |f| f.available, &pool.config.ranges),
         conditions: vec![ready, overlap],
         observed_generation: pool.generation,
+        nodes: None,
+    }
+}
+
+/// The status of a forwarder-mode pool: how many Services it publishes and on which nodes
+/// (`assigned` and `available` say so in words for `kubectl get ipaddresspools`), and `Ready`
+/// as for any pool.
+pub fn desired_node_pool_status(
+    pool: &PoolView,
+    services: usize,
+    nodes: &[String],
+    now: &Time,
+) -> IPAddressPoolStatus {
+    let previous = pool.status.as_ref();
+    let prev = |t: &str| previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == t));
+    let mut problems = Vec::new();
+    if !pool.bad_entries.is_empty() {
+        problems.push(format!("ignored entries: {}", pool.bad_entries.join("; ")));
+    }
+    if !pool.bad_selectors.is_empty() {
+        problems.push(format!(
+            "selectors that select nothing: {}",
+            pool.bad_selectors.join("; ")
+        ));
+    }
+    let ready = if problems.is_empty() {
+        condition(
+            conditions::POOL_READY,
+            true,
+            "Valid",
+            "node selection and cidrs are valid".into(),
+            pool.generation,
+            prev(conditions::POOL_READY),
+            now,
+        )
+    } else {
+        condition(
+            conditions::POOL_READY,
+            false,
+            if pool.bad_entries.is_empty() {
+                "InvalidSelectors"
+            } else {
+                "InvalidAddresses"
+            },
+            problems.join(". "),
+            pool.generation,
+            prev(conditions::POOL_READY),
+            now,
+        )
+    };
+    let noun = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    IPAddressPoolStatus {
+        assigned: noun(services, "Service", "Services"),
+        available: noun(nodes.len(), "node", "nodes"),
+        nodes: Some(if nodes.is_empty() {
+            "none".into()
+        } else {
+            nodes.join(",")
+        }),
+        conditions: vec![ready],
+        observed_generation: pool.generation,
+        ..Default::default()
     }
 }
 
@@ -302,6 +400,7 @@ mod tests {
         let mut p = IPAddressPool::new(
             name,
             IPAddressPoolSpec {
+                node_addresses: None,
                 addresses: vec!["198.51.100.0/28".into()],
                 auto_assign: auto,
                 avoid_buggy_ips: false,
@@ -365,6 +464,7 @@ mod tests {
         let mut p = IPAddressPool::new(
             "p",
             IPAddressPoolSpec {
+                node_addresses: None,
                 addresses: vec![
                     "198.51.100.0/30".into(),
                     "nonsense".into(),

@@ -1,5 +1,7 @@
-//! The controller's shell: watches Services, IPAddressPools and Namespaces, feeds the [`Core`],
-//! hands its actions to the [`Writer`], follows leadership, and serves metrics and probes.
+//! The controller's shell: watches Services, IPAddressPools, L2Advertisements and Namespaces, and
+//! for forwarder mode Nodes, ForwarderNodes, the speaker pods and EndpointSlices; feeds the
+//! [`Core`], hands its actions to the [`Writer`], follows leadership, and serves metrics and
+//! probes.
 //!
 //! The loop owns the core; nothing else touches it. Watches are incremental (no polling): with nothing
 //! changing in the cluster, the loop sleeps and makes no API request but the Lease renewal.
@@ -11,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferrolb_allocator::Family;
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{ForwarderNode, IPAddressPool, L2Advertisement};
 use ferrolb_runtime::{self as runtime, Health, Metrics};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::core::PartialObjectMeta;
@@ -24,7 +27,9 @@ use kube::runtime::watcher::{self, Event, watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Args;
+use crate::config::Shadowing;
 use crate::core::{Core, CoreConfig, Kind};
+use crate::forwarder::nodes::{self as fwd_nodes, NodeReport, NodeView};
 use crate::l2adv::L2View;
 use crate::pools::PoolView;
 use crate::service::ServiceView;
@@ -129,12 +134,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .default_backoff()
     .boxed();
 
+    let mut nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut reports = watcher(
+        Api::<ForwarderNode>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let speaker_ns = args.speaker_namespace();
+    let mut speaker_pods = watcher(
+        Api::<Pod>::namespaced(client.clone(), &speaker_ns),
+        watcher::Config::default().labels(&args.speaker_selector),
+    )
+    .default_backoff()
+    .boxed();
+    let mut slices = watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+
     let mut core = Core::new(CoreConfig {
         lb_class: args.common.lb_class.clone(),
         ignore_classless: args.common.ignore_classless,
+        block_node_port_shadowing: args.node_port_shadowing == Shadowing::Block,
     });
     core.set_leader(*leader_rx.borrow());
-    let mut relists: [Relist; 4] = Default::default();
+    let mut relists: [Relist; 8] = Default::default();
     let mut pool_tick = tokio::time::interval(Duration::from_millis(500));
     pool_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -227,6 +256,82 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "Namespace watch error; retrying"),
             },
+            Some(ev) = nodes.next() => match ev {
+                Ok(Event::Init) => relists[4].start(),
+                Ok(Event::InitApply(n)) | Ok(Event::Apply(n)) => {
+                    if let Some(v) = NodeView::from_node(&n) {
+                        relists[4].saw(v.name.to_string());
+                        core.upsert_node(v);
+                    }
+                }
+                Ok(Event::Delete(n)) => {
+                    if let Some(name) = n.metadata.name.as_deref() {
+                        core.delete_node(name);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[4].done();
+                    core.resynced(Kind::Nodes, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, "Node watch error; retrying"),
+            },
+            Some(ev) = reports.next() => match ev {
+                Ok(Event::Init) => relists[5].start(),
+                Ok(Event::InitApply(f)) | Ok(Event::Apply(f)) => {
+                    if let Some((node, r)) = NodeReport::from_forwarder_node(&f) {
+                        relists[5].saw(node.clone());
+                        core.upsert_report(node, r);
+                    }
+                }
+                Ok(Event::Delete(f)) => {
+                    if let Some(name) = f.metadata.name.as_deref() {
+                        core.delete_report(name);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[5].done();
+                    core.resynced(Kind::ForwarderNodes, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, "ForwarderNode watch error; retrying (are the CRDs installed?)"),
+            },
+            Some(ev) = speaker_pods.next() => match ev {
+                Ok(Event::Init) => relists[6].start(),
+                Ok(Event::InitApply(p)) | Ok(Event::Apply(p)) => {
+                    if let Some((key, node, ready)) = fwd_nodes::speaker_pod(&p) {
+                        relists[6].saw(key.clone());
+                        core.upsert_speaker_pod(key, node, ready);
+                    }
+                }
+                Ok(Event::Delete(p)) => {
+                    if let (Some(ns), Some(name)) = (p.metadata.namespace.as_deref(), p.metadata.name.as_deref()) {
+                        core.delete_speaker_pod(&format!("{ns}/{name}"));
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[6].done();
+                    core.resynced(Kind::SpeakerPods, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, namespace = %speaker_ns, "speaker pod watch error; retrying"),
+            },
+            Some(ev) = slices.next() => match ev {
+                Ok(Event::Init) => relists[7].start(),
+                Ok(Event::InitApply(s)) | Ok(Event::Apply(s)) => {
+                    if let Some((key, svc, ready)) = fwd_nodes::endpoint_nodes(&s) {
+                        relists[7].saw(key.clone());
+                        core.upsert_slice(key, svc, ready);
+                    }
+                }
+                Ok(Event::Delete(s)) => {
+                    if let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref()) {
+                        core.delete_slice(&format!("{ns}/{name}"));
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relists[7].done();
+                    core.resynced(Kind::EndpointSlices, &seen);
+                }
+                Err(e) => tracing::warn!(error = %e, "EndpointSlice watch error; retrying"),
+            },
             Ok(()) = leader_rx.changed() => {
                 let leading = *leader_rx.borrow();
                 leader_flag.store(leading, Ordering::Release);
@@ -299,6 +404,21 @@ fn export_pool_metrics(core: &Core, metrics: &Metrics) {
         metrics.set(
             "ferrolb_controller_allocation_failures",
             "Failed allocations since start, by reason",
+            &[("reason", reason)],
+            *n as f64,
+        );
+    }
+    metrics.set(
+        "ferrolb_controller_forwarder_services",
+        "Services of node pools (forwarder mode)",
+        &[],
+        stats.forwarder_services as f64,
+    );
+    metrics.clear("ferrolb_controller_forwarder_port_conflicts");
+    for (reason, n) in &stats.forwarder_conflicts {
+        metrics.set(
+            "ferrolb_controller_forwarder_port_conflicts",
+            "Forwarder-mode ports unavailable on a node, by reason",
             &[("reason", reason)],
             *n as f64,
         );

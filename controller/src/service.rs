@@ -56,6 +56,14 @@ pub struct ServiceView {
     pub ingress_vip: bool,
     /// Our condition, if the Service carries it. Boxed: Services that are not ours have none.
     pub condition: Option<Box<ObservedCondition>>,
+    /// Our `ferrolb.io/ForwarderReady` condition (forwarder mode), if the Service carries it.
+    pub forwarder: Option<Box<ObservedCondition>>,
+    /// `(protocol, nodePort)` of every port with a nodePort: a forwarder-mode port equal to one
+    /// of these shadows that NodePort on the published addresses.
+    pub node_ports: Box<[(Protocol, u16)]>,
+    /// `spec.externalIPs`: kube-proxy forwards their ports, so forwarder mode must not publish
+    /// the same address and port.
+    pub external_ips: Box<[IpAddr]>,
 }
 
 /// What the controller reads of its `ferrolb.io/IPAllocated` condition on a Service: enough to
@@ -93,17 +101,21 @@ impl ServiceView {
         let ingress_vip = ingress_list
             .iter()
             .all(|i| i.ip_mode.as_deref() == Some("VIP"));
-        let condition = status
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == conditions::IP_ALLOCATED))
-            .map(|c| {
-                Box::new(ObservedCondition {
-                    status: c.status.as_str().into(),
-                    reason: c.reason.as_str().into(),
-                    message: c.message.as_str().into(),
-                    last_transition_time: c.last_transition_time.clone(),
+        let observed = |type_: &str| {
+            status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+                .map(|c| {
+                    Box::new(ObservedCondition {
+                        status: c.status.as_str().into(),
+                        reason: c.reason.as_str().into(),
+                        message: c.message.as_str().into(),
+                        last_transition_time: c.last_transition_time.clone(),
+                    })
                 })
-            });
+        };
+        let condition = observed(conditions::IP_ALLOCATED);
+        let forwarder = observed(conditions::FORWARDER_READY);
         let annotations = StrMap::from_pairs(
             meta.annotations
                 .iter()
@@ -116,19 +128,29 @@ impl ServiceView {
                 })
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let ports = spec
-            .and_then(|s| s.ports.as_ref())
+        let port_list = |node_port: bool| -> Box<[(Protocol, u16)]> {
+            spec.and_then(|s| s.ports.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+                        "TCP" => Protocol::Tcp,
+                        "UDP" => Protocol::Udp,
+                        "SCTP" => Protocol::Sctp,
+                        _ => return None,
+                    };
+                    let port = if node_port { p.node_port? } else { p.port };
+                    u16::try_from(port).ok().map(|port| (proto, port))
+                })
+                .collect()
+        };
+        let ports = port_list(false);
+        let node_ports = port_list(true);
+        let external_ips = spec
+            .and_then(|s| s.external_ips.as_ref())
             .into_iter()
             .flatten()
-            .filter_map(|p| {
-                let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-                    "TCP" => Protocol::Tcp,
-                    "UDP" => Protocol::Udp,
-                    "SCTP" => Protocol::Sctp,
-                    _ => return None,
-                };
-                u16::try_from(p.port).ok().map(|port| (proto, port))
-            })
+            .filter_map(|a| a.parse().ok())
             .collect();
         let selector = spec
             .and_then(|s| s.selector.as_ref())
@@ -165,6 +187,9 @@ impl ServiceView {
             ingress,
             ingress_vip,
             condition,
+            forwarder,
+            node_ports,
+            external_ips,
         })
     }
 
@@ -195,6 +220,7 @@ impl ServiceView {
     /// Whether the Service carries anything ferrolb wrote (so it must be cleaned when it stops being ours).
     pub fn has_our_marks(&self) -> bool {
         self.condition.is_some()
+            || self.forwarder.is_some()
             || self
                 .annotations
                 .contains_key(annotations::ALLOCATED_FROM_POOL)

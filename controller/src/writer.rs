@@ -174,14 +174,16 @@ impl Writer {
                 name,
                 ingress,
                 condition,
+                forwarder,
             } => {
                 let api: Api<Service> = Api::namespaced(self.client.clone(), &namespace);
                 let mut status = json!({});
                 if !ingress.is_empty() {
                     status["loadBalancer"] = json!({"ingress": ingress_json(&ingress)});
                 }
-                if let Some(c) = condition {
-                    status["conditions"] = json!([c]);
+                let conditions: Vec<_> = condition.into_iter().chain(forwarder).collect();
+                if !conditions.is_empty() {
+                    status["conditions"] = json!(conditions);
                 }
                 let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "status": status});
                 tracing::debug!(service = %format!("{namespace}/{name}"), ?ingress, "writing status");

@@ -44,6 +44,7 @@ fn pool(name: &str, addresses: &[&str]) -> PoolView {
     let p = IPAddressPool::new(
         name,
         IPAddressPoolSpec {
+            node_addresses: None,
             addresses: addresses.iter().map(|s| s.to_string()).collect(),
             auto_assign: true,
             avoid_buggy_ips: false,
@@ -62,6 +63,7 @@ fn core_with(pools: &[PoolView], services: &[Service]) -> Core {
     let mut c = Core::new(CoreConfig {
         lb_class: "ferrolb.io/lb".into(),
         ignore_classless: false,
+        block_node_port_shadowing: false,
     });
     for p in pools {
         c.upsert_pool(p.clone());
@@ -83,8 +85,16 @@ fn core_with(pools: &[PoolView], services: &[Service]) -> Core {
                 .collect(),
         ),
     );
-    c.resynced(Kind::Namespaces, &BTreeSet::new());
-    c.resynced(Kind::L2Advertisements, &BTreeSet::new());
+    for k in [
+        Kind::Namespaces,
+        Kind::L2Advertisements,
+        Kind::Nodes,
+        Kind::ForwarderNodes,
+        Kind::SpeakerPods,
+        Kind::EndpointSlices,
+    ] {
+        c.resynced(k, &BTreeSet::new());
+    }
     c.set_leader(true);
     c
 }
@@ -98,6 +108,7 @@ fn echo(services: &mut [Service], actions: &[Action]) {
                 name,
                 ingress,
                 condition,
+                forwarder,
                 ..
             } => {
                 let s = services
@@ -117,7 +128,7 @@ fn echo(services: &mut [Service], actions: &[Action]) {
                                 .collect(),
                         ),
                     }),
-                    conditions: condition.clone().map(|c| vec![c]),
+                    conditions: Some(condition.iter().chain(forwarder).cloned().collect()),
                 });
             }
             Action::ServiceAnnotation { name, pools, .. } => {
@@ -328,6 +339,7 @@ fn nothing_happens_before_sync_or_without_leadership() {
     let mut c = Core::new(CoreConfig {
         lb_class: "ferrolb.io/lb".into(),
         ignore_classless: false,
+        block_node_port_shadowing: false,
     });
     c.upsert_pool(pool("blue", &["198.51.100.10/32"]));
     c.upsert_service(view(&svcs[0]));
@@ -347,6 +359,7 @@ fn a_pool_with_a_malformed_selector_gets_one_warning_and_a_condition() {
     let mut p = IPAddressPool::new(
         "blue",
         IPAddressPoolSpec {
+            node_addresses: None,
             addresses: vec!["198.51.100.0/30".into()],
             auto_assign: true,
             avoid_buggy_ips: false,
@@ -399,4 +412,218 @@ fn a_pool_with_a_malformed_selector_gets_one_warning_and_a_condition() {
     p.status = Some(status);
     c.upsert_pool(PoolView::from_pool(&p).expect("named"));
     assert!(c.object_statuses(&now()).is_empty());
+}
+
+mod forwarding {
+    //! Forwarder mode through the core: node pools, reports, speakers and the writes they lead to.
+
+    use super::*;
+    use ferrolb_controller::forwarder::{NodeReport, NodeView, PortKey};
+    use ferrolb_crds::NodeAddresses;
+
+    fn node_pool(name: &str) -> PoolView {
+        let p = IPAddressPool::new(
+            name,
+            IPAddressPoolSpec {
+                node_addresses: Some(NodeAddresses::default()),
+                addresses: Vec::new(),
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: None,
+            },
+        );
+        PoolView::from_pool(&p).expect("named")
+    }
+
+    fn node(k: u8) -> NodeView {
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("node-{k}")},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": format!("198.51.100.1{k}")}],
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }))
+        .expect("node");
+        NodeView::from_node(&n).expect("named")
+    }
+
+    fn checked(ports: &[u16], busy: Option<u16>) -> NodeReport {
+        let mut r = NodeReport::default();
+        for p in ports {
+            let key = PortKey {
+                family: ferrolb_allocator::Family::V4,
+                protocol: ferrolb_allocator::Protocol::Tcp,
+                port: *p,
+            };
+            r.checked.insert(key);
+            if busy == Some(*p) {
+                r.unavailable.insert(
+                    key,
+                    (
+                        "HostSocket".into(),
+                        format!("a host process listens on 0.0.0.0:{p}"),
+                    ),
+                );
+            }
+        }
+        r
+    }
+
+    fn forwarder_of<'a>(
+        actions: &'a [Action],
+        svc: &str,
+    ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        actions.iter().find_map(|a| match a {
+            Action::ServiceStatus {
+                name, forwarder, ..
+            } if name == svc => forwarder.as_ref(),
+            _ => None,
+        })
+    }
+
+    /// A core with a node pool, two Ready nodes with Ready speakers, and `services`.
+    fn cluster(services: &[Service]) -> Core {
+        let mut c = core_with(&[node_pool("edge")], services);
+        for k in 1..=2 {
+            c.upsert_node(node(k));
+            c.upsert_speaker_pod(
+                format!("ferrolb-system/speaker-{k}"),
+                format!("node-{k}"),
+                true,
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn node_addresses_are_published_once_the_speakers_checked_the_port() {
+        let mut svcs = vec![service("web", 1)];
+        let mut core = cluster(&svcs);
+        let actions = core.reconcile(&now());
+        // The pool is chosen at once (the speakers learn the ports from it), nothing published.
+        assert!(
+            actions.iter().any(
+                |a| matches!(a, Action::ServiceAnnotation { pools: Some(p), .. } if p == "edge")
+            )
+        );
+        assert_eq!(ips(&actions, "web"), Some(vec![]));
+        let f = forwarder_of(&actions, "web").expect("ForwarderReady");
+        assert_eq!(
+            (f.status.as_str(), f.reason.as_str()),
+            ("False", "NoEligibleNodes")
+        );
+        assert!(
+            f.message.contains("port check pending for 80/TCP"),
+            "{}",
+            f.message
+        );
+        echo(&mut svcs, &actions);
+        core.upsert_service(view(&svcs[0]));
+        assert!(
+            core.reconcile(&now())
+                .iter()
+                .all(|a| matches!(a, Action::Event { .. }))
+        );
+
+        core.upsert_report("node-1".into(), checked(&[80], None));
+        core.upsert_report("node-2".into(), checked(&[80], None));
+        let actions = core.reconcile(&now());
+        assert_eq!(
+            ips(&actions, "web"),
+            Some(vec![
+                "198.51.100.11".to_string(),
+                "198.51.100.12".to_string()
+            ])
+        );
+        let f = forwarder_of(&actions, "web").expect("ForwarderReady");
+        assert_eq!((f.status.as_str(), f.reason.as_str()), ("True", "AllNodes"));
+        let alloc = condition_of(&actions, "web").expect("IPAllocated");
+        assert_eq!(alloc.reason, "NodeAddresses");
+        echo(&mut svcs, &actions);
+        core.upsert_service(view(&svcs[0]));
+        assert!(core.reconcile(&now()).is_empty(), "silent once shown");
+
+        // A host socket on node-2: node-2 leaves, with a Warning event naming the culprit.
+        core.upsert_report("node-2".into(), checked(&[80], Some(80)));
+        let actions = core.reconcile(&now());
+        assert_eq!(
+            ips(&actions, "web"),
+            Some(vec!["198.51.100.11".to_string()])
+        );
+        let f = forwarder_of(&actions, "web").expect("ForwarderReady");
+        assert_eq!(f.reason, "PartiallyAvailable");
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Event { reason, note, warning: true, .. }
+                if reason == "PortConflict" && note.contains("a host process listens on 0.0.0.0:80"))),
+            "{actions:?}"
+        );
+        // Node-2's speaker goes away: node-2 stays out for that reason now.
+        core.delete_speaker_pod("ferrolb-system/speaker-2");
+        core.upsert_report("node-2".into(), checked(&[80], None));
+        echo(&mut svcs, &actions);
+        core.upsert_service(view(&svcs[0]));
+        let actions = core.reconcile(&now());
+        let f = forwarder_of(&actions, "web").expect("ForwarderReady");
+        assert!(
+            f.message
+                .contains("node-2 (no ferrolb speaker is ready there)"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn the_younger_of_two_services_on_one_port_loses_and_both_hear_of_it() {
+        let mut svcs = vec![service("traefik", 1), service("late", 2)];
+        let mut core = cluster(&svcs);
+        core.upsert_report("node-1".into(), checked(&[80], None));
+        core.upsert_report("node-2".into(), checked(&[80], None));
+        let actions = core.reconcile(&now());
+        assert_eq!(ips(&actions, "traefik").map(|v| v.len()), Some(2));
+        assert_eq!(ips(&actions, "late"), Some(vec![]));
+        let f = forwarder_of(&actions, "late").expect("ForwarderReady");
+        assert_eq!(f.reason, "PortConflict");
+        assert!(
+            f.message.contains("Service shop/traefik holds it"),
+            "{}",
+            f.message
+        );
+        let events: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event {
+                    target: ferrolb_controller::core::Target::Service { name, .. },
+                    reason,
+                    ..
+                } if reason == "PortConflict" => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(events.contains(&"late".to_string()) && events.contains(&"traefik".to_string()));
+
+        // The older one goes: the younger gets the nodes.
+        echo(&mut svcs, &actions);
+        core.delete_service("shop/traefik");
+        core.upsert_service(view(&svcs[1]));
+        let actions = core.reconcile(&now());
+        assert_eq!(ips(&actions, "late").map(|v| v.len()), Some(2));
+    }
+
+    #[test]
+    fn leaving_forwarder_mode_removes_its_condition() {
+        let mut svcs = vec![service("web", 1)];
+        let mut core = cluster(&svcs);
+        core.upsert_report("node-1".into(), checked(&[80], None));
+        let actions = core.reconcile(&now());
+        echo(&mut svcs, &actions);
+        core.upsert_service(view(&svcs[0]));
+        assert!(core.reconcile(&now()).is_empty());
+        // Another class: everything ferrolb wrote goes.
+        svcs[0].spec.as_mut().expect("spec").load_balancer_class = Some("other.io/lb".into());
+        core.upsert_service(view(&svcs[0]));
+        let actions = core.reconcile(&now());
+        assert_eq!(ips(&actions, "web"), Some(vec![]));
+        assert!(forwarder_of(&actions, "web").is_none());
+        assert!(condition_of(&actions, "web").is_none());
+    }
 }

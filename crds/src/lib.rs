@@ -42,6 +42,9 @@ pub mod annotations {
 pub mod conditions {
     /// On a Service: whether its IPs are allocated, and in words why not.
     pub const IP_ALLOCATED: &str = "ferrolb.io/IPAllocated";
+    /// On a Service of a forwarder-mode pool: on which nodes it is published, and in words
+    /// which nodes are left out and why.
+    pub const FORWARDER_READY: &str = "ferrolb.io/ForwarderReady";
     /// On an IPAddressPool: the pool's addresses parse and it is in use.
     pub const POOL_READY: &str = "Ready";
     /// On an IPAddressPool: its addresses overlap another pool's.
@@ -61,17 +64,26 @@ pub mod conditions {
     category = "ferrolb",
     status = "IPAddressPoolStatus",
     printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
     printcolumn = r#"{"name":"Auto Assign","type":"boolean","jsonPath":".spec.autoAssign"}"#,
     printcolumn = r#"{"name":"Assigned","type":"string","jsonPath":".status.assigned"}"#,
     printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.available"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = validation::pool_kind_rules()))]
 pub struct IPAddressPoolSpec {
     /// CIDRs (`198.51.100.0/24`, `2001:db8::/120`) or inclusive ranges
-    /// (`198.51.100.10-198.51.100.20`), IPv4 and IPv6 alike.
+    /// (`198.51.100.10-198.51.100.20`), IPv4 and IPv6 alike. Exactly one of `addresses` and
+    /// `nodeAddresses` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "validation::addresses_schema")]
     pub addresses: Vec<String>,
+
+    /// Forwarder mode: instead of addresses of its own, the pool publishes the addresses of
+    /// nodes, and kube-proxy forwards the Service's ports on them (no pod per Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_addresses: Option<NodeAddresses>,
 
     /// Whether Services that do not ask for this pool may get addresses from it.
     #[serde(default = "default_true")]
@@ -88,6 +100,53 @@ pub struct IPAddressPoolSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// Which node addresses a forwarder-mode pool publishes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAddresses {
+    /// Which nodes may be published. Empty: all nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+    /// Which of a node's addresses: `InternalIP` (default), `ExternalIP`, or
+    /// `PreferExternalIP` (the ExternalIP where the node has one, else its InternalIP; decided
+    /// per node).
+    #[serde(default)]
+    pub address_type: NodeAddressType,
+    /// Publish only node addresses inside these prefixes (for nodes with several networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "validation::cidrs_schema")]
+    pub cidrs: Vec<String>,
+    /// Honour K3s servicelb's node labels: when any node carries
+    /// `svccontroller.k3s.cattle.io/enablelb`, only nodes with `enablelb=true` are published,
+    /// and a Service labelled `svccontroller.k3s.cattle.io/lbpool=<pool>` only on nodes with
+    /// that `lbpool` label. For moving from K3s; selectors are the ferrolb way.
+    #[serde(default, rename = "k3sServiceLBLabels")]
+    pub k3s_servicelb_labels: bool,
+}
+
+/// Which address of a node a forwarder-mode pool publishes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NodeAddressType {
+    /// The node's `InternalIP` addresses.
+    #[default]
+    InternalIP,
+    /// The node's `ExternalIP` addresses; a node without one is not published.
+    ExternalIP,
+    /// The node's `ExternalIP` addresses where it has one, else its `InternalIP` addresses.
+    PreferExternalIP,
+}
+
+impl NodeAddressType {
+    /// The name as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeAddressType::InternalIP => "InternalIP",
+            NodeAddressType::ExternalIP => "ExternalIP",
+            NodeAddressType::PreferExternalIP => "PreferExternalIP",
+        }
+    }
 }
 
 /// Restricts a pool to some Services and orders pools that match the same Service.
@@ -132,6 +191,9 @@ pub struct IPAddressPoolStatus {
     /// Human summary for `kubectl get`: free, per family present.
     #[serde(default)]
     pub available: String,
+    /// For a forwarder-mode pool: the nodes it publishes now, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
     /// `Ready`, `Overlapping`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -186,11 +248,73 @@ pub struct L2AdvertisementStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// What a speaker found on its node for forwarder mode, one object per node (named after it),
+/// written by that node's speaker and read by the controller: whether kube-proxy runs in IPVS
+/// mode there, which Service ports it checked, and which of them are unavailable and why.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1beta1",
+    kind = "ForwarderNode",
+    plural = "forwardernodes",
+    category = "ferrolb",
+    status = "ForwarderNodeStatus",
+    printcolumn = r#"{"name":"IPVS","type":"boolean","jsonPath":".status.ipvs"}"#,
+    printcolumn = r#"{"name":"Checked","type":"integer","jsonPath":".status.checkedCount"}"#,
+    printcolumn = r#"{"name":"Unavailable","type":"string","jsonPath":".status.summary"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwarderNodeSpec {}
+
+/// A node's forwarder-mode report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwarderNodeStatus {
+    /// kube-proxy runs in IPVS mode on this node (a `kube-ipvs0` interface exists): it would
+    /// bind every published address on every node, so forwarder mode refuses to publish.
+    #[serde(default)]
+    pub ipvs: bool,
+    /// Every `family/protocol/port` checked, e.g. `IPv4/TCP/443`, sorted. The controller
+    /// publishes this node for a Service only once all of the Service's are here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checked: Vec<String>,
+    /// How many entries `checked` has (for `kubectl get`).
+    #[serde(default)]
+    pub checked_count: i64,
+    /// The checked ports that are unavailable on this node, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailablePort>,
+    /// Human summary of `unavailable`, for `kubectl get`.
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// A port that a forwarder-mode Service may not use on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnavailablePort {
+    /// `IPv4` or `IPv6`.
+    pub family: String,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The port.
+    pub port: i32,
+    /// `HostSocket`, `HostPort` or `DenyList`.
+    pub reason: String,
+    /// In words, e.g. "a host process listens on 0.0.0.0:443".
+    pub detail: String,
+}
+
 /// Every CRD ferrolb defines, in install order.
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![IPAddressPool::crd(), L2Advertisement::crd()]
+    vec![
+        IPAddressPool::crd(),
+        L2Advertisement::crd(),
+        ForwarderNode::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream: what `crdgen` prints and the chart ships.
@@ -227,6 +351,32 @@ serviceAllocation:
     }
 
     #[test]
+    fn node_pools_read_their_fields_and_default_to_internal_ips() {
+        let yaml = r#"
+nodeAddresses:
+  nodeSelector: {matchLabels: {edge: "true"}}
+  cidrs: [198.51.100.0/24]
+  k3sServiceLBLabels: true
+"#;
+        let spec: IPAddressPoolSpec = serde_yaml::from_str(yaml).expect("valid spec");
+        assert!(spec.addresses.is_empty());
+        let na = spec.node_addresses.expect("nodeAddresses");
+        assert_eq!(na.address_type, NodeAddressType::InternalIP);
+        assert_eq!(na.cidrs, ["198.51.100.0/24"]);
+        assert!(na.k3s_servicelb_labels);
+        let json = serde_json::to_value(IPAddressPoolSpec {
+            node_addresses: Some(NodeAddresses {
+                address_type: NodeAddressType::PreferExternalIP,
+                ..Default::default()
+            }),
+            ..serde_yaml::from_str("{}").expect("empty spec")
+        })
+        .expect("json");
+        assert_eq!(json["nodeAddresses"]["addressType"], "PreferExternalIP");
+        assert!(json.get("addresses").is_none(), "{json}");
+    }
+
+    #[test]
     fn crds_are_cluster_scoped_and_served() {
         for crd in crds() {
             assert_eq!(crd.spec.scope, "Cluster", "{}", crd.spec.names.kind);
@@ -253,6 +403,8 @@ serviceAllocation:
             "is backwards: its start is after its end",
             "at least one",
             "priority must be 0 or greater",
+            "has(self.addresses) || has(self.nodeAddresses)",
+            "is not a CIDR",
         ] {
             assert!(json.contains(needle), "CRD lacks {needle}");
         }

@@ -100,6 +100,42 @@ pub fn addresses_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// The rules on `IPAddressPool.spec` that make a pool either an address pool or a node pool.
+pub fn pool_kind_rules() -> serde_json::Value {
+    serde_json::json!([
+        {
+            "rule": "has(self.addresses) || has(self.nodeAddresses)",
+            "message": "a pool needs addresses (CIDRs or ranges of its own) or nodeAddresses (the nodes' own addresses, forwarder mode)",
+            "reason": "FieldValueRequired"
+        },
+        {
+            "rule": "!(has(self.addresses) && has(self.nodeAddresses))",
+            "message": "addresses and nodeAddresses exclude each other: a pool either has addresses of its own or publishes node addresses",
+            "reason": "FieldValueForbidden"
+        }
+    ])
+}
+
+/// Schema of `IPAddressPool.spec.nodeAddresses.cidrs`.
+pub fn cidrs_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "description": "Prefixes (198.51.100.0/24, 2001:db8::/64); only node addresses inside them are published.",
+        "maxItems": 16,
+        "items": {
+            "type": "string",
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "isCIDR(self)",
+                    "messageExpression": "'\"' + self + '\" is not a CIDR (like 198.51.100.0/24 or 2001:db8::/64)'",
+                    "reason": "FieldValueInvalid"
+                }
+            ]
+        }
+    })
+}
+
 /// Schema of `IPAddressPool.spec.serviceAllocation.priority`.
 pub fn priority_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
