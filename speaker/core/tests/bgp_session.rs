@@ -550,6 +550,26 @@ fn reconnect_backoff_doubles_with_jitter_up_to_the_cap() {
 }
 
 #[test]
+fn absurd_durations_do_not_overflow() {
+    let mut c = config();
+    c.connect_timeout = Duration::MAX;
+    c.open_hold_time = Duration::MAX;
+    c.backoff_initial = Duration::MAX;
+    c.backoff_max = Duration::MAX;
+    let mut h = Scripted::new(c);
+    h.ev(Event::Start);
+    h.ev(Event::ConnectFailed);
+    let retry = h.s.poll_timeout().expect("a retry far away") - h.now;
+    assert!(retry >= secs(100 * 24 * 3600), "{retry:?}");
+    h.ev(Event::Start);
+    h.ev(Event::Stop(Stop::Shutdown {
+        message: String::new(),
+        graceful_shutdown: Some(Duration::MAX),
+        drain: Duration::MAX,
+    }));
+}
+
+#[test]
 fn a_connect_that_hangs_is_abandoned() {
     let mut h = Scripted::new(config());
     h.ev(Event::Start);

@@ -712,7 +712,9 @@ impl Session {
             .config
             .backoff_initial
             .saturating_mul(1u32 << exp)
-            .min(self.config.backoff_max);
+            .min(self.config.backoff_max)
+            // A year is plenty, and keeps the product below from overflowing.
+            .min(Duration::from_secs(365 * 24 * 3600));
         let r = self.next_random();
         // r / 2^64 in [0, 1): the fraction of the lower half to add.
         let half = base / 2;
