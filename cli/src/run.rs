@@ -15,7 +15,7 @@ use crate::cluster::{self, Scope};
 use crate::findings::{self, Finding, Severity};
 use crate::migrate::{k3s, metallb};
 use crate::rules::{self, Proto, Ruleset};
-use crate::walk::{self, Origin, Packet, Trace, WalkOptions};
+use crate::walk::{self, Origin, Packet, WalkOptions};
 use crate::{doctor, service, status};
 
 /// Runs a command; returns the exit code.
@@ -123,78 +123,30 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
         bail!("Service {}/{name} not found", t.namespace);
     };
     let mut all: Vec<Finding> = report.steps.clone();
-    let mut traces: Vec<(String, Trace, Vec<Finding>)> = Vec::new();
+    let mut traces = Vec::new();
     let mut rule_findings = Vec::new();
     if let Some(path) = &t.rules {
         let rs = rules::parse(&read_input(path)?)?;
         rule_findings = rule_issues(&rs);
-        let local = report.external_traffic_policy == "Local";
-        let node = t
-            .node
-            .clone()
-            .or_else(|| report.announcers.first().cloned());
-        for ip in &report.ips {
-            for p in &report.ports {
-                let proto = Proto::parse(&p.protocol).unwrap_or(Proto::Tcp);
-                let pkt = packet(&t, ip.ip, p.port, proto)?;
-                let what = format!("{}:{}/{}", ip.ip, p.port, p.protocol);
-                match walk::walk(
-                    &rs,
-                    &pkt,
-                    &WalkOptions {
-                        chain: t.chain.clone(),
-                    },
-                ) {
-                    Ok(tr) => {
-                        let eps: Vec<_> =
-                            crate::snapshot::endpoints(&snap, &snap.services[0], Some(&p.name))
-                                .into_iter()
-                                .filter(|e| rules::Family::of(&e.ip) == rules::Family::of(&ip.ip))
-                                .collect();
-                        // From outside, Local Services use the node's own endpoints; a client
-                        // in the pod network uses all (kube-proxy short-circuits pod traffic).
-                        let from_pod = pkt.src.is_some_and(|s| {
-                            snap.nodes.iter().any(|n| {
-                                n.spec
-                                    .as_ref()
-                                    .and_then(|s| s.pod_cidrs.as_ref())
-                                    .into_iter()
-                                    .flatten()
-                                    .any(|c| {
-                                        rules::Net::parse(c).is_some_and(|net| net.contains(&s))
-                                    })
-                            })
-                        });
-                        let expected =
-                            service::expected_for_node(&eps, local && !from_pod, node.as_deref());
-                        let mut fs = walk::check::cross_check(&tr, &expected);
-                        if local && node.is_none() {
-                            fs.push(Finding::new(Severity::Warning, "rules-node-unknown", "the rules' node is not known: pass --node so Local endpoints can be checked"));
-                        }
-                        all.extend(fs.iter().cloned());
-                        traces.push((what, tr, fs));
-                    }
-                    Err(e) => {
-                        let f =
-                            Finding::new(Severity::Warning, "rules-walk", format!("{what}: {e}"));
-                        all.push(f.clone());
-                        traces.push((what, empty_trace(&pkt), vec![f]));
-                    }
-                }
-            }
+        let opts = service::RulesOptions {
+            from: parse_from(&t)?,
+            from_node: t.from_node,
+            dst_local: t.dst_local,
+            node: t.node.clone(),
+            chain: t.chain.clone(),
+        };
+        traces = service::walk_rules(&snap, &report, &rs, &opts);
+        for tr in &traces {
+            all.extend(tr.findings.iter().cloned());
         }
     }
     match t.output {
         Output::Json => {
-            let tr: Vec<Value> = traces
-                .iter()
-                .map(|(w, t, f)| json!({"destination": w, "trace": t, "findings": f}))
-                .collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "service": report,
-                    "rules": tr,
+                    "rules": traces,
                     "input": rule_findings,
                     "gaps": snap.gaps,
                 }))?
@@ -202,10 +154,12 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
         }
         Output::Text => {
             print!("{}", service::text(&report));
-            for (what, tr, fs) in &traces {
-                println!("\nThrough the node's rules to {what}:");
-                print!("{}", walk::render::text(tr));
-                print_findings("Checked against the EndpointSlices", fs);
+            for tr in &traces {
+                println!("\nThrough the node's rules to {}:", tr.destination);
+                if let Some(w) = &tr.trace {
+                    print!("{}", walk::render::text(w));
+                }
+                print_findings("Checked against the EndpointSlices", &tr.findings);
             }
             print_findings("Input", &rule_findings);
             for g in &snap.gaps {
@@ -225,16 +179,6 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
     }
     all.extend(rule_findings);
     Ok(exit_code(&all))
-}
-
-fn empty_trace(p: &Packet) -> Trace {
-    Trace {
-        packet: p.clone(),
-        start: String::new(),
-        tree: Vec::new(),
-        outcomes: Vec::new(),
-        notes: Vec::new(),
-    }
 }
 
 fn trace_offline(t: &TraceArgs) -> anyhow::Result<i32> {

@@ -11,11 +11,13 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use serde::Serialize;
 
 use crate::findings::{Finding, Severity};
+use crate::rules::{Family, Net, Proto, Ruleset};
 use crate::snapshot::{
     self, ANNOUNCED, Snapshot, endpoints, ingress_ips, is_ours, name_of, node_ready, pool_of,
     service_condition, speaker_pods,
 };
 use crate::walk::check::SliceEndpoint;
+use crate::walk::{self, Origin, Packet, Trace, WalkOptions};
 
 /// One Service port, followed through to the pods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -473,6 +475,165 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
     })
 }
 
+/// How to walk a node's rules for a Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RulesOptions {
+    /// The client's address.
+    pub from: Option<IpAddr>,
+    /// The packet comes from a process on the node.
+    pub from_node: bool,
+    /// Override: whether the destination is an address of the node.
+    pub dst_local: Option<bool>,
+    /// The node the rules were taken on (default: the announcing node).
+    pub node: Option<String>,
+    /// Start at this chain.
+    pub chain: Option<String>,
+}
+
+/// The walk for one destination of the Service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RulesTrace {
+    /// `IP:PORT/PROTO`.
+    pub destination: String,
+    /// The walk, when it could start.
+    pub trace: Option<Trace>,
+    /// Why it could not.
+    pub error: Option<String>,
+    /// The cross-check against the EndpointSlices.
+    pub findings: Vec<Finding>,
+}
+
+fn node_ips(snap: &Snapshot, node: &str) -> Vec<IpAddr> {
+    snap.nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() == Some(node))
+        .flat_map(|n| n.status.iter().flat_map(|s| s.addresses.iter().flatten()))
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
+fn in_pod_network(snap: &Snapshot, ip: IpAddr) -> bool {
+    snap.nodes.iter().any(|n| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.pod_cidrs.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| Net::parse(c).is_some_and(|net| net.contains(&ip)))
+    })
+}
+
+/// Walks `rules` for each destination of the Service: its external IPs (not node addresses), or,
+/// without any, its node port on the node's InternalIPs, or else its ClusterIPs; and checks each
+/// walk against the endpoints kube-proxy on that node should use.
+pub fn walk_rules(
+    snap: &Snapshot,
+    report: &ServiceReport,
+    rules: &Ruleset,
+    o: &RulesOptions,
+) -> Vec<RulesTrace> {
+    let Some(svc) = snap
+        .services
+        .iter()
+        .find(|s| snapshot::key(s) == report.service)
+    else {
+        return Vec::new();
+    };
+    let spec = svc.spec.clone().unwrap_or_default();
+    let node = o
+        .node
+        .clone()
+        .or_else(|| report.announcers.first().cloned());
+    let external_local = report.external_traffic_policy == "Local";
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let from_pod = o.from.is_some_and(|s| in_pod_network(snap, s));
+    let mut out = Vec::new();
+    for p in &report.ports {
+        let proto = Proto::parse(&p.protocol).unwrap_or(Proto::Tcp);
+        // (destination, port, destination is local, endpoints limited to the node)
+        let mut dests: Vec<(IpAddr, u16, bool, bool)> = report
+            .ips
+            .iter()
+            .map(|i| (i.ip, p.port, false, external_local && !from_pod))
+            .collect();
+        if dests.is_empty()
+            && let (Some(np), Some(n)) = (p.node_port, node.as_deref())
+        {
+            dests = node_ips(snap, n)
+                .into_iter()
+                .map(|ip| (ip, np, true, external_local && !from_pod))
+                .collect();
+        }
+        if dests.is_empty() {
+            dests = spec
+                .cluster_ips
+                .iter()
+                .flatten()
+                .filter_map(|c| c.parse().ok())
+                .map(|ip| (ip, p.port, false, internal_local))
+                .collect();
+        }
+        let eps = endpoints(snap, svc, Some(&p.name));
+        for (ip, port, local_dst, node_only) in dests {
+            let destination = format!("{}/{}", std::net::SocketAddr::new(ip, port), p.protocol);
+            let pkt = Packet {
+                dst: ip,
+                port,
+                proto,
+                src: o.from,
+                origin: if o.from_node {
+                    Origin::Node
+                } else {
+                    Origin::Outside
+                },
+                dst_local: o.dst_local.or(Some(local_dst)),
+            };
+            match walk::walk(
+                rules,
+                &pkt,
+                &WalkOptions {
+                    chain: o.chain.clone(),
+                },
+            ) {
+                Ok(tr) => {
+                    let fam: Vec<SliceEndpoint> = eps
+                        .iter()
+                        .filter(|e| Family::of(&e.ip) == Family::of(&ip))
+                        .cloned()
+                        .collect();
+                    let expected = expected_for_node(&fam, node_only, node.as_deref());
+                    let mut findings = walk::check::cross_check(&tr, &expected);
+                    if node_only && node.is_none() {
+                        findings.push(Finding::new(
+                            Severity::Warning,
+                            "rules-node-unknown",
+                            "the node the rules come from is not known: pass --node so its local endpoints can be checked",
+                        ));
+                    }
+                    out.push(RulesTrace {
+                        destination,
+                        trace: Some(tr),
+                        error: None,
+                        findings,
+                    });
+                }
+                Err(e) => out.push(RulesTrace {
+                    destination: destination.clone(),
+                    trace: None,
+                    error: Some(e.to_string()),
+                    findings: vec![Finding::new(
+                        Severity::Warning,
+                        "rules-walk",
+                        format!("{destination}: {e}"),
+                    )],
+                }),
+            }
+        }
+    }
+    out
+}
+
 /// The report as text.
 pub fn text(r: &ServiceReport) -> String {
     let mut s = format!(
@@ -712,6 +873,34 @@ pub(crate) mod tests {
                 .any(|f| f.check == "ports" && f.severity == Severity::Error)
         );
         assert!(report(&s, "default", "nope", None).is_none());
+    }
+
+    #[test]
+    fn rules_are_walked_and_checked_for_the_announcing_node() {
+        let rules = crate::rules::parse(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-SERVICES -d 198.51.100.100/32 -p tcp -m tcp --dport 80 -j KUBE-EXT-A\n-A KUBE-EXT-A -j KUBE-SVL-A\n-A KUBE-SVL-A -j KUBE-SEP-B\n-A KUBE-SEP-B -p tcp -j DNAT --to-destination 192.0.2.18:8080\nCOMMIT\n",
+        )
+        .expect("parses");
+        let s = base_snapshot();
+        let r = report(&s, "default", "web", None).expect("found");
+        let w = walk_rules(&s, &r, &rules, &RulesOptions::default());
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].destination, "198.51.100.100:80/TCP");
+        // node-2 announces; its local endpoint is 192.0.2.18.
+        assert_eq!(w[0].findings.len(), 1, "{:?}", w[0].findings);
+        assert_eq!(w[0].findings[0].severity, Severity::Ok);
+        // Taken on node-1 instead: 192.0.2.2 is expected there, 192.0.2.18 is not local.
+        let w = walk_rules(
+            &s,
+            &r,
+            &rules,
+            &RulesOptions {
+                node: Some("node-1".into()),
+                ..RulesOptions::default()
+            },
+        );
+        let checks: Vec<&str> = w[0].findings.iter().map(|f| f.check.as_str()).collect();
+        assert_eq!(checks, ["endpoint-not-programmed", "dnat-to-non-endpoint"]);
     }
 
     #[test]

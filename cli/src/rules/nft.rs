@@ -422,6 +422,7 @@ pub fn parse(text: &str) -> Ruleset {
         return rs;
     };
     let mut tables: Vec<NftTable> = Vec::new();
+    let mut xt_seen = false;
     for (idx, item) in items.iter().enumerate() {
         let Some(obj) = item.as_object() else {
             continue;
@@ -473,6 +474,9 @@ pub fn parse(text: &str) -> Ruleset {
                         .flatten()
                     {
                         let st = stmt(s);
+                        if s.get("xt").is_some() && !matches!(st, Stmt::Passive { .. }) {
+                            xt_seen = true;
+                        }
                         if let Stmt::Other { json } = &st {
                             rs.issues.push(Issue {
                                 line: idx + 1,
@@ -561,6 +565,12 @@ pub fn parse(text: &str) -> Ruleset {
                 }),
             }
         }
+    }
+    if xt_seen {
+        rs.issues.push(Issue {
+            line: 0,
+            message: "some rules were written by iptables-nft (xt statements): nft shows them without their parameters, so they cannot be walked; for those tables use iptables-save".into(),
+        });
     }
     if tables
         .iter()
@@ -889,6 +899,10 @@ fn stmt(v: &Value) -> Stmt {
         "reject" => Stmt::Reject {
             with: body.get("expr").and_then(Value::as_str).map(str::to_string),
         },
+        // iptables-nft's comment match, as nft shows it (without the text).
+        "xt" if body.get("name").and_then(Value::as_str) == Some("comment") => Stmt::Passive {
+            what: "xt comment".into(),
+        },
         "counter" | "log" | "limit" | "set" | "notrack" | "quota" => Stmt::Passive {
             what: match k.as_str() {
                 "set" => format!(
@@ -957,6 +971,20 @@ mod tests {
             svc[0].text().contains("numgen random mod 2"),
             "{}",
             svc[0].text()
+        );
+    }
+
+    #[test]
+    fn iptables_nft_rules_are_flagged() {
+        let json = r#"{"nftables":[{"rule":{"family":"ip","table":"nat","chain":"KUBE-SVC-X","expr":[{"xt":{"name":"comment","type":"match"}},{"xt":{"name":"statistic","type":"match"}},{"jump":{"target":"KUBE-SEP-X"}}]}}]}"#;
+        let rs = parse(json);
+        let stmts = &rs.nft[0].chains["KUBE-SVC-X"].rules[0].stmts;
+        assert!(matches!(stmts[0], Stmt::Passive { .. }));
+        assert!(matches!(stmts[1], Stmt::Other { .. }));
+        assert!(
+            rs.issues.iter().any(|i| i.message.contains("iptables-nft")),
+            "{:?}",
+            rs.issues
         );
     }
 
