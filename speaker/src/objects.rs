@@ -262,7 +262,7 @@ impl SliceInfo {
 }
 
 /// What the speaker needs of an IPAddressPool.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PoolInfo {
     /// Pool name.
     pub name: String,
@@ -272,6 +272,10 @@ pub struct PoolInfo {
     pub ranges: Vec<IpRange>,
     /// Entries that do not parse (logged, skipped).
     pub bad: Vec<String>,
+    /// A forwarder-mode pool (`spec.nodeAddresses`): its Services are published on node
+    /// addresses, never announced with ARP/NDP. `Some(selector)`, where `None` inside selects
+    /// every node.
+    pub node_selector: Option<Option<LabelSelector>>,
 }
 
 impl PoolInfo {
@@ -290,6 +294,11 @@ impl PoolInfo {
             labels: pool.metadata.labels.clone().unwrap_or_default(),
             ranges,
             bad,
+            node_selector: pool
+                .spec
+                .node_addresses
+                .as_ref()
+                .map(|n| n.node_selector.clone()),
         })
     }
 

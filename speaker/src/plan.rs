@@ -137,6 +137,9 @@ pub enum Unplanned {
     /// No IP in `status.loadBalancer.ingress` (the controller released them, or has not
     /// assigned any).
     NoIps,
+    /// Its pool publishes node addresses (forwarder mode): kube-proxy forwards them on the
+    /// nodes that own them; answering ARP/NDP for them would steal other nodes' addresses.
+    NodePool,
 }
 
 impl Unplanned {
@@ -146,6 +149,7 @@ impl Unplanned {
             Self::NotLoadBalancer => "NotLoadBalancer",
             Self::OtherClass => "OtherClass",
             Self::NoIps => "NoIPs",
+            Self::NodePool => "NodePool",
         }
     }
 
@@ -155,15 +159,26 @@ impl Unplanned {
             Self::NotLoadBalancer => "the Service is no longer of type LoadBalancer",
             Self::OtherClass => "the Service's loadBalancerClass is not ferrolb's",
             Self::NoIps => "the Service has no load-balancer IP",
+            Self::NodePool => "the Service is published on node addresses (forwarder mode)",
         }
     }
 
-    /// Why `svc` is not planned; `None` when it is ours and has IPs.
-    pub fn of(svc: &ServiceInfo, cfg: &PlanConfig) -> Option<Unplanned> {
+    /// Why `svc` is not planned; `None` when it is ours, has IPs and is not on a node pool.
+    pub fn of(
+        svc: &ServiceInfo,
+        pools: &BTreeMap<String, PoolInfo>,
+        cfg: &PlanConfig,
+    ) -> Option<Unplanned> {
         if svc.type_ != "LoadBalancer" {
             Some(Self::NotLoadBalancer)
         } else if !svc.is_ours(&cfg.lb_class, cfg.ignore_classless) {
             Some(Self::OtherClass)
+        } else if svc
+            .pools
+            .iter()
+            .any(|p| pools.get(p).is_some_and(|i| i.node_selector.is_some()))
+        {
+            Some(Self::NodePool)
         } else if svc.ips.is_empty() {
             Some(Self::NoIps)
         } else {
@@ -397,7 +412,7 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
     // Per IP: each announceable Service's eligible nodes with the interfaces each is asked for.
     let mut per_ip: BTreeMap<IpAddr, Vec<(SvcKey, NodeInterfaces)>> = BTreeMap::new();
     for (key, svc) in &snap.services {
-        if let Some(why) = Unplanned::of(svc, cfg) {
+        if let Some(why) = Unplanned::of(svc, &snap.pools, cfg) {
             // Only a condition the speakers' field manager owns: one written by someone else
             // is not ours to remove, and once ours is removed the Service drops out of here,
             // so the removal happens once.
@@ -578,6 +593,7 @@ mod tests {
                     parse_pool_entry("2001:db8::100/120").expect("cidr"),
                 ],
                 bad: vec![],
+                node_selector: None,
             },
         );
         s.l2advs.insert(
@@ -944,8 +960,34 @@ mod tests {
         );
         // A planned Service is never stale.
         let mut s = base();
-        s.services.get_mut("ns/web").expect("web").announced = Some(ours);
+        s.services.get_mut("ns/web").expect("web").announced = Some(ours.clone());
         let p = compute(&s, &cfg());
         assert!(p.stale.is_empty() && p.services.contains_key("ns/web"));
+
+        // Moved to a node pool: never announced (its IPs are nodes' own addresses), and the
+        // condition of its L2 days is removed.
+        let mut s = base();
+        s.pools.insert(
+            "edge".into(),
+            PoolInfo {
+                name: "edge".into(),
+                node_selector: Some(None),
+                ..Default::default()
+            },
+        );
+        let web = s.services.get_mut("ns/web").expect("web");
+        web.pools = vec!["edge".into()];
+        web.ips = vec![ip("198.51.100.11")];
+        web.announced = Some(ours);
+        let p = compute(&s, &cfg());
+        assert!(
+            p.ips.is_empty(),
+            "node addresses are never announced: {:?}",
+            p.ips
+        );
+        assert_eq!(
+            p.stale.get("ns/web").map(|x| x.why),
+            Some(Unplanned::NodePool)
+        );
     }
 }
