@@ -130,6 +130,54 @@ pub fn cross_check(trace: &Trace, expected: &[SliceEndpoint]) -> Vec<Finding> {
             );
         }
     }
+    // Paths that end before an endpoint, grouped by where and why.
+    let mut ends: Vec<(String, f64, Severity, Option<String>)> = Vec::new();
+    for o in &trace.outcomes {
+        let (what, fix) = match &o.fate {
+            Fate::Dropped { chain, reason } | Fate::Rejected { chain, reason } => {
+                let verb = if matches!(o.fate, Fate::Rejected { .. }) { "rejected" } else { "dropped" };
+                let r = reason.as_deref().unwrap_or("");
+                let fix = if r.contains("no local endpoints") {
+                    "externalTrafficPolicy Local and no ready endpoint on this node: the IP must be announced from a node with one (check the Announced condition), or use policy Cluster"
+                } else if r.contains("no endpoints") {
+                    "the Service has no ready endpoint: make its pods ready"
+                } else if r.contains("loadBalancerSourceRanges") || chain.starts_with("KUBE-PROXY-FIREWALL") || chain.starts_with("firewall-") {
+                    "the client is not in the Service's loadBalancerSourceRanges: add its range, or check --from"
+                } else {
+                    "read the rule that matched; it is not one of kube-proxy's usual ones"
+                };
+                (
+                    format!("{verb} in {chain}{}", reason.as_deref().map_or(String::new(), |r| format!(": {r}"))),
+                    Some(fix.to_string()),
+                )
+            }
+            Fate::NotTranslated => (
+                format!("not translated: no kube-proxy rule on this node takes {}:{}", trace.packet.dst, trace.packet.port),
+                Some("kube-proxy has not programmed the Service here (not synced, or crashing), or the rules come from another node or cluster: take a fresh dump and read kube-proxy's log".to_string()),
+            ),
+            _ => continue,
+        };
+        let what = if o.assuming.is_empty() {
+            what
+        } else {
+            format!("{what} (if {})", o.assuming.join("; "))
+        };
+        match ends.iter_mut().find(|(w, ..)| *w == what) {
+            Some((_, s, ..)) => *s += o.share,
+            None => ends.push((what, o.share, Severity::Error, fix)),
+        }
+    }
+    for (what, share, sev, fix) in ends {
+        let mut f = Finding::new(
+            sev,
+            "traffic-stopped",
+            format!("{} of the traffic is {what}", pct(share)),
+        );
+        if let Some(x) = fix {
+            f = f.fix(x);
+        }
+        out.push(f);
+    }
     for (chain, share) in &missing {
         out.push(
             Finding::new(
@@ -240,6 +288,37 @@ COMMIT
         let f = cross_check(&trace(), &[ep("192.0.2.2", true), ep("192.0.2.9", true)]);
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].severity, Severity::Ok);
+    }
+
+    #[test]
+    fn drops_and_untranslated_traffic_are_errors() {
+        let rs = rules::parse("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j KUBE-EXTERNAL-SERVICES\n-A KUBE-EXTERNAL-SERVICES -d 198.51.100.105/32 -p tcp -m comment --comment \"default/remote:http has no local endpoints\" -m tcp --dport 80 -j DROP\nCOMMIT\n").expect("parse");
+        let t = walk(
+            &rs,
+            &Packet::to("198.51.100.105".parse().expect("ip"), 80, Proto::Tcp),
+            &WalkOptions::default(),
+        )
+        .expect("walk");
+        let f = cross_check(&t, &[]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].check, "traffic-stopped");
+        assert_eq!(
+            f[0].title,
+            "100.0% of the traffic is dropped in KUBE-EXTERNAL-SERVICES: default/remote:http has no local endpoints"
+        );
+        assert!(
+            f[0].fix
+                .as_deref()
+                .is_some_and(|x| x.contains("externalTrafficPolicy Local"))
+        );
+        let t = walk(
+            &rs,
+            &Packet::to("198.51.100.99".parse().expect("ip"), 80, Proto::Tcp),
+            &WalkOptions::default(),
+        )
+        .expect("walk");
+        let f = cross_check(&t, &[]);
+        assert!(f[0].title.contains("not translated"), "{f:?}");
     }
 
     #[test]

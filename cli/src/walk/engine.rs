@@ -700,8 +700,8 @@ pub(crate) fn fork(undecided: Vec<(Assumption, Assumption)>, options: Vec<Opt>) 
     }
     if !undecided.is_empty() {
         // With one condition its negation keeps its fact; several are negated as a whole.
-        let negation = if undecided.len() == 1 {
-            vec![undecided[0].1.clone()]
+        let negation = if let [(_, not)] = undecided.as_slice() {
+            vec![not.clone()]
         } else {
             vec![Assumption {
                 text: format!(

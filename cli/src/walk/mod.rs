@@ -51,6 +51,9 @@ pub enum WalkError {
     /// `--chain` names a chain the input does not have.
     #[error("chain {0} is not in the input")]
     UnknownChain(String),
+    /// `--to` is not `IP:PORT[/PROTO]`.
+    #[error("{0:?} is not IP:PORT[/PROTO] (like 198.51.100.100:80/tcp or [2001:db8::100]:80/udp)")]
+    BadDestination(String),
 }
 
 /// Where the traced packet comes from.
@@ -131,15 +134,10 @@ impl fmt::Display for Packet {
     }
 }
 
-/// Why `--to` did not parse.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not IP:PORT[/PROTO] (like 198.51.100.100:80/tcp or [2001:db8::100]:80/udp)")]
-pub struct DestinationError(pub String);
-
 /// Parses `IP:PORT[/PROTO]` (`198.51.100.100:80/tcp`, `[2001:db8::100]:443`); the protocol
 /// defaults to TCP.
-pub fn parse_destination(s: &str) -> Result<(IpAddr, u16, Proto), DestinationError> {
-    let err = || DestinationError(s.to_string());
+pub fn parse_destination(s: &str) -> Result<(IpAddr, u16, Proto), WalkError> {
+    let err = || WalkError::BadDestination(s.to_string());
     let (addr, proto) = match s.rsplit_once('/') {
         Some((a, p)) => (a, Proto::parse(p).ok_or_else(err)?),
         None => (s, Proto::Tcp),
