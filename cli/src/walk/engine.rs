@@ -111,6 +111,8 @@ pub(crate) struct Eval {
     pub branches: Vec<Branch>,
     /// Remarks for the visit.
     pub notes: Vec<String>,
+    /// The conditions that held, for display.
+    pub matched: Vec<String>,
 }
 
 /// A path in flight.
@@ -459,6 +461,7 @@ impl<'a, P: Program> Walker<'a, P> {
                         chance: br.chance.clone(),
                         rule: prog.text(rule),
                         comment: prog.comment(rule),
+                        matched: ev.matched.join(" "),
                         action: br.action.clone().unwrap_or(Action::Nothing),
                         into: None,
                         then: Vec::new(),

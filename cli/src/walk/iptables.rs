@@ -368,6 +368,52 @@ fn eval_match(m: &Match, st: &State, notes: &mut Vec<String>) -> Tri {
     }
 }
 
+/// A condition in iptables' own syntax, for display (`None` for those shown otherwise).
+fn describe(m: &Match) -> Option<String> {
+    let bang = |n: bool| if n { "! " } else { "" };
+    Some(match m {
+        Match::Source { negated, net } => format!("{}-s {net}", bang(*negated)),
+        Match::Destination { negated, net } => format!("{}-d {net}", bang(*negated)),
+        Match::Protocol { negated, proto } => match proto {
+            ProtoMatch::All => return None,
+            ProtoMatch::Is(p) => format!("{}-p {}", bang(*negated), p.as_str()),
+            ProtoMatch::Other(o) => format!("{}-p {o}", bang(*negated)),
+        },
+        Match::InInterface { negated, name } => format!("{}-i {name}", bang(*negated)),
+        Match::OutInterface { negated, name } => format!("{}-o {name}", bang(*negated)),
+        Match::DestinationPort { negated, ports } => format!("{}--dport {ports}", bang(*negated)),
+        Match::SourcePort { negated, ports } => format!("{}--sport {ports}", bang(*negated)),
+        Match::AddrType { src, dst } => {
+            let mut parts = Vec::new();
+            if let Some(t) = src {
+                parts.push(format!(
+                    "{}--src-type {}",
+                    bang(t.negated),
+                    t.types.join(",")
+                ));
+            }
+            if let Some(t) = dst {
+                parts.push(format!(
+                    "{}--dst-type {}",
+                    bang(t.negated),
+                    t.types.join(",")
+                ));
+            }
+            parts.join(" ")
+        }
+        Match::Mark {
+            negated,
+            value,
+            mask,
+        } => format!("{}--mark {value:#x}/{mask:#x}", bang(*negated)),
+        Match::CtState { negated, states } => {
+            format!("{}--ctstate {}", bang(*negated), states.join(","))
+        }
+        Match::Statistic(_) | Match::Recent { .. } | Match::Always(_) => return None,
+        Match::Unknown(t) => t.clone(),
+    })
+}
+
 /// What one rule does to one path.
 pub(super) fn eval(rule: &Rule, st: &State, family: Family) -> Eval {
     let mut ev = Eval::default();
@@ -389,7 +435,7 @@ pub(super) fn eval(rule: &Rule, st: &State, family: Family) -> Eval {
             });
         }
         match eval_match(m, st, &mut ev.notes) {
-            Tri::Yes => {}
+            Tri::Yes => ev.matched.extend(describe(m)),
             Tri::No => {
                 ev.branches.push(engine::Branch::all(Next::NoMatch));
                 return ev;

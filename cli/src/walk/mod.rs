@@ -313,6 +313,11 @@ pub struct Hit {
     pub chance: Option<String>,
     /// The rule as written (iptables) or rendered (nft).
     pub rule: String,
+    /// The conditions that matched, in the rule's own syntax (`-d 198.51.100.100/32 -p tcp
+    /// --dport 80`, `ip daddr . meta l4proto . th dport 198.51.100.100 . tcp . 80 in
+    /// @service-ips`); empty when the rule has none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub matched: String,
     /// Its comment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,

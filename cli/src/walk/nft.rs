@@ -218,7 +218,7 @@ impl Program for Nft<'_> {
             Some(t) => eval(t, rule, st, self.family),
             None => Eval {
                 branches: vec![engine::Branch::all(Next::NoMatch)],
-                notes: Vec::new(),
+                ..Eval::default()
             },
         }
     }
@@ -255,6 +255,23 @@ enum Val {
     Absent,
     /// Not known: the source address, an interface.
     Unknown(String),
+}
+
+impl std::fmt::Display for Val {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Num(n) => write!(f, "{n}"),
+            Self::Proto(p) => f.write_str(p.as_str()),
+            Self::Word(w) => f.write_str(w),
+            Self::Tuple(v) => {
+                let parts: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                f.write_str(&parts.join(" . "))
+            }
+            Self::Absent => f.write_str("(absent)"),
+            Self::Unknown(u) => write!(f, "({u})"),
+        }
+    }
 }
 
 fn value(e: &Expr, st: &State, family: Family) -> Val {
@@ -575,7 +592,7 @@ fn eval(t: &NftTable, rule: &NftRule, st: &State, family: Family) -> Eval {
                 return no_match(ev);
             }
             Stmt::Match { left, op, right } => match compare(left, *op, right, st, t, family) {
-                Tri::Yes => {}
+                Tri::Yes => ev.matched.push(s.to_string()),
                 Tri::No => return no_match(ev),
                 Tri::Maybe(a, b) => undecided.push((a, b)),
             },
@@ -661,6 +678,10 @@ fn eval(t: &NftTable, rule: &NftRule, st: &State, family: Family) -> Eval {
                         };
                         match found {
                             Some((verdict, comment)) => {
+                                ev.matched.push(match map {
+                                    Some(m) => format!("{key} {v} in @{m}"),
+                                    None => format!("{key} {v}"),
+                                });
                                 let mut e = effects.clone();
                                 if let Some(c) = comment {
                                     e.push(Effect::Reason(element_reason(

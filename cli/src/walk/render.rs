@@ -70,6 +70,9 @@ fn visit(out: &mut String, t: &Trace, v: &Visit, depth: usize, header: bool) {
     }
     for h in &v.hits {
         let mut line = format!("{pad}  {:>6}  {}", pct(h.share), action(h));
+        if !h.matched.is_empty() {
+            let _ = write!(line, "  when {}", h.matched);
+        }
         if let Some(c) = &h.chance {
             let _ = write!(line, "  [{c}]");
         }
