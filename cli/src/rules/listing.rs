@@ -684,6 +684,34 @@ DNAT       tcp      ::/0                 ::/0                 /* default/web6:ht
     }
 
     #[test]
+    fn target_extras_become_targets() {
+        let text = "Chain KUBE-POSTROUTING (1 references)
+target     prot opt source               destination
+RETURN     0    --  0.0.0.0/0            0.0.0.0/0            mark match ! 0x4000/0x4000
+MARK       0    --  0.0.0.0/0            0.0.0.0/0            MARK xor 0x4000
+MASQUERADE  0    --  0.0.0.0/0            0.0.0.0/0            /* kubernetes service traffic requiring SNAT */ random-fully
+";
+        let rs = parse(text);
+        assert!(rs.issues.is_empty(), "{:?}", rs.issues);
+        let nat = rs.table(&TableName::Nat, Family::Ipv4).expect("nat");
+        let r = &nat.chains["KUBE-POSTROUTING"].rules;
+        assert_eq!(r[0].target, Target::Return);
+        assert_eq!(
+            r[0].matches,
+            vec![Match::Mark {
+                negated: true,
+                value: 0x4000,
+                mask: 0x4000
+            }]
+        );
+        assert_eq!(
+            r[1].target,
+            Target::Mark(crate::rules::MarkOp::Xor { value: 0x4000 })
+        );
+        assert_eq!(r[2].target, Target::Masquerade);
+    }
+
+    #[test]
     fn filter_rows_and_unknown_extras() {
         let text = "Chain KUBE-EXTERNAL-SERVICES (2 references)
 target     prot opt source               destination

@@ -709,6 +709,21 @@ mod tests {
     }
 
     #[test]
+    fn iptables_dash_s_output_reads_like_save() {
+        // `iptables -t nat -S`: -P and -N lines, then rules, no table header.
+        let text = "-P PREROUTING ACCEPT\n-N KUBE-SERVICES\n-N KUBE-MARK-MASQ\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\n";
+        let rs = parse(text);
+        assert!(rs.issues.is_empty(), "{:?}", rs.issues);
+        let nat = rs.table(&TableName::Nat, Family::Ipv4).expect("nat");
+        assert_eq!(nat.chains["PREROUTING"].policy.as_deref(), Some("ACCEPT"));
+        assert!(nat.chains.contains_key("KUBE-SERVICES"));
+        assert_eq!(
+            nat.chains["KUBE-MARK-MASQ"].rules[0].target,
+            Target::Mark(MarkOp::Or { value: 0x4000 })
+        );
+    }
+
+    #[test]
     fn excerpts_infer_tables_and_report_strangers() {
         let text = "$ sudo iptables-save | grep web\n-A KUBE-SERVICES -d 203.0.113.10/32 -p tcp -m comment --comment \"default/web:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-X\n-A KUBE-SERVICES -d 203.0.113.12/32 -p tcp -m comment --comment \"default/empty:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable\niptables -t nat -I KUBE-SVC-X 1 -j KUBE-MARK-MASQ\n";
         let rs = parse(text);

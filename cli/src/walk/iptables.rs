@@ -53,6 +53,15 @@ pub(super) fn walk(rules: &Ruleset, p: &Packet, opts: &WalkOptions) -> Result<Tr
             (None, "filter rules only".into())
         }
     };
+    // IPVS mode keeps its load balancing in IPVS, not in these chains.
+    if rules.tables.iter().any(|t| {
+        t.chains.contains_key("KUBE-LOAD-BALANCER") || t.chains.contains_key("KUBE-NODE-PORT")
+    }) {
+        notes.push(
+            "these look like kube-proxy's IPVS-mode rules: they only mark and filter; the split across endpoints is in IPVS (ipvsadm -Ln on the node), which this walk cannot see"
+                .into(),
+        );
+    }
     if rules.inferred_tables {
         notes.push(
             "the input does not say which table each rule is in; nat and filter were told apart by kube-proxy's conventions"
