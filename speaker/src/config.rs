@@ -33,6 +33,9 @@ pub enum ConfigError {
     /// A rate or burst of zero.
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    /// The forwarder deny-list does not parse.
+    #[error("--forwarder-deny-ports: {0}")]
+    DenyList(String),
 }
 
 /// Parses `25ms`, `0.2s`, `1s`, `150` (milliseconds).
@@ -96,6 +99,15 @@ pub struct Args {
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     pub metrics_addr: SocketAddr,
+
+    /// Forwarder mode: ports never published on node addresses (ssh, DNS, BGP, etcd, the API
+    /// server, the kubelet), as `22,53,2379-2380`. The speaker's own ports are always added.
+    #[arg(
+        long,
+        env = "FERROLB_FORWARDER_DENY_PORTS",
+        default_value = "22,53,179,2379-2380,6443,10248-10260"
+    )]
+    pub forwarder_deny_ports: String,
 }
 
 impl Args {
@@ -123,7 +135,33 @@ impl Args {
         if self.garp_rate == 0 {
             return Err(ConfigError::Zero("garp-rate"));
         }
+        crate::forwarder::check::parse_deny_list(&self.forwarder_deny_ports)
+            .map_err(ConfigError::DenyList)?;
         Ok(())
+    }
+
+    /// Forwarder mode's deny-list: the flag's ports, and the speaker's own memberlist and
+    /// metrics ports.
+    pub fn denied(&self) -> Vec<crate::forwarder::check::Denied> {
+        use crate::forwarder::check::{Denied, parse_deny_list};
+        let mut out: Vec<Denied> = parse_deny_list(&self.forwarder_deny_ports)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|ports| Denied {
+                ports,
+                why: "on the deny-list (--forwarder-deny-ports)".into(),
+            })
+            .collect();
+        out.push(Denied {
+            ports: self.memberlist_port..=self.memberlist_port,
+            why: "the speaker's memberlist port".into(),
+        });
+        let m = self.metrics_addr.port();
+        out.push(Denied {
+            ports: m..=m,
+            why: "the speaker's metrics port".into(),
+        });
+        out
     }
 }
 

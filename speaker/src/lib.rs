@@ -17,6 +17,9 @@
 //! - [`l2`], the L2 mode: pure `decide` (announcers, this node's IPs, Service conditions),
 //!   `interfaces` (interface resolution) and `pacer` (takeover frame pacing); shells `packet`
 //!   (packet sockets and receive threads) and `announcer` (carrying the decisions out).
+//! - [`forwarder`], forwarder mode (Services on node addresses, forwarded by kube-proxy): pure
+//!   `sockets` (`/proc/net` listeners) and `check` (which wanted ports are unavailable and why);
+//!   its shell writes this node's `ForwarderNode` report.
 //!
 //! A mode reads the shared plan and membership and never reaches into another mode; the shared
 //! pure modules never import a mode. Only the wiring (`engine`, `run`) and the status task,
@@ -24,6 +27,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod forwarder;
 pub mod l2;
 pub mod membership;
 pub mod metrics;

@@ -39,6 +39,8 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     /// `InternalIP` addresses in the order the Node lists them.
     pub internal_ips: Vec<IpAddr>,
+    /// `ExternalIP` addresses (forwarder mode checks ports on these too).
+    pub external_ips: Vec<IpAddr>,
     /// `NetworkUnavailable` condition is `True`.
     pub network_unavailable: bool,
 }
@@ -48,13 +50,17 @@ impl NodeInfo {
     pub fn from_node(node: &Node) -> Option<NodeInfo> {
         let name = node.metadata.name.clone()?;
         let status = node.status.as_ref();
-        let internal_ips = status
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|a| a.type_ == "InternalIP")
-            .filter_map(|a| a.address.trim().parse().ok())
-            .collect();
+        let addrs = |kind: &str| -> Vec<IpAddr> {
+            status
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == kind)
+                .filter_map(|a| a.address.trim().parse().ok())
+                .collect()
+        };
+        let internal_ips = addrs("InternalIP");
+        let external_ips = addrs("ExternalIP");
         let network_unavailable = status
             .and_then(|s| s.conditions.as_ref())
             .into_iter()
@@ -65,6 +71,7 @@ impl NodeInfo {
             uid: node.metadata.uid.clone(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
             internal_ips,
+            external_ips,
             network_unavailable,
         })
     }
@@ -137,6 +144,9 @@ pub struct ServiceInfo {
     pub announced: Option<ObservedCondition>,
     /// Ingress entries that are not IP addresses (logged, skipped).
     pub bad: Vec<String>,
+    /// `(protocol, port)` of every Service port (`TCP`, `UDP`, `SCTP`), for forwarder mode's
+    /// port checks.
+    pub ports: Vec<(String, u16)>,
 }
 
 impl ServiceInfo {
@@ -197,6 +207,15 @@ impl ServiceInfo {
             pools,
             announced,
             bad,
+            ports: spec
+                .and_then(|s| s.ports.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                    Some((proto, u16::try_from(p.port).ok()?))
+                })
+                .collect(),
         })
     }
 

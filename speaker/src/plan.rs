@@ -314,6 +314,9 @@ pub struct Plan {
     pub stale: BTreeMap<SvcKey, Stale>,
     /// Configuration problems found (deduplicated).
     pub problems: Vec<Problem>,
+    /// Forwarder mode: `(protocol, port)` of every Service of a node pool that selects this
+    /// node, whose ports this node's speaker checks (see `crate::forwarder`).
+    pub forwarded_ports: BTreeSet<(String, u16)>,
 }
 
 /// Selector evaluation that records errors instead of failing: a broken selector matches nothing.
@@ -531,7 +534,33 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
         services,
         stale,
         problems,
+        forwarded_ports: forwarded_ports(snap, cfg),
     }
+}
+
+/// The ports of the node pools' Services that this node may be published for: the Service is
+/// ours and names a node pool (the controller's annotation, written before anything is
+/// published) whose `nodeSelector` selects this node. Health and conflicts are the controller's
+/// to weigh; the speaker checks every port it could be asked for.
+fn forwarded_ports(snap: &Snapshot, cfg: &PlanConfig) -> BTreeSet<(String, u16)> {
+    let Some(me) = snap.nodes.get(&cfg.self_node) else {
+        return BTreeSet::new();
+    };
+    let selects_me = |pool: &PoolInfo| match &pool.node_selector {
+        Some(None) => true,
+        Some(Some(sel)) => ferrolb_crds::selector::matches(sel, &me.labels).unwrap_or(false),
+        None => false,
+    };
+    snap.services
+        .values()
+        .filter(|s| s.type_ == "LoadBalancer" && s.is_ours(&cfg.lb_class, cfg.ignore_classless))
+        .filter(|s| {
+            s.pools
+                .iter()
+                .any(|p| snap.pools.get(p).is_some_and(selects_me))
+        })
+        .flat_map(|s| s.ports.iter().cloned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -579,6 +608,7 @@ mod tests {
                     uid: None,
                     labels: labels(&[("zone", if i == 0 { "a" } else { "b" })]),
                     internal_ips: vec![ip(&format!("198.51.100.{}", 11 + i))],
+                    external_ips: Vec::new(),
                     network_unavailable: false,
                 },
             );

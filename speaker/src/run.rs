@@ -66,6 +66,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
+    tokio::spawn(crate::forwarder::run(
+        client.clone(),
+        crate::forwarder::Config {
+            node: node.clone(),
+            denied: args.denied(),
+        },
+        plan_rx.clone(),
+        iface_rx.clone(),
+        metrics.clone(),
+    ));
+
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let (failed_tx, failed_rx) = mpsc::unbounded_channel();
     tokio::spawn(crate::status::run(

@@ -35,6 +35,8 @@ pub struct Published {
     pub peers: Vec<(String, SocketAddr)>,
     /// This node's InternalIPs (for the default interface).
     pub node_ips: Vec<IpAddr>,
+    /// This node's ExternalIPs (forwarder mode checks ports on them too).
+    pub node_external_ips: Vec<IpAddr>,
     /// This node's Node object exists.
     pub node_known: bool,
     /// This node's Node UID, for events regarding it.
@@ -221,6 +223,7 @@ pub async fn run(
                             .filter_map(|n| Some((n.name.clone(), SocketAddr::new(n.heartbeat_ip()?, port))))
                             .collect(),
                         node_ips: me.map(|n| n.internal_ips.clone()).unwrap_or_default(),
+                        node_external_ips: me.map(|n| n.external_ips.clone()).unwrap_or_default(),
                         node_known: me.is_some(),
                         node_uid: me.and_then(|n| n.uid.clone()),
                         plan,
