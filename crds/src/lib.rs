@@ -9,6 +9,7 @@
 //! This crate holds types and schema only, with label-selector matching ([`selector`]): no I/O, no
 //! allocation logic. What the binaries share at run time is `ferrolb-runtime`'s.
 
+pub mod bgp;
 pub mod selector;
 pub mod validation;
 
@@ -314,6 +315,11 @@ pub fn crds()
         IPAddressPool::crd(),
         L2Advertisement::crd(),
         ForwarderNode::crd(),
+        bgp::BGPPeer::crd(),
+        bgp::BGPAdvertisement::crd(),
+        bgp::Community::crd(),
+        bgp::BFDProfile::crd(),
+        bgp::BGPSessionState::crd(),
     ]
 }
 
