@@ -152,7 +152,10 @@ check "no IPAddressPool or L2Advertisement by default" \
     bash -c '[[ -z "$1$2" ]]' _ "$(doc "$tmp/def.yaml" IPAddressPool)" "$(doc "$tmp/def.yaml" L2Advertisement)"
 check "metrics Services for both components by default" \
     bash -c '[[ $(grep -c "^kind: Service$" "$1") == 2 ]]' _ "$tmp/def.yaml"
-check "two CRDs rendered by default" bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 ]]' _ "$tmp/def.yaml"
+# Every CRD crdgen generates (the count grows with the API; it is read, not assumed).
+NCRD=$(grep -c "^kind: CustomResourceDefinition$" "$chart/charts/crds/files/crds.yaml")
+check "the $NCRD generated CRDs rendered by default (at least IPAddressPool and L2Advertisement)" \
+    bash -c '[[ $2 -ge 2 && $(grep -c "^kind: CustomResourceDefinition$" "$1") == "$2" ]]' _ "$tmp/def.yaml" "$NCRD"
 check "no wildcard in any RBAC rule" bash -c '! grep -E "(verbs|resources|apiGroups): .*\"\*\"" "$1"' _ "$tmp/def.yaml"
 
 # The CRDs reach the cluster as crdgen wrote them, plus the chart's labels (and, with keep, the
@@ -175,13 +178,14 @@ if render crds --show-only charts/crds/templates/crds.yaml \
 else
     bad "rendered CRDs are the generated file, with only labels added" "$(cat "$tmp/crds.err" "$tmp/crds.diff" 2>/dev/null)"
 fi
-check "the generated file holds two CRDs" bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 ]]' _ "$generated"
-check "both CRDs carry the release's labels" \
-    bash -c '[[ $(grep -c "^    app.kubernetes.io/managed-by: Helm$" "$1") == 2 && $(grep -c "^    app.kubernetes.io/instance: t$" "$1") == 2 ]]' _ "$tmp/crds.yaml"
+check "the generated file holds every kind: IPAddressPool, L2Advertisement, ForwarderNode" \
+    bash -c 'for k in IPAddressPool L2Advertisement ForwarderNode; do grep -q "^    kind: $k$" "$1" || exit 1; done' _ "$generated"
+check "every CRD carries the release's labels" \
+    bash -c '[[ $(grep -c "^    app.kubernetes.io/managed-by: Helm$" "$1") == "$2" && $(grep -c "^    app.kubernetes.io/instance: t$" "$1") == "$2" ]]' _ "$tmp/crds.yaml" "$NCRD"
 check "by default the CRDs are not kept on uninstall" bash -c '! grep -q "helm.sh/resource-policy" "$1"' _ "$tmp/crds.yaml"
 if render keep --set crds.keep=true --show-only charts/crds/templates/crds.yaml; then
-    check "crds.keep=true annotates both CRDs with helm.sh/resource-policy: keep" \
-        bash -c '[[ $(grep -c "^    helm.sh/resource-policy: keep$" "$1") == 2 ]]' _ "$tmp/keep.yaml"
+    check "crds.keep=true annotates every CRD with helm.sh/resource-policy: keep" \
+        bash -c '[[ $(grep -c "^    helm.sh/resource-policy: keep$" "$1") == "$2" ]]' _ "$tmp/keep.yaml" "$NCRD"
     check "crds.keep=true changes nothing else in the CRDs" \
         bash -c 'diff <(without_added_meta <"$1") <(without_added_meta <"$2")' _ "$tmp/crds.yaml" "$tmp/keep.yaml"
 else
@@ -253,8 +257,8 @@ else
     bad "helm template --set crds.enabled=false" "$(cat "$tmp/nocrds.err")"
 fi
 if "$HELM" template ferrolb-crds "$chart/charts/crds" --set keep=true >"$tmp/sub.yaml" 2>"$tmp/sub.err"; then
-    check "the CRD subchart installs alone: two CRDs, kept with keep=true" \
-        bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == 2 && $(grep -c "helm.sh/resource-policy: keep" "$1") == 2 ]]' _ "$tmp/sub.yaml"
+    check "the CRD subchart installs alone: every CRD, kept with keep=true" \
+        bash -c '[[ $(grep -c "^kind: CustomResourceDefinition$" "$1") == "$2" && $(grep -c "helm.sh/resource-policy: keep" "$1") == "$2" ]]' _ "$tmp/sub.yaml" "$NCRD"
 else
     bad "helm template charts/ferrolb/charts/crds" "$(cat "$tmp/sub.err")"
 fi
@@ -333,6 +337,17 @@ else
     bad "helm template --set fullnameOverride=<52 characters>" "$(cat "$tmp/long.err")"
 fi
 
+# --- Forwarder mode: a node pool from values --------------------------------------------------
+"$HELM" template t "$chart" --set addressPool.create=true --set addressPool.nodeAddresses.enabled=true \
+    --set-string addressPool.nodeAddresses.nodeSelector.matchLabels.edge=true \
+    --set 'addressPool.nodeAddresses.cidrs={198.51.100.0/24}' >"$tmp/nodepool.yaml" 2>"$tmp/nodepool.err"
+check "nodeAddresses.enabled renders a node pool (selector, cidrs, InternalIP) without addresses" \
+    bash -c 'p=$(awk "/^kind: IPAddressPool$/ { on = 1 } on && /^---/ { exit } on" "$1"); grep -q "nodeAddresses:" <<<"$p" && grep -q "addressType: InternalIP" <<<"$p" && grep -q "edge: \"true\"" <<<"$p" && grep -q "198.51.100.0/24" <<<"$p" && ! grep -q "^  addresses:" <<<"$p"' _ "$tmp/nodepool.yaml"
+check "a node pool gets no L2Advertisement" bash -c '! grep -q "^kind: L2Advertisement$" "$1"' _ "$tmp/nodepool.yaml"
+check "the controller is told which pods are this release's speakers" \
+    grep -q -- "--speaker-selector=app.kubernetes.io/instance=t,app.kubernetes.io/component=speaker" "$tmp/def.yaml"
+check "the speaker gets the forwarder deny-list" grep -q -- "--forwarder-deny-ports=22,53,179,2379-2380,6443,10248-10260" "$tmp/def.yaml"
+
 # --- Bad values are rejected with a message ---------------------------------------------------
 # rejects DESCRIPTION EXPECTED-TEXT helm-args...: rendering must fail and stderr must contain the text.
 rejects() {
@@ -347,6 +362,12 @@ rejects() {
     fi
 }
 rejects "schema rejects controller.replicas=-1" "at '/controller/replicas': minimum" --set controller.replicas=-1
+rejects "a node pool with addresses of its own" "at '/addressPool/addresses': maxItems" \
+    --set addressPool.create=true --set addressPool.nodeAddresses.enabled=true --set 'addressPool.addresses={198.51.100.10/32}'
+rejects "schema rejects nodeAddresses.addressType=Public" "at '/addressPool/nodeAddresses/addressType'" \
+    --set addressPool.create=true --set addressPool.nodeAddresses.enabled=true --set addressPool.nodeAddresses.addressType=Public
+rejects "schema rejects a deny-list entry that is not a port" "at '/forwarder/denyPorts/0'" --set 'forwarder.denyPorts={ssh}'
+rejects "schema rejects forwarder.nodePortShadowing=maybe" "at '/forwarder/nodePortShadowing'" --set forwarder.nodePortShadowing=maybe
 rejects "schema rejects logFormat=xml" "at '/logFormat': value must be one of 'text', 'json'" --set logFormat=xml
 rejects "schema rejects logLevel=loud" "at '/logLevel'" --set logLevel=loud
 rejects "schema rejects speaker.heartbeatInterval=fast" "at '/speaker/heartbeatInterval'" --set speaker.heartbeatInterval=fast
@@ -420,7 +441,7 @@ else
     bad "helm dependency build works offline (Chart.lock in sync with Chart.yaml)" "$out"
 fi
 check "after dependency build the CRDs are still rendered once" \
-    bash -c '[[ $("$1" template t "$2" | grep -c "^kind: CustomResourceDefinition$") == 2 ]]' _ "$HELM" "$pkg"
+    bash -c '[[ $("$1" template t "$2" | grep -c "^kind: CustomResourceDefinition$") == "$3" ]]' _ "$HELM" "$pkg" "$NCRD"
 if out=$("$HELM" package "$chart" -d "$tmp/dist" 2>&1) \
     && "$HELM" template t "$tmp/dist/ferrolb-$version.tgz" --namespace ferrolb-system >"$tmp/packed.yaml" 2>&1 \
     && diff -q "$tmp/def.yaml" "$tmp/packed.yaml" >/dev/null; then

@@ -111,8 +111,12 @@ controller Deployment, which every install renders, so a bad combination stops t
 {{- if lt $dead (mul $hb 2) }}
 {{- fail (printf "speaker.deadAfter (%s) must be at least twice speaker.heartbeatInterval (%s): a peer is declared dead only after missing two heartbeats, as the speaker itself requires" .Values.speaker.deadAfter .Values.speaker.heartbeatInterval) }}
 {{- end }}
-{{- if and .Values.addressPool.create (empty .Values.addressPool.addresses) }}
-{{- fail "addressPool.create=true needs at least one entry in addressPool.addresses (a CIDR like 198.51.100.0/24 or a range like 198.51.100.10-198.51.100.20)" }}
+{{- $nodePool := .Values.addressPool.nodeAddresses.enabled }}
+{{- if and .Values.addressPool.create (not $nodePool) (empty .Values.addressPool.addresses) }}
+{{- fail "addressPool.create=true needs at least one entry in addressPool.addresses (a CIDR like 198.51.100.0/24 or a range like 198.51.100.10-198.51.100.20), or addressPool.nodeAddresses.enabled=true for forwarder mode" }}
+{{- end }}
+{{- if and $nodePool (not (empty .Values.addressPool.addresses)) }}
+{{- fail "addressPool.nodeAddresses.enabled=true publishes the nodes' own addresses: leave addressPool.addresses empty" }}
 {{- end }}
 {{- end }}
 
