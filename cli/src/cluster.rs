@@ -20,6 +20,8 @@ use crate::snapshot::Snapshot;
 pub const FIELD_MANAGER: &str = "kubectl-ferrolb";
 /// Events listed for `status` at most.
 const EVENT_LIMIT: u32 = 500;
+/// How long one speaker's metrics may take through the pod proxy.
+const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,42 @@ pub async fn snapshot(client: &Client, scope: &Scope) -> Result<Snapshot, Cluste
         .await;
         s.pods.extend(pods);
     }
+    let targets: Vec<(String, String, i32)> = crate::snapshot::speaker_pods(&s)
+        .into_iter()
+        .filter_map(|p| {
+            let port = p
+                .spec
+                .iter()
+                .flat_map(|sp| sp.containers.iter())
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|cp| cp.name.as_deref() == Some("metrics"))
+                .map(|cp| cp.container_port)?;
+            Some((
+                p.metadata.namespace.clone()?,
+                p.metadata.name.clone()?,
+                port,
+            ))
+        })
+        .collect();
+    for (ns, name, port) in targets {
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}:{port}/proxy/metrics");
+        let req = match http::Request::get(&path).body(Vec::new()) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        match tokio::time::timeout(METRICS_TIMEOUT, client.request_text(req)).await {
+            Ok(Ok(text)) => {
+                s.speaker_metrics.insert(name, text);
+            }
+            Ok(Err(e)) => s
+                .gaps
+                .push(format!("metrics of speaker {name} ({})", short(&e))),
+            Err(_) => s.gaps.push(format!(
+                "metrics of speaker {name} (no answer within {METRICS_TIMEOUT:?})"
+            )),
+        }
+    }
+    let gaps = &mut s.gaps;
     s.events = list_or_gap(
         Api::<Event>::all(client.clone()),
         &ListParams::default().limit(EVENT_LIMIT),

@@ -51,6 +51,9 @@ pub struct Snapshot {
     pub pods: Vec<Pod>,
     /// Recent events reported by ferrolb.
     pub events: Vec<Event>,
+    /// Each speaker pod's metrics text (Prometheus format), by pod name, where it could be read
+    /// through the API server's pod proxy.
+    pub speaker_metrics: BTreeMap<String, String>,
     /// What could not be read, and why (a missing CRD, no permission).
     pub gaps: Vec<String>,
 }

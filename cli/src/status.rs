@@ -54,6 +54,38 @@ pub struct SpeakerLine {
     pub ready: bool,
     /// Node ready.
     pub node_ready: bool,
+    /// Peers it considers alive (`ferrolb_speaker_peers_alive`), when its metrics were read.
+    pub peers_alive: Option<u64>,
+    /// Peers it declared down so far (`ferrolb_speaker_peer_down_total`, all reasons).
+    pub peer_downs: Option<u64>,
+}
+
+/// The sum of every series of metric `name` in Prometheus text, if it appears.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        // The name must end here: `name{...} v` or `name v`.
+        let rest = match rest.chars().next() {
+            Some('{') => rest.split_once('}').map_or("", |(_, r)| r),
+            Some(c) if c.is_whitespace() => rest,
+            _ => continue,
+        };
+        if let Some(v) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
 }
 
 /// A Service without an IP.
@@ -147,7 +179,15 @@ pub fn build(snap: &Snapshot) -> Status {
         .map(|p| {
             let (node, ready) = pod_node_ready(p);
             let node = node.unwrap_or_default();
+            let m = snap.speaker_metrics.get(&name_of(p));
+            let count = |n: &str| {
+                m.and_then(|t| metric(t, n))
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .map(|v| v.round() as u64)
+            };
             SpeakerLine {
+                peers_alive: count("ferrolb_speaker_peers_alive"),
+                peer_downs: count("ferrolb_speaker_peer_down_total"),
                 node_ready: snap
                     .nodes
                     .iter()
@@ -259,10 +299,27 @@ pub fn text(s: &Status) -> String {
             "  (no speaker pods found; speakers run outside Kubernetes are not visible here)"
         );
     }
+    let ready = s.speakers.iter().filter(|sp| sp.ready).count() as u64;
     for sp in &s.speakers {
+        let membership = match (sp.peers_alive, sp.peer_downs) {
+            (Some(a), downs) => {
+                let mut t = format!(", sees {a} peer(s) alive");
+                if let Some(d) = downs {
+                    t.push_str(&format!(", {d} peer-down event(s) so far"));
+                }
+                if sp.ready && a + 1 < ready {
+                    t.push_str(&format!(
+                        " — FEWER than the {} other ready speakers: a partition, or UDP heartbeats (port 7946) blocked",
+                        ready - 1
+                    ));
+                }
+                t
+            }
+            (None, _) => ", metrics not read".into(),
+        };
         let _ = writeln!(
             o,
-            "  {:<12} {:<32} {}{}",
+            "  {:<12} {:<32} {}{}{membership}",
             sp.node,
             sp.pod,
             if sp.ready { "ready" } else { "NOT READY" },
@@ -273,10 +330,6 @@ pub fn text(s: &Status) -> String {
             }
         );
     }
-    let _ = writeln!(
-        o,
-        "  (which peers each speaker sees alive or suspects is in its metrics: ferrolb_speaker_peers_alive, ferrolb_speaker_peer_down_total)"
-    );
     let _ = writeln!(o, "\nRecent announcer changes:");
     if s.changes.is_empty() {
         let _ = writeln!(o, "  (none)");
@@ -302,6 +355,37 @@ mod tests {
     use super::*;
     use crate::service::tests::{base_snapshot, svc};
     use serde_json::json;
+
+    #[test]
+    fn membership_from_speaker_metrics() {
+        let metrics = "# HELP ferrolb_speaker_peers_alive x\n# TYPE ferrolb_speaker_peers_alive gauge\nferrolb_speaker_peers_alive 1\nferrolb_speaker_peer_down_total{reason=\"timeout\"} 2\nferrolb_speaker_peer_down_total{reason=\"left\"} 1\nferrolb_speaker_peers_alive_other 9\n";
+        assert_eq!(metric(metrics, "ferrolb_speaker_peers_alive"), Some(1.0));
+        assert_eq!(
+            metric(metrics, "ferrolb_speaker_peer_down_total"),
+            Some(3.0)
+        );
+        assert_eq!(metric(metrics, "nothing"), None);
+        let mut s = base_snapshot();
+        for n in ["node-1", "node-2", "node-3"] {
+            s.pods.push(serde_json::from_value(json!({
+                "metadata": {"name": format!("speaker-{n}"), "namespace": "ferrolb-system",
+                             "labels": {"app.kubernetes.io/component": "speaker", "app.kubernetes.io/part-of": "ferrolb"}},
+                "spec": {"nodeName": n, "containers": []},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+            })).expect("pod"));
+        }
+        s.speaker_metrics
+            .insert("speaker-node-1".into(), metrics.into());
+        let st = build(&s);
+        assert_eq!(st.speakers[0].peers_alive, Some(1));
+        assert_eq!(st.speakers[0].peer_downs, Some(3));
+        let t = text(&st);
+        assert!(t.contains("sees 1 peer(s) alive, 3 peer-down event(s) so far — FEWER than the 2 other ready speakers"), "{t}");
+        assert!(
+            t.contains("speaker-node-2") && t.contains("metrics not read"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn ips_announcers_and_pending() {
