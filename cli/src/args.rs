@@ -78,9 +78,14 @@ pub struct TraceArgs {
     #[arg(long)]
     pub chain: Option<String>,
     /// The node the rules come from (for ETP Local: which endpoints are local). Default: the
-    /// announcing node.
+    /// announcing node. Offline, limits --endpoints to that node's.
     #[arg(long)]
     pub node: Option<String>,
+    /// Offline: the Service's EndpointSlices (`kubectl get endpointslices -l
+    /// kubernetes.io/service-name=NAME -o yaml`) to check the rules against; --port picks the
+    /// port by name or number when the slices have several.
+    #[arg(long, requires = "rules", conflicts_with = "service")]
+    pub endpoints: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, env = "FERROLB_OUTPUT", default_value_t)]
     pub output: Output,

@@ -196,11 +196,31 @@ fn trace_offline(t: &TraceArgs) -> anyhow::Result<i32> {
         },
     )?;
     let fs = rule_issues(&rs);
+    let mut checked = Vec::new();
+    if let Some(path) = &t.endpoints {
+        let slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice> =
+            metallb::flatten(yaml_docs(path)?)
+                .into_iter()
+                .filter(|o| o.get("kind").and_then(Value::as_str) == Some("EndpointSlice"))
+                .filter_map(|o| serde_json::from_value(o).ok())
+                .collect();
+        if slices.is_empty() {
+            bail!("{} holds no EndpointSlice", path.display());
+        }
+        let refs: Vec<&_> = slices.iter().collect();
+        let eps: Vec<_> = crate::snapshot::slice_endpoints(&refs, t.port.as_deref())
+            .into_iter()
+            .filter(|e| rules::Family::of(&e.ip) == rules::Family::of(&dst))
+            .filter(|e| t.node.as_ref().is_none_or(|n| e.node.as_ref() == Some(n)))
+            .collect();
+        checked = walk::check::cross_check(&trace, &eps);
+    }
     match t.output {
         Output::Json => {
             let v = json!({
                 "rules": {"format": rs.format, "issues": rs.issues},
                 "trace": trace,
+                "endpoints": checked,
                 "findings": fs,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -212,10 +232,11 @@ fn trace_offline(t: &TraceArgs) -> anyhow::Result<i32> {
                 rs.rule_count()
             );
             print!("{}", walk::render::text(&trace));
+            print_findings("Checked against the EndpointSlices", &checked);
             print_findings("Input", &fs);
         }
     }
-    Ok(0)
+    Ok(exit_code(&checked))
 }
 
 async fn status_cmd(a: StatusArgs) -> anyhow::Result<i32> {

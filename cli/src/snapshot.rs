@@ -125,24 +125,33 @@ pub fn name_of<K: kube::Resource>(o: &K) -> String {
 pub fn endpoints(snap: &Snapshot, svc: &Service, port_name: Option<&str>) -> Vec<SliceEndpoint> {
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
     let name = svc.metadata.name.as_deref().unwrap_or("");
+    let mine: Vec<&EndpointSlice> = snap
+        .slices
+        .iter()
+        .filter(|sl| {
+            sl.metadata.namespace.as_deref().unwrap_or("default") == ns
+                && sl
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .map(String::as_str)
+                    == Some(name)
+        })
+        .collect();
+    slice_endpoints(&mine, port_name)
+}
+
+/// The endpoints in `slices` for the port named `port_name` (`None`: each slice's first port;
+/// a number also selects by port number).
+pub fn slice_endpoints(slices: &[&EndpointSlice], port_name: Option<&str>) -> Vec<SliceEndpoint> {
     let mut out = Vec::new();
-    for sl in &snap.slices {
-        if sl.metadata.namespace.as_deref().unwrap_or("default") != ns
-            || sl
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                .map(String::as_str)
-                != Some(name)
-        {
-            continue;
-        }
-        let port = sl
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| port_name.is_none_or(|n| p.name.as_deref().unwrap_or("") == n));
+    for sl in slices {
+        let port = sl.ports.iter().flatten().find(|p| {
+            port_name.is_none_or(|n| {
+                p.name.as_deref().unwrap_or("") == n || p.port.is_some_and(|x| x.to_string() == n)
+            })
+        });
         let Some(port) = port
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())

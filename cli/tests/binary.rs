@@ -84,6 +84,85 @@ fn offline_trace_reads_standard_input_and_writes_json() {
     assert!((total - 1.0).abs() < 1e-9);
 }
 
+/// The web Service's EndpointSlices from `lab-services.yaml`, optionally with one more
+/// endpoint, written to a file of their own.
+fn web_slices(extra: Option<&str>) -> std::path::PathBuf {
+    let all = std::fs::read_to_string(fixture("lab-services.yaml")).expect("fixture");
+    let mut docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&all)
+        .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).expect("yaml"))
+        .filter(|d| {
+            d["kind"] == "EndpointSlice"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("web-"))
+        })
+        .collect();
+    assert_eq!(docs.len(), 2);
+    if let (Some(ip), Some(eps)) = (extra, docs[0]["endpoints"].as_array_mut()) {
+        eps.push(serde_json::json!({"addresses": [ip], "nodeName": "node-1", "conditions": {"ready": true}}));
+    }
+    let path = std::env::temp_dir().join(format!(
+        "ferrolb-cli-web-slices-{}-{}.yaml",
+        std::process::id(),
+        extra.unwrap_or("none")
+    ));
+    let text: Vec<String> = docs
+        .iter()
+        .map(|d| serde_yaml::to_string(d).expect("yaml"))
+        .collect();
+    std::fs::write(&path, text.join("---\n")).expect("write");
+    path
+}
+
+#[test]
+fn offline_trace_checks_against_endpoint_slices() {
+    let rules = fixture("iptables-save-node-1.txt");
+    let ok = web_slices(None);
+    let out = run(
+        &[
+            "trace",
+            "--rules",
+            &rules,
+            "--to",
+            "198.51.100.100:80",
+            "--endpoints",
+            &ok.to_string_lossy(),
+        ],
+        None,
+    );
+    let _ = std::fs::remove_file(&ok);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("[ok] the rules send traffic to exactly the 3 usable endpoint(s)"),
+        "{s}"
+    );
+
+    // A newer endpoint the dump does not know about.
+    let newer = web_slices(Some("192.0.2.10"));
+    let out = run(
+        &[
+            "trace",
+            "--rules",
+            &rules,
+            "--to",
+            "198.51.100.100:80",
+            "--endpoints",
+            &newer.to_string_lossy(),
+        ],
+        None,
+    );
+    let _ = std::fs::remove_file(&newer);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains(
+            "[error] endpoint 192.0.2.10:8080 on node-1 is ready but no rule sends traffic to it"
+        ),
+        "{s}"
+    );
+}
+
 #[test]
 fn bad_arguments_fail_in_words() {
     let out = run(
