@@ -14,16 +14,25 @@
 //!
 //! Shells: [`cluster`] (the only module that talks to the API server), [`run`] (files, standard
 //! input, printing) and `main.rs`. The library is the product's core, so lab tests call
-//! `cluster::snapshot(&client, ..)` and the pure functions directly.
+//! `cluster::snapshot(&client, ..)` and the pure functions directly. Everything but [`rules`],
+//! [`walk`] and [`findings`] needs the default feature `cluster`.
 
+#[cfg(feature = "cluster")]
 pub mod args;
+#[cfg(feature = "cluster")]
 pub mod cluster;
+#[cfg(feature = "cluster")]
 pub mod doctor;
 pub mod findings;
+#[cfg(feature = "cluster")]
 pub mod migrate;
 pub mod rules;
+#[cfg(feature = "cluster")]
 pub mod run;
+#[cfg(feature = "cluster")]
 pub mod service;
+#[cfg(feature = "cluster")]
 pub mod snapshot;
+#[cfg(feature = "cluster")]
 pub mod status;
 pub mod walk;
