@@ -776,12 +776,16 @@ impl Core {
             let old: BTreeSet<&forwarder::PortConflict> =
                 before.map(|b| b.conflicts().collect()).unwrap_or_default();
             for c in o.conflicts().filter(|c| !old.contains(c)) {
+                let who = match &c.culprit {
+                    forwarder::Culprit::Node { detail, .. } => detail.clone(),
+                    forwarder::Culprit::Service(k) => format!("Service {k} holds it"),
+                    forwarder::Culprit::NodePort(k) => format!("it is the nodePort of Service {k}"),
+                };
                 let note = format!(
-                    "port {} ({}) on {}: {}",
+                    "port {} ({}) unavailable on {}: {who}; that node is left out",
                     c.port,
                     c.port.family.as_str(),
                     c.node,
-                    forwarder::LeftOut::Conflict(vec![c.clone()]).words()
                 );
                 if let Some(v) = self.services.get(key) {
                     self.fwd.events.push(Action::Event {
