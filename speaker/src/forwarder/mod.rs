@@ -158,6 +158,7 @@ pub async fn run(
     let mut host_ports: std::collections::BTreeMap<String, Vec<HostPort>> = Default::default();
     let api: Api<ForwarderNode> = Api::all(client);
     let mut written: Option<ForwarderNodeStatus> = None;
+    let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -221,8 +222,16 @@ pub async fn run(
                     status.unavailable.len() as f64,
                 );
                 written = Some(status);
+                last_error = None;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot write the ForwarderNode report; retrying"),
+            Err(e) => {
+                // Retried every PERIOD; said once per distinct error, not every time.
+                let text = e.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text, "cannot write the ForwarderNode report; retrying every {PERIOD:?}");
+                    last_error = Some(text);
+                }
+            }
         }
     }
 }
