@@ -451,3 +451,64 @@ fn nothing_to_walk_is_an_error_in_words() {
     );
     assert_eq!(e.err(), Some(WalkError::NoRules));
 }
+
+#[test]
+fn cluster_ip_without_endpoints_is_rejected_on_every_path() {
+    // From a pod (FORWARD) and from the node itself (OUTPUT), iptables and nftables.
+    for file in ["iptables-save-node-1.txt", "nft-ruleset-node-2.json"] {
+        for origin in [Origin::Outside, Origin::Node] {
+            let mut p = Packet::to(ip("203.0.113.105"), 80, Proto::Tcp);
+            p.src = Some(ip("192.0.2.3"));
+            p.origin = origin;
+            let t = trace_with(file, p);
+            assert!(
+                matches!(t.outcomes.as_slice(), [o] if matches!(&o.fate,
+                    Fate::Rejected { reason: Some(r), .. } if r == "default/empty:http has no endpoints")),
+                "{file} {origin:?}: {:#?}",
+                t.outcomes
+            );
+        }
+    }
+}
+
+#[test]
+fn nft_rejects_unknown_ports_of_cluster_ips() {
+    let mut p = Packet::to(ip("203.0.113.232"), 81, Proto::Tcp);
+    p.src = Some(ip("192.0.2.3"));
+    let t = trace_with("nft-ruleset-node-2.json", p.clone());
+    assert!(
+        matches!(t.outcomes.as_slice(), [o] if matches!(&o.fate, Fate::Rejected { chain, .. } if chain == "cluster-ips-check")),
+        "{:#?}",
+        t.outcomes
+    );
+    // iptables mode has no such rule: the packet is not translated.
+    let t = trace_with("iptables-save-node-1.txt", p);
+    assert!(
+        matches!(t.outcomes.as_slice(), [o] if o.fate == Fate::NotTranslated),
+        "{:#?}",
+        t.outcomes
+    );
+}
+
+#[test]
+fn ipvs_mode_rules_are_named() {
+    let rs = rules::parse(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER\n-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ\nCOMMIT\n",
+    )
+    .expect("parses");
+    let t = walk::walk(
+        &rs,
+        &Packet::to(ip("198.51.100.100"), 80, Proto::Tcp),
+        &WalkOptions::default(),
+    )
+    .expect("walks");
+    assert!(t.notes.iter().any(|n| n.contains("IPVS")), "{:?}", t.notes);
+    // The ipset match is not understood: both ways are followed and said so.
+    assert!(
+        t.outcomes
+            .iter()
+            .any(|o| o.assuming.iter().any(|a| a.contains("--match-set"))),
+        "{:#?}",
+        t.outcomes
+    );
+}
