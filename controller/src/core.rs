@@ -164,6 +164,8 @@ struct Forwarding {
     dirty: bool,
     /// Events from the last decision, for the next reconcile to emit.
     events: Vec<Action>,
+    /// Node pools whose K3s servicelb labels are in effect (an event said so once).
+    k3s_noted: BTreeSet<String>,
 }
 
 /// Index into `Core::synced`.
@@ -823,6 +825,34 @@ impl Core {
                         ),
                     });
                 }
+            }
+        }
+        // Node pools that honour K3s servicelb's labels, while the labels are in use: say once
+        // what they do and what the ferrolb way is.
+        let allow_list = self
+            .fwd
+            .nodes
+            .values()
+            .any(|n| n.labels.contains_key(forwarder::nodes::K3S_ENABLELB));
+        for pool in self.pools.values() {
+            let honours = pool.node.as_ref().is_some_and(|n| n.k3s_labels);
+            let active = honours && allow_list;
+            if active && self.fwd.k3s_noted.insert(pool.name.clone()) {
+                self.fwd.events.push(Action::Event {
+                    target: Target::Pool {
+                        name: pool.name.clone(),
+                        uid: pool.uid.clone(),
+                    },
+                    warning: false,
+                    reason: "K3sServiceLBLabels".into(),
+                    note: format!(
+                        "nodes carry {}: only nodes labelled true are published, and Services labelled {} only on nodes with the same label. The ferrolb way: nodeAddresses.nodeSelector on the pool, and one pool per group of nodes",
+                        forwarder::nodes::K3S_ENABLELB,
+                        forwarder::nodes::K3S_LBPOOL
+                    ),
+                });
+            } else if !active {
+                self.fwd.k3s_noted.remove(&pool.name);
             }
         }
         self.stats.forwarder_services = outcomes.len() as u64;

@@ -610,6 +610,58 @@ mod forwarding {
     }
 
     #[test]
+    fn k3s_labels_are_honoured_when_asked_and_said_once() {
+        let mut svcs = vec![service("web", 1)];
+        let mut p = IPAddressPool::new(
+            "edge",
+            IPAddressPoolSpec {
+                node_addresses: Some(NodeAddresses {
+                    k3s_servicelb_labels: true,
+                    ..Default::default()
+                }),
+                addresses: Vec::new(),
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: None,
+            },
+        );
+        p.metadata.uid = Some("uid-edge".into());
+        let mut core = core_with(&[PoolView::from_pool(&p).expect("named")], &svcs);
+        for k in 1..=2 {
+            let mut n = node(k);
+            if k == 2 {
+                n.labels = ferrolb_controller::strmap::StrMap::from_pairs([(
+                    "svccontroller.k3s.cattle.io/enablelb",
+                    "true",
+                )]);
+            }
+            core.upsert_node(n);
+            core.upsert_speaker_pod(
+                format!("ferrolb-system/speaker-{k}"),
+                format!("node-{k}"),
+                true,
+            );
+            core.upsert_report(format!("node-{k}"), checked(&[80], None));
+        }
+        let actions = core.reconcile(&now());
+        assert_eq!(
+            ips(&actions, "web"),
+            Some(vec!["198.51.100.12".to_string()])
+        );
+        let noted = |a: &[Action]| {
+            a.iter()
+                .filter(|a| matches!(a, Action::Event { reason, note, .. }
+                    if reason == "K3sServiceLBLabels" && note.contains("nodeAddresses.nodeSelector")))
+                .count()
+        };
+        assert_eq!(noted(&actions), 1);
+        echo(&mut svcs, &actions);
+        core.upsert_service(view(&svcs[0]));
+        core.upsert_node(node(1));
+        assert_eq!(noted(&core.reconcile(&now())), 0, "said once");
+    }
+
+    #[test]
     fn leaving_forwarder_mode_removes_its_condition() {
         let mut svcs = vec![service("web", 1)];
         let mut core = cluster(&svcs);
