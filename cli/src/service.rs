@@ -549,6 +549,7 @@ pub fn walk_rules(
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let from_pod = o.from.is_some_and(|s| in_pod_network(snap, s));
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for p in &report.ports {
         let proto = Proto::parse(&p.protocol).unwrap_or(Proto::Tcp);
         // (destination, port, destination is local, endpoints limited to the node)
@@ -576,6 +577,16 @@ pub fn walk_rules(
         }
         let eps = endpoints(snap, svc, Some(&p.name));
         for (ip, port, local_dst, node_only) in dests {
+            // A dump of one family (iptables-save without ip6tables-save) says nothing of the
+            // other: skipped, not reported as a failed walk.
+            if !rules.has_family(Family::of(&ip)) {
+                skipped.push(format!(
+                    "{}/{}",
+                    std::net::SocketAddr::new(ip, port),
+                    p.protocol
+                ));
+                continue;
+            }
             let destination = format!("{}/{}", std::net::SocketAddr::new(ip, port), p.protocol);
             let pkt = Packet {
                 dst: ip,
@@ -630,6 +641,22 @@ pub fn walk_rules(
                 }),
             }
         }
+    }
+    if out.is_empty() && !skipped.is_empty() {
+        let destination = skipped.join(", ");
+        out.push(RulesTrace {
+            destination: destination.clone(),
+            trace: None,
+            error: Some("the rules hold nothing of these destinations' address family".into()),
+            findings: vec![
+                Finding::new(
+                    Severity::Warning,
+                    "rules-family",
+                    format!("the rules hold nothing for {destination}"),
+                )
+                .fix("for IPv6 pass ip6tables-save output (or both, concatenated)"),
+            ],
+        });
     }
     out
 }
