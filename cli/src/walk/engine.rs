@@ -748,3 +748,60 @@ pub(crate) fn undecided(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Net {
+        Net::parse(s).expect("net")
+    }
+
+    #[test]
+    fn assumed_source_facts_decide_later_conditions() {
+        let p = Packet::to("198.51.100.100".parse().expect("ip"), 80, Proto::Tcp);
+        let mut st = State::new(&p);
+        assert_eq!(st.src_in(&net("192.0.2.0/25")), None);
+        assert_eq!(st.src_in(&net("0.0.0.0/0")), Some(true));
+        st.src_facts.push((net("192.0.2.0/25"), false));
+        // Outside the /25: outside any network within it, unknown for wider ones.
+        assert_eq!(st.src_in(&net("192.0.2.4/32")), Some(false));
+        assert_eq!(st.src_in(&net("192.0.2.0/24")), None);
+        let mut st = State::new(&p);
+        st.src_facts.push((net("192.0.2.0/25"), true));
+        assert_eq!(st.src_in(&net("192.0.2.0/24")), Some(true));
+        assert_eq!(st.src_in(&net("192.0.2.4/32")), None);
+        assert_eq!(st.src_in(&net("2001:db8::/32")), None);
+    }
+
+    #[test]
+    fn fork_keeps_the_shares_whole() {
+        // A statistic rule: p matches, 1 - p goes on.
+        let b = fork(
+            Vec::new(),
+            vec![Opt {
+                weight: 0.25,
+                ..Opt::all(Vec::new(), Next::Jump("X".into()))
+            }],
+        );
+        let w: Vec<(f64, bool)> = b
+            .iter()
+            .map(|b| (b.weight, b.next == Next::NoMatch))
+            .collect();
+        assert_eq!(w, [(0.25, false), (0.75, true)]);
+        // An undecided condition: both ways, each whole, each with its assumption.
+        let (yes, no) = undecided("a".into(), "not a".into(), None);
+        let b = fork(vec![(yes, no)], vec![Opt::all(Vec::new(), Next::Drop)]);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].weight, b[0].assume[0].text.as_str()), (1.0, "a"));
+        assert_eq!((b[1].weight, b[1].assume[0].text.as_str()), (1.0, "not a"));
+        // A masquerade mark under an undecided condition does not fork.
+        let (yes, no) = undecided("a".into(), "not a".into(), None);
+        let b = fork(
+            vec![(yes, no)],
+            vec![Opt::all(vec![Effect::Masq], Next::Continue)],
+        );
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].effects, [Effect::MasqIf(vec!["a".into()])]);
+    }
+}
