@@ -96,6 +96,10 @@ pub struct Args {
     #[arg(long, env = "FERROLB_GARP_RATE", default_value_t = 200)]
     pub garp_rate: u32,
 
+    /// BGP mode's flags.
+    #[command(flatten)]
+    pub bgp: crate::bgp::BgpArgs,
+
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     pub metrics_addr: SocketAddr,

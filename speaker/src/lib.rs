@@ -21,10 +21,15 @@
 //!   `sockets` (`/proc/net` listeners) and `check` (which wanted ports are unavailable and why);
 //!   its shell writes this node's `ForwarderNode` report.
 //!
+//! - [`bgp`], the BGP mode: pure `decide` (sessions and routes per peer) and `objects`;
+//!   shells `watch`, `session` (one task per session), `socket`, `bfd` (its own thread) and
+//!   `state` (BGPSessionState).
+//!
 //! A mode reads the shared plan and membership and never reaches into another mode; the shared
 //! pure modules never import a mode. Only the wiring (`engine`, `run`) and the status task,
 //! which performs what the modes ask, know the modes.
 
+pub mod bgp;
 pub mod config;
 pub mod engine;
 pub mod forwarder;

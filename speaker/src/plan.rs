@@ -348,7 +348,7 @@ impl Matcher<'_> {
 }
 
 /// The pool an IP of `svc` comes from.
-fn pool_of<'a>(
+pub fn pool_of<'a>(
     snap: &'a Snapshot,
     svc: &'a ServiceInfo,
     ip: IpAddr,
@@ -385,7 +385,9 @@ fn adv_covers_pool(
     !adv.pool_selectors.is_empty() && m.any(adv, &adv.pool_selectors, labels)
 }
 
-fn node_usable(n: &NodeInfo) -> bool {
+/// Whether a node may announce at all: not labelled with [`EXCLUDE_LABEL`] and its network
+/// is not unavailable. Shared by every mode.
+pub fn node_usable(n: &NodeInfo) -> bool {
     !n.labels.contains_key(EXCLUDE_LABEL) && !n.network_unavailable
 }
 

@@ -77,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
+    let bgp_client = client.clone();
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let (failed_tx, failed_rx) = mpsc::unbounded_channel();
     tokio::spawn(crate::status::run(
@@ -96,6 +97,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
         }
         let _ = shutdown_tx.send(true);
+    });
+
+    // BGP mode runs beside the others; its graceful stop is awaited after the engine's.
+    let bgp = args.bgp.enabled.then(|| {
+        tokio::spawn(crate::bgp::run(
+            bgp_client,
+            crate::bgp::BgpConfig {
+                node: node.clone(),
+                plan: PlanConfig {
+                    lb_class: args.common.lb_class.clone(),
+                    ignore_classless: args.common.ignore_classless,
+                    self_node: node.clone(),
+                },
+                args: args.bgp.clone(),
+            },
+            plan_rx.clone(),
+            iface_rx.clone(),
+            shutdown_rx.clone(),
+            metrics.clone(),
+        ))
     });
 
     engine::run(
@@ -120,5 +141,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         health,
     )
     .await?;
+    if let Some(bgp) = bgp {
+        // Bounded inside: AdminDown, drain and close waits all have deadlines.
+        let _ = bgp.await;
+    }
     Ok(())
 }

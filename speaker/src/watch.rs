@@ -41,6 +41,9 @@ pub struct Published {
     pub node_known: bool,
     /// This node's Node UID, for events regarding it.
     pub node_uid: Option<String>,
+    /// The objects the plan was computed from, for modes that decide per node with inputs of
+    /// their own (BGP mode: which of this node's routes go to which peer).
+    pub snapshot: Arc<Snapshot>,
 }
 
 /// Objects of one kind, with relist bookkeeping so objects deleted during a watch outage are
@@ -198,13 +201,13 @@ pub async fn run(
                 let synced = svc_store.synced && slice_store.synced && node_store.synced
                     && pool_store.synced && adv_store.synced;
                 if synced {
-                    let snap = Snapshot {
+                    let snap = Arc::new(Snapshot {
                         services: svc_store.map.clone(),
                         slices: slice_store.map.clone(),
                         nodes: node_store.map.clone(),
                         pools: pool_store.map.clone(),
                         l2advs: adv_store.map.clone(),
-                    };
+                    });
                     let plan = plan::compute(&snap, &cfg);
                     for p in plan.problems.iter().filter(|p| !reported.contains(p)) {
                         match p {
@@ -227,6 +230,7 @@ pub async fn run(
                         node_known: me.is_some(),
                         node_uid: me.and_then(|n| n.uid.clone()),
                         plan,
+                        snapshot: snap.clone(),
                     };
                     tx.send_replace(Some(Arc::new(published)));
                 }
