@@ -140,37 +140,41 @@ pub async fn snapshot(client: &Client, scope: &Scope) -> Result<Snapshot, Cluste
         gaps,
     )
     .await;
-    s.service_cidrs = list_or_gap(
-        Api::<ServiceCIDR>::all(client.clone()),
-        &all,
-        "ServiceCIDRs",
-        gaps,
-    )
-    .await;
-    s.kube_proxy_config = match Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
-        .get_opt("kube-proxy")
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            gaps.push(format!("ConfigMap kube-system/kube-proxy ({})", short(&e)));
-            None
-        }
-    };
-    s.daemonsets = list_or_gap(
-        Api::<DaemonSet>::all(client.clone()),
-        &all,
-        "DaemonSets",
-        gaps,
-    )
-    .await;
-    s.deployments = list_or_gap(
-        Api::<Deployment>::all(client.clone()),
-        &all,
-        "Deployments",
-        gaps,
-    )
-    .await;
+    // What only doctor and status read; trace needs none of it (and no permission for it).
+    let whole = *scope == Scope::All;
+    if whole {
+        s.service_cidrs = list_or_gap(
+            Api::<ServiceCIDR>::all(client.clone()),
+            &all,
+            "ServiceCIDRs",
+            gaps,
+        )
+        .await;
+        s.kube_proxy_config = match Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+            .get_opt("kube-proxy")
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                gaps.push(format!("ConfigMap kube-system/kube-proxy ({})", short(&e)));
+                None
+            }
+        };
+        s.daemonsets = list_or_gap(
+            Api::<DaemonSet>::all(client.clone()),
+            &all,
+            "DaemonSets",
+            gaps,
+        )
+        .await;
+        s.deployments = list_or_gap(
+            Api::<Deployment>::all(client.clone()),
+            &all,
+            "Deployments",
+            gaps,
+        )
+        .await;
+    }
     for sel in [
         "app.kubernetes.io/part-of=ferrolb,app.kubernetes.io/component=speaker",
         "svccontroller.k3s.cattle.io/svcname",
@@ -186,6 +190,7 @@ pub async fn snapshot(client: &Client, scope: &Scope) -> Result<Snapshot, Cluste
     }
     let targets: Vec<(String, String, i32)> = crate::snapshot::speaker_pods(&s)
         .into_iter()
+        .filter(|_| whole)
         .filter_map(|p| {
             let port = p
                 .spec
@@ -220,18 +225,20 @@ pub async fn snapshot(client: &Client, scope: &Scope) -> Result<Snapshot, Cluste
         }
     }
     let gaps = &mut s.gaps;
-    s.events = list_or_gap(
-        Api::<Event>::all(client.clone()),
-        &ListParams::default().limit(EVENT_LIMIT),
-        "Events",
-        gaps,
-    )
-    .await;
-    s.events.retain(|e| {
-        e.reporting_controller
-            .as_deref()
-            .is_some_and(|c| c.starts_with("ferrolb"))
-    });
+    if whole {
+        s.events = list_or_gap(
+            Api::<Event>::all(client.clone()),
+            &ListParams::default().limit(EVENT_LIMIT),
+            "Events",
+            gaps,
+        )
+        .await;
+        s.events.retain(|e| {
+            e.reporting_controller
+                .as_deref()
+                .is_some_and(|c| c.starts_with("ferrolb"))
+        });
+    }
     Ok(s)
 }
 
