@@ -18,6 +18,38 @@ use crate::rules::{self, Proto, Ruleset};
 use crate::walk::{self, Origin, Packet, WalkOptions};
 use crate::{doctor, service, status};
 
+/// Writes to standard output. A reader that went away (`| head`) ends the program quietly, as
+/// for any Unix tool, instead of a panic.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args)
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+/// Writes to standard error; failures are ignored (nowhere left to report them).
+fn write_err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { write_out(format_args!($($t)*)) };
+}
+macro_rules! outln {
+    () => { write_out(format_args!("\n")) };
+    ($($t:tt)*) => {{ write_out(format_args!($($t)*)); write_out(format_args!("\n")) }};
+}
+macro_rules! err {
+    ($($t:tt)*) => { write_err(format_args!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{ write_err(format_args!($($t)*)); write_err(format_args!("\n")) }};
+}
+
 /// Runs a command; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
@@ -92,9 +124,9 @@ fn print_findings(title: &str, fs: &[Finding]) {
     if fs.is_empty() {
         return;
     }
-    println!("\n{title}:");
+    outln!("\n{title}:");
     for f in fs {
-        print!("{}", f.render("  "));
+        out!("{}", f.render("  "));
     }
 }
 
@@ -142,7 +174,7 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
     }
     match t.output {
         Output::Json => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "service": report,
@@ -153,20 +185,20 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
             );
         }
         Output::Text => {
-            print!("{}", service::text(&report));
+            out!("{}", service::text(&report));
             for tr in &traces {
-                println!("\nThrough the node's rules to {}:", tr.destination);
+                outln!("\nThrough the node's rules to {}:", tr.destination);
                 if let Some(w) = &tr.trace {
-                    print!("{}", walk::render::text(w));
+                    out!("{}", walk::render::text(w));
                 }
                 print_findings("Checked against the EndpointSlices", &tr.findings);
             }
             print_findings("Input", &rule_findings);
             for g in &snap.gaps {
-                println!("note: could not read {g}");
+                outln!("note: could not read {g}");
             }
             if t.rules.is_none() && !report.ips.is_empty() {
-                println!(
+                outln!(
                     "\nTo follow the packet through kube-proxy on {}: run `iptables-save` (or `nft -j list ruleset`) there and pass it with --rules FILE, or pipe it: ssh NODE sudo iptables-save | kubectl ferrolb trace svc/{name} -n {} --rules -",
                     report
                         .announcers
@@ -223,15 +255,15 @@ fn trace_offline(t: &TraceArgs) -> anyhow::Result<i32> {
                 "endpoints": checked,
                 "findings": fs,
             });
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         }
         Output::Text => {
-            println!(
+            outln!(
                 "Rules: {} ({} rules)",
                 rs.format.describe(),
                 rs.rule_count()
             );
-            print!("{}", walk::render::text(&trace));
+            out!("{}", walk::render::text(&trace));
             print_findings("Checked against the EndpointSlices", &checked);
             print_findings("Input", &fs);
         }
@@ -244,8 +276,8 @@ async fn status_cmd(a: StatusArgs) -> anyhow::Result<i32> {
     let snap = cluster::snapshot(&client, &Scope::All).await?;
     let st = status::build(&snap);
     match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&st)?),
-        Output::Text => print!("{}", status::text(&st)),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&st)?),
+        Output::Text => out!("{}", status::text(&st)),
     }
     Ok(0)
 }
@@ -255,16 +287,16 @@ async fn doctor_cmd(a: DoctorArgs) -> anyhow::Result<i32> {
     let snap = cluster::snapshot(&client, &Scope::All).await?;
     let fs = doctor::run(&snap);
     match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&fs)?),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&fs)?),
         Output::Text => {
             for f in &fs {
-                print!("{}", f.render(""));
+                out!("{}", f.render(""));
             }
             let bad = fs
                 .iter()
                 .filter(|f| f.severity >= Severity::Warning)
                 .count();
-            println!(
+            outln!(
                 "\n{} checks, {}",
                 fs.len(),
                 if bad == 0 {
@@ -294,7 +326,7 @@ fn yaml_docs(path: &Path) -> anyhow::Result<Vec<Value>> {
 
 fn print_notes(notes: &[Finding]) {
     for n in notes {
-        eprint!("{}", n.render("# "));
+        err!("{}", n.render("# "));
     }
 }
 
@@ -303,10 +335,10 @@ async fn apply_all(objs: &[Value]) -> anyhow::Result<i32> {
     let mut failed = false;
     for r in cluster::apply(&client, objs).await {
         match r {
-            Ok(l) => eprintln!("{l}"),
+            Ok(l) => errln!("{l}"),
             Err(l) => {
                 failed = true;
-                eprintln!("{l}");
+                errln!("{l}");
             }
         }
     }
@@ -329,19 +361,19 @@ async fn migrate_metallb(a: MetallbArgs) -> anyhow::Result<i32> {
         }
     }
     let c = metallb::convert(&metallb::flatten(objs), &a.metallb_namespace);
-    print!("{}", metallb::yaml(&c.objects));
+    out!("{}", metallb::yaml(&c.objects));
     for g in &gaps {
-        eprintln!("# note: could not read {g}");
+        errln!("# note: could not read {g}");
     }
     print_notes(&c.notes);
     if c.objects.is_empty() {
-        eprintln!("# no MetalLB object found to convert");
+        errln!("# no MetalLB object found to convert");
     }
     let mut code = exit_code(&c.notes);
     if a.apply {
         code = code.max(apply_all(&c.objects).await?);
     } else if !c.objects.is_empty() {
-        eprintln!(
+        errln!(
             "# nothing was changed in the cluster; rerun with --apply, or pipe the YAML to kubectl apply -f -"
         );
     }
@@ -366,16 +398,16 @@ async fn migrate_k3s(a: K3sArgs) -> anyhow::Result<i32> {
             .collect()
     };
     let c = k3s::convert(&nodes, &a.pool_name);
-    print!("{}", metallb::yaml(&c.objects));
+    out!("{}", metallb::yaml(&c.objects));
     print_notes(&c.notes);
-    eprintln!("# Steps to move from servicelb:");
+    errln!("# Steps to move from servicelb:");
     for (i, s) in k3s::STEPS.iter().enumerate() {
-        eprintln!("#   {}. {s}", i + 1);
+        errln!("#   {}. {s}", i + 1);
     }
     if a.apply {
         return apply_all(&c.objects).await;
     }
-    eprintln!(
+    errln!(
         "# nothing was changed in the cluster; rerun with --apply, or pipe the YAML to kubectl apply -f -"
     );
     Ok(0)

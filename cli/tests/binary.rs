@@ -249,3 +249,28 @@ fn migrate_k3s_from_a_node_list() {
     assert!(e.contains("pool servicelb: 2 node(s)"), "{e}");
     assert!(e.contains("--disable=servicelb"), "{e}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_program_quietly() {
+    // `kubectl ferrolb trace ... | head -1`: the pipe closes after one line.
+    let mut c = bin();
+    c.args([
+        "trace",
+        "--rules",
+        &fixture("iptables-save-node-1.txt"),
+        "--to",
+        "198.51.100.100:80",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .stdin(Stdio::null());
+    let mut child = c.spawn().expect("runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
