@@ -67,19 +67,21 @@ fn exit_code(fs: &[Finding]) -> i32 {
 
 /// Reads a file, or standard input for `-`, up to [`rules::MAX_INPUT_BYTES`].
 pub fn read_input(path: &Path) -> anyhow::Result<String> {
-    let mut s = String::new();
+    let mut b = Vec::new();
     if path == Path::new("-") {
         std::io::stdin()
             .take(rules::MAX_INPUT_BYTES as u64 + 1)
-            .read_to_string(&mut s)
+            .read_to_end(&mut b)
             .context("reading standard input")?;
     } else {
         let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         f.take(rules::MAX_INPUT_BYTES as u64 + 1)
-            .read_to_string(&mut s)
+            .read_to_end(&mut b)
             .with_context(|| format!("reading {}", path.display()))?;
     }
-    Ok(s)
+    // Rules pasted through mail or tickets may carry a stray non-UTF-8 byte (a Latin-1 comment):
+    // it becomes U+FFFD instead of refusing the whole input.
+    Ok(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 fn parse_from(t: &TraceArgs) -> anyhow::Result<Option<IpAddr>> {
