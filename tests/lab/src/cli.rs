@@ -51,6 +51,10 @@ pub enum Cmd {
         /// target/image/ferrolb.oci.tar or one made by `ferrolb-lab image`.
         #[arg(long = "image")]
         images: Vec<PathBuf>,
+        /// A router namespace (`<id>-router`) between the LAN and a client network behind it
+        /// (`<id>-rclient`), for BGP mode; start BIRD there with the lab's router helpers.
+        #[arg(long)]
+        router: bool,
     },
     /// Write a debug ferrolb image (the workspace's debug binaries, stripped, with their shared
     /// libraries) as an OCI archive; prints its path.
@@ -303,6 +307,7 @@ mod tests {
                 proxy_mode: ProxyMode::Nftables,
                 no_kubelet: false,
                 images,
+                router: false,
             }) => {
                 assert_eq!(n, "x");
                 assert_eq!(images, [PathBuf::from("a.tar")]);
@@ -386,6 +391,7 @@ mod tests {
             kube_proxy: false,
             proxy_mode: ProxyMode::Iptables,
             kubelet: true,
+            router: false,
             tools_bin: "/tools/bin".into(),
             host_port: Some(1234),
             namespaces: vec![],

@@ -23,6 +23,7 @@ use crate::kubeconfig::{self, Credentials, KubeconfigSpec};
 use crate::node::{self, NodeLayout};
 use crate::plan::{API_PORT, CP_IPV4, LabHost, MAX_KUBELET_NODES, Plan, PlanError};
 use crate::process::{self, LabProcess, ProcessError, Signal};
+use crate::router::{self, Router};
 use crate::state::{self, LabState, Phase, ProcId, ProcRecord, StateError};
 use crate::teardown::{self, TeardownReport};
 use crate::tools::{self, ToolsError};
@@ -149,6 +150,9 @@ pub struct LabOptions {
     pub images: Vec<PathBuf>,
     /// Lab id; `None` generates `flb<6 hex>`.
     pub name: Option<String>,
+    /// A router namespace between the LAN and a client network behind it, for BGP mode
+    /// ([`crate::router`]); BIRD is started by the test with [`Router::start_bird`].
+    pub router: bool,
 }
 
 impl Default for LabOptions {
@@ -160,6 +164,7 @@ impl Default for LabOptions {
             kubelet: true,
             images: Vec::new(),
             name: None,
+            router: false,
         }
     }
 }
@@ -224,10 +229,20 @@ impl Lab {
             kube_proxy: opts.kube_proxy,
             proxy_mode: opts.proxy_mode,
             kubelet: opts.kubelet,
+            router: opts.router,
             tools_bin: tools_bin.clone(),
             host_port: None,
             // Recorded before creation so a crash midway still lets `gc` find them.
-            namespaces: plan.namespaces(),
+            namespaces: plan
+                .namespaces()
+                .into_iter()
+                .chain(
+                    opts.router
+                        .then(|| router::namespaces(&id))
+                        .into_iter()
+                        .flatten(),
+                )
+                .collect(),
             processes: Vec::new(),
         };
         // From here on, dropping `lab` (including via `?`) tears down what exists.
@@ -263,6 +278,10 @@ impl Lab {
             let mut net = run_all(&lab.plan.setup_commands());
             if kubelet && net.is_ok() {
                 net = run_all(&lab.plan.pod_route_commands());
+            }
+            if opts.router && net.is_ok() {
+                let r = Router::new(&lab.plan.id, &lab.layout.run);
+                net = run_all(&r.setup_commands(&lab.plan.lan_netns(), &lab.plan.nodes));
             }
             (pki.join(), net, images.join())
         });
@@ -401,6 +420,13 @@ impl Lab {
     /// The client host.
     pub fn client_host(&self) -> &LabHost {
         &self.plan.client
+    }
+
+    /// The router between the LAN and the client network behind it, if the lab has one.
+    pub fn router(&self) -> Option<Router> {
+        self.state
+            .router
+            .then(|| Router::new(&self.plan.id, &self.layout.run))
     }
 
     /// The control-plane host.

@@ -49,6 +49,7 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
             proxy_mode,
             no_kubelet,
             images,
+            router,
         } => {
             let started = Instant::now();
             let lab = runtime()?.block_on(Lab::up(LabOptions {
@@ -58,6 +59,7 @@ fn run(cmd: Cmd) -> anyhow::Result<i32> {
                 kubelet: !no_kubelet,
                 images,
                 name,
+                router,
             }))?;
             let id = lab.id().to_string();
             let st = lab.detach()?;

@@ -405,7 +405,8 @@ impl Plan {
 }
 
 /// Picks out of `listed` (names from `ip netns list`) the namespaces that belong to lab `id`:
-/// `<id>-lan`, `<id>-cp`, `<id>-client` and `<id>-node-<digits>`.
+/// `<id>-lan`, `<id>-cp`, `<id>-client`, `<id>-node-<digits>` and, with a router,
+/// `<id>-router` and `<id>-rclient`.
 pub fn namespaces_of(id: &str, listed: &[String]) -> Vec<String> {
     listed
         .iter()
@@ -413,7 +414,7 @@ pub fn namespaces_of(id: &str, listed: &[String]) -> Vec<String> {
             name.strip_prefix(id)
                 .and_then(|rest| rest.strip_prefix('-'))
                 .is_some_and(|suffix| {
-                    matches!(suffix, "lan" | "cp" | "client")
+                    matches!(suffix, "lan" | "cp" | "client" | "router" | "rclient")
                         || suffix
                             .strip_prefix("node-")
                             .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))

@@ -157,6 +157,9 @@ pub struct LabState {
     /// objects.
     #[serde(default)]
     pub kubelet: bool,
+    /// Whether the lab has the BGP router (`<id>-router`, `<id>-rclient`).
+    #[serde(default)]
+    pub router: bool,
     /// Where the Kubernetes tools live.
     pub tools_bin: PathBuf,
     /// Port of the host-side relay on 127.0.0.1, once known.
@@ -306,6 +309,7 @@ mod tests {
             kube_proxy: true,
             proxy_mode: crate::controlplane::ProxyMode::Nftables,
             kubelet: true,
+            router: false,
             tools_bin: "/cache/bin".into(),
             host_port: Some(40123),
             namespaces: vec!["flb00aa11-lan".into(), "flb00aa11-cp".into()],

@@ -376,6 +376,7 @@ mod tests {
             kube_proxy: false,
             proxy_mode: Default::default(),
             kubelet: false,
+            router: false,
             tools_bin: "/bin".into(),
             host_port: None,
             namespaces: vec![],
