@@ -19,6 +19,10 @@ use crate::snapshot::{
 use crate::walk::check::SliceEndpoint;
 use crate::walk::{self, Origin, Packet, Trace, WalkOptions};
 
+/// The condition the controller writes on Services of forwarder-mode pools (where they are
+/// published). Named here, not taken from ferrolb-crds, while that mode is being built.
+pub const FORWARDER_READY: &str = "ferrolb.io/ForwarderReady";
+
 /// One Service port, followed through to the pods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PortMap {
@@ -239,9 +243,30 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
         }
     }
 
-    // 3. Announcement.
+    // 3. Announcement: forwarder-mode pools publish node addresses (the controller says where
+    // in its own condition); L2 pools are announced by a speaker.
+    let forwarder = service_condition(svc, FORWARDER_READY);
+    if let Some(c) = forwarder {
+        let mut f = Finding::new(
+            if c.status == "True" {
+                Severity::Ok
+            } else {
+                Severity::Error
+            },
+            "published",
+            c.message.clone(),
+        )
+        .because(format!(
+            "condition {FORWARDER_READY}: {}/{}",
+            c.status, c.reason
+        ));
+        if c.status != "True" {
+            f = f.fix("read the message: a node is left out when a Service port is taken on it or kube-proxy runs in IPVS mode there");
+        }
+        steps.push(f);
+    }
     let mut announcers = Vec::new();
-    if !ips.is_empty() {
+    if !ips.is_empty() && forwarder.is_none() {
         match service_condition(svc, ANNOUNCED) {
             Some(c) if c.status == "True" => {
                 announcers = snapshot::announcer(&c.message);
@@ -879,6 +904,31 @@ pub(crate) mod tests {
             f.fix
                 .as_deref()
                 .is_some_and(|x| x.contains("create an L2Advertisement"))
+        );
+    }
+
+    #[test]
+    fn forwarder_mode_shows_where_it_is_published() {
+        let mut s = base_snapshot();
+        if let Some(st) = s.services[0].status.as_mut()
+            && let Some(cs) = st.conditions.as_mut()
+        {
+            cs[1].type_ = FORWARDER_READY.into();
+            cs[1].status = "True".into();
+            cs[1].reason = "Published".into();
+            cs[1].message = "published on node-1, node-3 (InternalIP); left out: node-2 (port 443/TCP unavailable: a host process listens on 0.0.0.0:443)".into();
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "published")
+            .expect("published");
+        assert_eq!(f.severity, Severity::Ok);
+        assert!(f.title.contains("left out: node-2"));
+        assert!(
+            !r.steps.iter().any(|f| f.check == "announced"),
+            "no speaker condition expected"
         );
     }
 
