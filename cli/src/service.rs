@@ -55,6 +55,7 @@ pub struct ServiceReport {
     /// `namespace/name`.
     pub service: String,
     /// `spec.type`.
+    #[serde(rename = "type")]
     pub type_: String,
     /// `Cluster` or `Local`.
     pub external_traffic_policy: String,
