@@ -98,7 +98,10 @@ pub fn parse(text: &str) -> Ruleset {
             }
             None => issues.push(Issue {
                 line: n,
-                message: format!("not a listing row, skipped: {}", clip(t)),
+                message: format!(
+                    "not a listing row, skipped (host names instead of addresses? list with -n): {}",
+                    clip(t)
+                ),
             }),
         }
     }
@@ -156,13 +159,61 @@ impl Columns {
     }
 }
 
-/// Whether a word is an address column (`0.0.0.0/0`, `!192.0.2.0/25`, `::/0`).
+/// Whether a word is an address column (`0.0.0.0/0`, `!192.0.2.0/25`, `::/0`, and `anywhere`
+/// as `iptables -L` without `-n` writes it).
 fn address_word(w: &str) -> Option<(bool, Net)> {
     let (neg, w) = match w.strip_prefix('!') {
         Some(r) => (true, r),
         None => (false, w),
     };
+    if w == "anywhere" {
+        return Net::parse("0.0.0.0/0").map(|n| (neg, n));
+    }
     Net::parse(w).map(|n| (neg, n))
+}
+
+/// Port names `iptables -L` without `-n` prints (from /etc/services) for ports Services use
+/// most; others stay unknown and are reported.
+fn port_by_name(name: &str) -> Option<u16> {
+    Some(match name {
+        "http" | "www" => 80,
+        "https" => 443,
+        "domain" => 53,
+        "http-alt" | "webcache" => 8080,
+        "ssh" => 22,
+        "smtp" => 25,
+        "ntp" => 123,
+        "mysql" => 3306,
+        "postgresql" => 5432,
+        "redis" => 6379,
+        "amqp" => 5672,
+        "ldap" => 389,
+        "ldaps" => 636,
+        "imaps" => 993,
+        "submission" => 587,
+        _ => return None,
+    })
+}
+
+/// Ports as the listing writes them: numbers, ranges, or names.
+fn listing_ports(v: &str) -> Option<Ports> {
+    Ports::parse(v).or_else(|| {
+        let parts: Option<Vec<String>> = v
+            .split(',')
+            .map(|p| {
+                p.split(':')
+                    .map(|x| {
+                        port_by_name(x).map_or_else(
+                            || x.parse::<u16>().ok().map(|n| n.to_string()),
+                            |n| Some(n.to_string()),
+                        )
+                    })
+                    .collect::<Option<Vec<String>>>()
+                    .map(|v| v.join(":"))
+            })
+            .collect();
+        Ports::parse(&parts?.join(","))
+    })
 }
 
 type Parsed = (Vec<Match>, super::Target, Option<String>, Vec<String>);
@@ -344,7 +395,7 @@ fn parse_extras(s: &str, unknown: &mut Vec<String>) -> (Vec<Match>, Vec<String>)
                         Some(v) => (true, v),
                         None => (false, val),
                     };
-                    match (key, Ports::parse(val)) {
+                    match (key, listing_ports(val)) {
                         ("dpt" | "dpts", Some(ports)) => matches.push(Match::DestinationPort {
                             negated: pneg,
                             ports,
@@ -374,7 +425,7 @@ fn parse_extras(s: &str, unknown: &mut Vec<String>) -> (Vec<Match>, Vec<String>)
                     pneg = true;
                     val = v;
                 }
-                match (kind, Ports::parse(val)) {
+                match (kind, listing_ports(val)) {
                     ("dports", Some(ports)) => matches.push(Match::DestinationPort {
                         negated: pneg,
                         ports,
@@ -709,6 +760,36 @@ MASQUERADE  0    --  0.0.0.0/0            0.0.0.0/0            /* kubernetes ser
             Target::Mark(crate::rules::MarkOp::Xor { value: 0x4000 })
         );
         assert_eq!(r[2].target, Target::Masquerade);
+    }
+
+    #[test]
+    fn listing_without_dash_n() {
+        let text = "Chain KUBE-SERVICES (2 references)
+target     prot opt source               destination
+KUBE-SVC-ABC  tcp  --  anywhere             203.0.113.10         /* default/web:http cluster IP */ tcp dpt:http
+KUBE-SVC-DNS  udp  --  anywhere             203.0.113.43         /* default/dns:dns cluster IP */ udp dpt:domain
+KUBE-SVC-X  tcp  --  anywhere             web.example.test     tcp dpt:http
+";
+        let rs = parse(text);
+        let nat = rs.table(&TableName::Nat, Family::Ipv4).expect("nat");
+        let r = &nat.chains["KUBE-SERVICES"].rules;
+        assert_eq!(r.len(), 2);
+        assert!(
+            r[0].matches
+                .iter()
+                .any(|m| matches!(m, Match::DestinationPort { ports, .. } if ports.contains(80)))
+        );
+        assert!(
+            r[1].matches
+                .iter()
+                .any(|m| matches!(m, Match::DestinationPort { ports, .. } if ports.contains(53)))
+        );
+        assert_eq!(rs.issues.len(), 1);
+        assert!(
+            rs.issues[0].message.contains("list with -n"),
+            "{:?}",
+            rs.issues
+        );
     }
 
     #[test]
