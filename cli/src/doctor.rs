@@ -31,6 +31,63 @@ pub fn run(snap: &Snapshot) -> Vec<Finding> {
     out.extend(speakers_missing(snap));
     out.extend(other_implementations(snap));
     out.extend(pools_without_advertisement(snap));
+    out.extend(reported_by_the_controller(snap));
+    out
+}
+
+/// What the controller already reports on pools and L2Advertisements (`Ready` false,
+/// `Overlapping` true), gathered in one place.
+pub fn reported_by_the_controller(snap: &Snapshot) -> Vec<Finding> {
+    const CHECK: &str = "controller-conditions";
+    let mut out = Vec::new();
+    for p in &snap.pools {
+        for c in p.status.iter().flat_map(|s| s.conditions.iter()) {
+            let bad = (c.type_ == ferrolb_crds::conditions::POOL_READY && c.status == "False")
+                || (c.type_ == ferrolb_crds::conditions::POOL_OVERLAP && c.status == "True");
+            if bad {
+                out.push(
+                    Finding::new(
+                        Severity::Warning,
+                        CHECK,
+                        format!(
+                            "pool {}: {} {}: {}",
+                            name_of(p),
+                            c.type_,
+                            c.reason,
+                            c.message
+                        ),
+                    )
+                    .fix("fix the pool's addresses or selectors as the message says"),
+                );
+            }
+        }
+    }
+    for a in &snap.l2advs {
+        for c in a.status.iter().flat_map(|s| s.conditions.iter()) {
+            if c.type_ == ferrolb_crds::conditions::L2_READY && c.status == "False" {
+                out.push(
+                    Finding::new(
+                        Severity::Warning,
+                        CHECK,
+                        format!(
+                            "L2Advertisement {}: {}: {}",
+                            name_of(a),
+                            c.reason,
+                            c.message
+                        ),
+                    )
+                    .fix("fix the advertisement's pools or selectors as the message says"),
+                );
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Finding::new(
+            Severity::Ok,
+            CHECK,
+            "no pool or L2Advertisement condition reports a problem",
+        ));
+    }
     out
 }
 
@@ -616,6 +673,27 @@ mod tests {
         assert_eq!(errors(&f), ["other-load-balancer", "other-load-balancer"]);
         assert!(f[0].title.contains("metallb-system/speaker"));
         assert!(f[1].title.contains("svclb-web-1234"));
+    }
+
+    #[test]
+    fn controller_conditions_are_gathered() {
+        let mut s = snap();
+        assert!(errors(&reported_by_the_controller(&s)).is_empty());
+        s.pools[0].status = Some(serde_json::from_value(json!({
+            "conditions": [{"type": "Overlapping", "status": "True", "reason": "Overlap",
+                            "message": "198.51.100.100-198.51.100.149 overlaps pool red", "lastTransitionTime": "2026-12-07T08:00:00Z"}]
+        })).expect("status"));
+        s.l2advs[0].status = Some(serde_json::from_value(json!({
+            "conditions": [{"type": "Ready", "status": "False", "reason": "UnknownPools",
+                            "message": "pool green does not exist", "lastTransitionTime": "2026-12-07T08:00:00Z"}]
+        })).expect("status"));
+        let f = reported_by_the_controller(&s);
+        assert_eq!(
+            errors(&f),
+            ["controller-conditions", "controller-conditions"]
+        );
+        assert!(f[0].title.contains("overlaps pool red"));
+        assert!(f[1].title.contains("UnknownPools"));
     }
 
     #[test]
