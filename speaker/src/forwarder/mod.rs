@@ -212,7 +212,14 @@ pub async fn run(
         if written.as_ref() == Some(&status) {
             continue;
         }
-        match write(&api, &cfg.node, published.node_uid.as_deref(), &status).await {
+        // The object is applied once; afterwards only its status changes.
+        let uid = written.is_none().then_some(published.node_uid.as_deref()).flatten();
+        let result = if written.is_none() {
+            write(&api, &cfg.node, uid, &status).await
+        } else {
+            write_status(&api, &cfg.node, &status).await
+        };
+        match result {
             Ok(()) => {
                 tracing::info!(checked = status.checked_count, unavailable = %status.summary, ipvs, "forwarder report written");
                 metrics.set(
@@ -225,6 +232,10 @@ pub async fn run(
                 last_error = None;
             }
             Err(e) => {
+                if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    // Someone deleted the report: apply the whole object next time.
+                    written = None;
+                }
                 // Retried every PERIOD; said once per distinct error, not every time.
                 let text = e.to_string();
                 if last_error.as_deref() != Some(text.as_str()) {
@@ -256,6 +267,16 @@ async fn write(
         "metadata": meta, "spec": {},
     });
     api.patch(node, &pp, &Patch::Apply(obj)).await?;
+    write_status(api, node, status).await
+}
+
+/// Server-side apply of the report's status alone.
+async fn write_status(
+    api: &Api<ForwarderNode>,
+    node: &str,
+    status: &ForwarderNodeStatus,
+) -> Result<(), kube::Error> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
     let st = serde_json::json!({
         "apiVersion": "ferrolb.io/v1beta1", "kind": "ForwarderNode",
         "metadata": {"name": node}, "status": status,
