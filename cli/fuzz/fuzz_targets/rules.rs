@@ -9,7 +9,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let Ok(rs) = rules::parse(&text) else { return };
-    for (dst, port) in [("198.51.100.100", 80), ("2001:db8::100", 80), ("203.0.113.10", 53)] {
+    for (dst, port) in [
+        ("198.51.100.100", 80),
+        ("2001:db8::100", 80),
+        ("203.0.113.10", 53),
+    ] {
         let Ok(ip) = dst.parse() else { return };
         let p = Packet::to(ip, port, Proto::Tcp);
         if let Ok(t) = walk::walk(&rs, &p, &WalkOptions::default()) {
