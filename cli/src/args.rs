@@ -51,9 +51,9 @@ pub struct TraceArgs {
     /// The Service: `svc/NAME`, `service/NAME` or `NAME`. Without it, --rules and --to are needed
     /// and no cluster is contacted.
     pub service: Option<String>,
-    /// The Service's namespace.
-    #[arg(short, long, env = "FERROLB_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    /// The Service's namespace (default: the kubeconfig context's).
+    #[arg(short, long, env = "FERROLB_NAMESPACE")]
+    pub namespace: Option<String>,
     /// The Service port (number or name) to follow; default: every port.
     #[arg(long)]
     pub port: Option<String>,

@@ -145,16 +145,20 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
     };
     let name = service_name(svc_arg).to_string();
     let client = cluster::client().await?;
+    let ns = t
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
     let snap = cluster::snapshot(
         &client,
         &Scope::Service {
-            namespace: t.namespace.clone(),
+            namespace: ns.clone(),
             name: name.clone(),
         },
     )
     .await?;
-    let Some(report) = service::report(&snap, &t.namespace, &name, t.port.as_deref()) else {
-        bail!("Service {}/{name} not found", t.namespace);
+    let Some(report) = service::report(&snap, &ns, &name, t.port.as_deref()) else {
+        bail!("Service {ns}/{name} not found");
     };
     let mut all: Vec<Finding> = report.steps.clone();
     let mut traces = Vec::new();
@@ -206,7 +210,7 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
                         .announcers
                         .first()
                         .map_or("the announcing node", String::as_str),
-                    t.namespace
+                    ns
                 );
             }
         }
