@@ -512,3 +512,33 @@ fn ipvs_mode_rules_are_named() {
         t.outcomes
     );
 }
+
+#[test]
+fn iptables_and_ip6tables_save_concatenated() {
+    let both = format!(
+        "{}{}",
+        fixture("iptables-save-node-1.txt"),
+        fixture("ip6tables-save-node-1.txt")
+    );
+    let rs = rules::parse(&both).expect("parses");
+    assert!(rs.issues.is_empty(), "{:?}", rs.issues);
+    for (dst, want) in [
+        ("198.51.100.100", WEB.to_vec()),
+        (
+            "2001:db8::100",
+            vec![
+                "[2001:db8:1:1::2]:8080",
+                "[2001:db8:1:1::3]:8080",
+                "[2001:db8:1:2::18]:8080",
+            ],
+        ),
+    ] {
+        let t = walk::walk(
+            &rs,
+            &Packet::to(ip(dst), 80, Proto::Tcp),
+            &WalkOptions::default(),
+        )
+        .expect("walks");
+        assert_split(&t, &want, Snat::Yes);
+    }
+}
