@@ -395,8 +395,14 @@ pub struct BirdConfig {
     pub bfd_interval_ms: u32,
     /// BFD multiplier.
     pub bfd_multiplier: u8,
-    /// With graceful restart as helper, how long stale routes are kept, seconds.
+    /// Help neighbours' graceful restarts (keep their routes stale while they restart).
     pub graceful_restart: bool,
+    /// `bfd graceful` instead of `bfd on`: a BFD failure starts a graceful restart (routes
+    /// kept) instead of a hard reset. BIRD before 2.14 reads a neighbour's BFD AdminDown as
+    /// a failure (fixed by BIRD commit aa70e14, "BFD: Improve handling of AdminDown"), so
+    /// with BIRD 2.0.12 a speaker's planned restart keeps its routes only this way, at the
+    /// price of keeping a dead node's routes for the restart time.
+    pub bfd_graceful: bool,
     /// Prefixes accepted, as BIRD prefix patterns (e.g. `192.0.2.192/26{26,32}`).
     pub import_v4: Vec<String>,
     /// The same for IPv6.
@@ -458,7 +464,11 @@ impl BirdConfig {
                 p.name, p.address, p.asn
             ));
             if p.bfd {
-                s.push_str("  bfd on;\n");
+                s.push_str(if self.bfd_graceful {
+                    "  bfd graceful;\n"
+                } else {
+                    "  bfd on;\n"
+                });
             }
             if let Some(pw) = &p.password {
                 s.push_str(&format!("  password \"{pw}\";\n"));
@@ -513,6 +523,7 @@ mod tests {
             bfd_interval_ms: 100,
             bfd_multiplier: 3,
             graceful_restart: true,
+            bfd_graceful: false,
             import_v4: vec!["192.0.2.192/26{26,32}".into()],
             import_v6: vec![],
             peers: vec![
