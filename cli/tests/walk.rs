@@ -542,3 +542,20 @@ fn iptables_and_ip6tables_save_concatenated() {
         assert_split(&t, &want, Snat::Yes);
     }
 }
+
+#[test]
+fn a_family_the_input_lacks_is_named() {
+    let rs = rules::parse(&fixture("iptables-save-node-1.txt")).expect("parses");
+    let e = walk::walk(
+        &rs,
+        &Packet::to(ip("2001:db8::100"), 80, Proto::Tcp),
+        &WalkOptions::default(),
+    );
+    match e {
+        Err(WalkError::NoStart(m)) => assert!(
+            m.contains("no IPv6 rules") && m.contains("ip6tables-save"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -47,6 +47,17 @@ pub(super) fn walk(rules: &Ruleset, p: &Packet, opts: &WalkOptions) -> Result<Tr
         }
         (None, _) => {
             if filter.is_none_or(|f| f.chains.is_empty()) {
+                if rules.tables.iter().any(|t| !t.chains.is_empty()) {
+                    return Err(WalkError::NoStart(format!(
+                        "the input holds no {} rules{}",
+                        family.as_str(),
+                        if family == Family::Ipv6 {
+                            " (pass ip6tables-save output for IPv6)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
                 return Err(WalkError::NoRules);
             }
             notes.push("the input has no nat rules: only the filter rules are walked".to_string());
