@@ -78,6 +78,16 @@ pub enum Action {
         name: String,
         status: L2AdvertisementStatus,
     },
+    /// Server-side apply of a BGPPeer's status (BGP mode: `crate::bgp`).
+    BgpPeerStatus {
+        name: String,
+        status: ferrolb_crds::bgp::BGPPeerStatus,
+    },
+    /// Server-side apply of a BGPAdvertisement's status (BGP mode: `crate::bgp`).
+    BgpAdvertisementStatus {
+        name: String,
+        status: ferrolb_crds::bgp::BGPAdvertisementStatus,
+    },
     /// A Kubernetes event.
     Event {
         target: Target,

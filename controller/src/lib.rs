@@ -6,6 +6,7 @@
 //! the index and the allocator and decides (pure, synchronous); [`run`] is the shell that watches,
 //! leads, writes and serves metrics.
 
+pub mod bgp;
 pub mod conditions;
 pub mod config;
 pub mod core;

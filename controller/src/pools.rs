@@ -81,6 +81,7 @@ impl PoolView {
                 address_type: na.address_type,
                 cidrs,
                 k3s_labels: na.k3s_servicelb_labels,
+                forwarding: na.forwarding,
             }
         });
         if node.is_none() && pool.spec.addresses.is_empty() {

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferrolb_allocator::Family;
+use ferrolb_crds::bgp::{BFDProfile, BGPAdvertisement, BGPPeer, BGPSessionState, Community};
 use ferrolb_crds::{ForwarderNode, IPAddressPool, L2Advertisement};
 use ferrolb_runtime::{self as runtime, Health, Metrics};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
@@ -26,9 +27,10 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use tokio::sync::{mpsc, watch};
 
+use crate::bgp::{AdvView, BgpIndex, BgpPool, PeerView, StatusWrite};
 use crate::config::Args;
 use crate::config::Shadowing;
-use crate::core::{Core, CoreConfig, Kind};
+use crate::core::{Action, Core, CoreConfig, Kind};
 use crate::forwarder::nodes::{self as fwd_nodes, NodeReport, NodeView};
 use crate::l2adv::L2View;
 use crate::pools::PoolView;
@@ -157,6 +159,49 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .default_backoff()
     .boxed();
 
+    // BGP mode's objects, for the conditions `crate::bgp` reports on BGPPeers and
+    // BGPAdvertisements; Secrets only by name, in the namespace the speakers read them in.
+    let bgp_secret_ns = args.speaker_namespace();
+    let mut bgp_peers = watcher(
+        Api::<BGPPeer>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut bgp_advs = watcher(
+        Api::<BGPAdvertisement>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut bgp_comms = watcher(
+        Api::<Community>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut bgp_bfd = watcher(
+        Api::<BFDProfile>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut bgp_secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &bgp_secret_ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut bgp_states = watcher(
+        Api::<BGPSessionState>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut bgp = BgpIndex::new(bgp_secret_ns.clone());
+    let mut bgp_relists: [Relist; 6] = Default::default();
+    let mut bgp_synced = [false; 6];
+
     let mut core = Core::new(CoreConfig {
         lb_class: args.common.lb_class.clone(),
         ignore_classless: args.common.ignore_classless,
@@ -193,6 +238,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(ev) = pools.next() => match ev {
                 Ok(Event::Init) => relists[1].start(),
                 Ok(Event::InitApply(p)) | Ok(Event::Apply(p)) => {
+                    if let Some(name) = p.metadata.name.clone() {
+                        let labels = p.metadata.labels.clone().unwrap_or_default();
+                        bgp.upsert_pool(name, BgpPool::new(labels, &p.spec.addresses));
+                    }
                     if let Some(v) = PoolView::from_pool(&p) {
                         relists[1].saw(v.name.clone());
                         if !v.bad_entries.is_empty() {
@@ -206,11 +255,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Ok(Event::Delete(p)) => {
                     if let Some(n) = p.metadata.name.as_deref() {
+                        bgp.delete_pool(n);
                         core.delete_pool(n);
                     }
                 }
                 Ok(Event::InitDone) => {
                     let seen = relists[1].done();
+                    bgp.resynced("pools", &seen);
                     core.resynced(Kind::Pools, &seen);
                 }
                 Err(e) => tracing::warn!(error = %e, "IPAddressPool watch error; retrying (are the CRDs installed?)"),
@@ -259,6 +310,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(ev) = nodes.next() => match ev {
                 Ok(Event::Init) => relists[4].start(),
                 Ok(Event::InitApply(n)) | Ok(Event::Apply(n)) => {
+                    if let Some(name) = n.metadata.name.clone() {
+                        bgp.upsert_node(name, n.metadata.labels.clone().unwrap_or_default());
+                    }
                     if let Some(v) = NodeView::from_node(&n) {
                         relists[4].saw(v.name.to_string());
                         core.upsert_node(v);
@@ -266,11 +320,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Ok(Event::Delete(n)) => {
                     if let Some(name) = n.metadata.name.as_deref() {
+                        bgp.delete_node(name);
                         core.delete_node(name);
                     }
                 }
                 Ok(Event::InitDone) => {
                     let seen = relists[4].done();
+                    bgp.resynced("nodes", &seen);
                     core.resynced(Kind::Nodes, &seen);
                 }
                 Err(e) => tracing::warn!(error = %e, "Node watch error; retrying"),
@@ -332,6 +388,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "EndpointSlice watch error; retrying"),
             },
+            Some(ev) = bgp_peers.next() => bgp_event(ev, &mut bgp, &mut bgp_relists[0], &mut bgp_synced[0], "BGPPeer",
+                |b, p| { let v = PeerView::from_peer(p)?; let k = v.name.clone(); b.upsert_peer(v); Some(k) },
+                |b, k| b.delete_peer(k), "peers", |p| p.metadata.name.clone()),
+            Some(ev) = bgp_advs.next() => bgp_event(ev, &mut bgp, &mut bgp_relists[1], &mut bgp_synced[1], "BGPAdvertisement",
+                |b, a| { let v = AdvView::from_adv(a)?; let k = v.name.clone(); b.upsert_adv(v); Some(k) },
+                |b, k| b.delete_adv(k), "advs", |a| a.metadata.name.clone()),
+            Some(ev) = bgp_comms.next() => bgp_event(ev, &mut bgp, &mut bgp_relists[2], &mut bgp_synced[2], "Community",
+                |b, c| { b.upsert_community(c); c.metadata.name.clone() },
+                |b, k| b.delete_community(k), "communities", |c| c.metadata.name.clone()),
+            Some(ev) = bgp_bfd.next() => bgp_event(ev, &mut bgp, &mut bgp_relists[3], &mut bgp_synced[3], "BFDProfile",
+                |b, p| { b.upsert_profile(p); p.metadata.name.clone() },
+                |b, k| b.delete_profile(k), "profiles", |p| p.metadata.name.clone()),
+            Some(ev) = bgp_secrets.next() => bgp_event(ev, &mut bgp, &mut bgp_relists[4], &mut bgp_synced[4], "Secret",
+                |b, s| { let k = format!("{}/{}", s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?); b.upsert_secret(k.clone()); Some(k) },
+                |b, k| b.delete_secret(k), "secrets",
+                |s| Some(format!("{}/{}", s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?))),
+            Some(ev) = bgp_states.next() => bgp_event(ev, &mut bgp, &mut bgp_relists[5], &mut bgp_synced[5], "BGPSessionState",
+                |b, s| { b.upsert_session(s); s.metadata.name.clone() },
+                |b, k| b.delete_session(k), "sessions", |s| s.metadata.name.clone()),
             Ok(()) = leader_rx.changed() => {
                 let leading = *leader_rx.borrow();
                 leader_flag.store(leading, Ordering::Release);
@@ -342,6 +417,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Failed::Service { namespace, name } => core.write_failed(&namespace, &name),
                 Failed::PoolStatus => core.pool_write_failed(),
                 Failed::L2Status => core.l2_write_failed(),
+                Failed::BgpStatus => bgp.write_failed(),
             },
             _ = pool_tick.tick() => {
                 if core.statuses_dirty() {
@@ -350,6 +426,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
                 export_pool_metrics(&core, &metrics);
+                if *leader_rx.borrow() && core.ready() && bgp_synced.iter().all(|s| *s) && bgp.is_dirty() {
+                    for w in bgp.statuses(&now()) {
+                        let _ = act_tx.send(match w {
+                            StatusWrite::Peer { name, status } => Action::BgpPeerStatus { name, status },
+                            StatusWrite::Advertisement { name, status } => {
+                                Action::BgpAdvertisementStatus { name, status }
+                            }
+                        });
+                    }
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
@@ -384,6 +470,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(3), e).await;
     }
     Ok(())
+}
+
+/// Feeds one watch event of a BGP kind into the index: `upsert` projects and stores an object
+/// and returns its key, `delete` drops a key, relists drop what the new list lacks.
+#[allow(clippy::too_many_arguments)]
+fn bgp_event<K>(
+    ev: Result<Event<K>, watcher::Error>,
+    bgp: &mut BgpIndex,
+    relist: &mut Relist,
+    synced: &mut bool,
+    what: &str,
+    upsert: impl Fn(&mut BgpIndex, &K) -> Option<String>,
+    delete: impl Fn(&mut BgpIndex, &str),
+    kind: &str,
+    key: impl Fn(&K) -> Option<String>,
+) {
+    match ev {
+        Ok(Event::Init) => relist.start(),
+        Ok(Event::InitApply(o)) | Ok(Event::Apply(o)) => {
+            if let Some(k) = upsert(bgp, &o) {
+                relist.saw(k);
+            }
+        }
+        Ok(Event::Delete(o)) => {
+            if let Some(k) = key(&o) {
+                delete(bgp, &k);
+            }
+        }
+        Ok(Event::InitDone) => {
+            let seen = relist.done();
+            bgp.resynced(kind, &seen);
+            *synced = true;
+        }
+        Err(e) => {
+            tracing::warn!(kind = what, error = %e, "watch error; retrying (are the BGP CRDs installed and the RBAC granted?)")
+        }
+    }
 }
 
 fn export_pool_metrics(core: &Core, metrics: &Metrics) {

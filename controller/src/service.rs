@@ -52,8 +52,8 @@ pub struct ServiceView {
     pub ip_family_policy: Option<Box<str>>,
     /// IPs published in `status.loadBalancer.ingress` (unparsable entries are kept as text).
     pub ingress: Box<[Box<str>]>,
-    /// Whether every ingress entry says `ipMode: VIP`.
-    pub ingress_vip: bool,
+    /// The `ipMode` every ingress entry says (`None`: they differ, or one has none).
+    pub ingress_mode: Option<Box<str>>,
     /// Our condition, if the Service carries it. Boxed: Services that are not ours have none.
     pub condition: Option<Box<ObservedCondition>>,
     /// Our `ferrolb.io/ForwarderReady` condition (forwarder mode), if the Service carries it.
@@ -98,9 +98,13 @@ impl ServiceView {
             .filter_map(|i| i.ip.as_deref())
             .map(Box::from)
             .collect();
-        let ingress_vip = ingress_list
+        let first_mode = ingress_list.first().and_then(|i| i.ip_mode.as_deref());
+        let ingress_mode = ingress_list
             .iter()
-            .all(|i| i.ip_mode.as_deref() == Some("VIP"));
+            .all(|i| i.ip_mode.as_deref() == first_mode)
+            .then_some(first_mode)
+            .flatten()
+            .map(Box::from);
         let observed = |type_: &str| {
             status
                 .and_then(|s| s.conditions.as_ref())
@@ -185,7 +189,7 @@ impl ServiceView {
                 .collect(),
             ip_family_policy: text(spec.and_then(|s| s.ip_family_policy.as_ref())),
             ingress,
-            ingress_vip,
+            ingress_mode,
             condition,
             forwarder,
             node_ports,
@@ -506,7 +510,7 @@ mod tests {
             v.current_ips(),
             vec!["198.51.100.7".parse::<IpAddr>().expect("ip")]
         );
-        assert!(v.ingress_vip);
+        assert_eq!(v.ingress_mode.as_deref(), Some("VIP"));
         let c = v.condition.as_deref().expect("condition");
         assert_eq!((&*c.status, &*c.reason), ("True", "Allocated"));
         assert_eq!(&*c.message, "198.51.100.7 from pool blue");

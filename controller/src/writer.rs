@@ -42,6 +42,8 @@ pub enum Failed {
     PoolStatus,
     /// An L2Advertisement's status.
     L2Status,
+    /// A BGPPeer's or BGPAdvertisement's status.
+    BgpStatus,
 }
 
 impl Failed {
@@ -59,6 +61,9 @@ impl Failed {
             }),
             Action::PoolStatus { .. } => Some(Failed::PoolStatus),
             Action::L2Status { .. } => Some(Failed::L2Status),
+            Action::BgpPeerStatus { .. } | Action::BgpAdvertisementStatus { .. } => {
+                Some(Failed::BgpStatus)
+            }
             Action::Event { .. } => None,
         }
     }
@@ -82,10 +87,10 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-fn ingress_json(ips: &[IpAddr]) -> serde_json::Value {
+fn ingress_json(ips: &[IpAddr], ip_mode: &str) -> serde_json::Value {
     json!(
         ips.iter()
-            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": ip_mode}))
             .collect::<Vec<_>>()
     )
 }
@@ -175,11 +180,12 @@ impl Writer {
                 ingress,
                 condition,
                 forwarder,
+                ip_mode,
             } => {
                 let api: Api<Service> = Api::namespaced(self.client.clone(), &namespace);
                 let mut status = json!({});
                 if !ingress.is_empty() {
-                    status["loadBalancer"] = json!({"ingress": ingress_json(&ingress)});
+                    status["loadBalancer"] = json!({"ingress": ingress_json(&ingress, ip_mode)});
                 }
                 let conditions: Vec<_> = condition.into_iter().chain(forwarder).collect();
                 if !conditions.is_empty() {
@@ -210,6 +216,14 @@ impl Writer {
             }
             Action::L2Status { name, status } => {
                 self.apply_status::<L2Advertisement>(&name, json!(status), &pp)
+                    .await
+            }
+            Action::BgpPeerStatus { name, status } => {
+                self.apply_status::<ferrolb_crds::bgp::BGPPeer>(&name, json!(status), &pp)
+                    .await
+            }
+            Action::BgpAdvertisementStatus { name, status } => {
+                self.apply_status::<ferrolb_crds::bgp::BGPAdvertisement>(&name, json!(status), &pp)
                     .await
             }
             Action::Event {
@@ -295,6 +309,8 @@ fn kind_of(a: &Action) -> &'static str {
         Action::ServiceAnnotation { .. } => "service_annotation",
         Action::PoolStatus { .. } => "pool_status",
         Action::L2Status { .. } => "l2advertisement_status",
+        Action::BgpPeerStatus { .. } => "bgppeer_status",
+        Action::BgpAdvertisementStatus { .. } => "bgpadvertisement_status",
         Action::Event { .. } => "event",
     }
 }

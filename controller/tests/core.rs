@@ -109,6 +109,7 @@ fn echo(services: &mut [Service], actions: &[Action]) {
                 ingress,
                 condition,
                 forwarder,
+                ip_mode,
                 ..
             } => {
                 let s = services
@@ -122,7 +123,7 @@ fn echo(services: &mut [Service], actions: &[Action]) {
                                 .iter()
                                 .map(|ip| LoadBalancerIngress {
                                     ip: Some(ip.to_string()),
-                                    ip_mode: Some("VIP".into()),
+                                    ip_mode: Some(ip_mode.to_string()),
                                     ..Default::default()
                                 })
                                 .collect(),

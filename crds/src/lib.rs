@@ -119,12 +119,38 @@ pub struct NodeAddresses {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "validation::cidrs_schema")]
     pub cidrs: Vec<String>,
+    /// Who forwards the Services' ports on the published addresses: `KubeProxy` (default; its
+    /// rules, `ipMode: VIP`) or `Speaker` (a userspace proxy in the speaker, `ipMode: Proxy`:
+    /// for kube-proxy in IPVS mode, and for ExternalIPs that a 1:1 NAT delivers to the node's
+    /// InternalIP; the client's address is not kept).
+    #[serde(default)]
+    pub forwarding: NodeForwarding,
     /// Honour K3s servicelb's node labels: when any node carries
     /// `svccontroller.k3s.cattle.io/enablelb`, only nodes with `enablelb=true` are published,
     /// and a Service labelled `svccontroller.k3s.cattle.io/lbpool=<pool>` only on nodes with
     /// that `lbpool` label. For moving from K3s; selectors are the ferrolb way.
     #[serde(default, rename = "k3sServiceLBLabels")]
     pub k3s_servicelb_labels: bool,
+}
+
+/// Who forwards a node pool's Services on the published node addresses.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NodeForwarding {
+    /// kube-proxy's rules (ingress `ipMode: VIP`).
+    #[default]
+    KubeProxy,
+    /// The speaker's userspace TCP/UDP proxy (ingress `ipMode: Proxy`).
+    Speaker,
+}
+
+impl NodeForwarding {
+    /// The `ipMode` of the ingress entries.
+    pub fn ip_mode(self) -> &'static str {
+        match self {
+            NodeForwarding::KubeProxy => "VIP",
+            NodeForwarding::Speaker => "Proxy",
+        }
+    }
 }
 
 /// Which address of a node a forwarder-mode pool publishes.

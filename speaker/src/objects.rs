@@ -147,6 +147,11 @@ pub struct ServiceInfo {
     /// `(protocol, port)` of every Service port (`TCP`, `UDP`, `SCTP`), for forwarder mode's
     /// port checks.
     pub ports: Vec<(String, u16)>,
+    /// `(protocol, port, nodePort)` of the ports with a nodePort (the speaker's proxy forwards
+    /// `externalTrafficPolicy: Local` Services to the nodePort on its own node).
+    pub node_ports: Vec<(String, u16, u16)>,
+    /// `spec.clusterIPs` (the speaker's proxy forwards Cluster Services there).
+    pub cluster_ips: Vec<IpAddr>,
 }
 
 impl ServiceInfo {
@@ -215,6 +220,25 @@ impl ServiceInfo {
                     let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
                     Some((proto, u16::try_from(p.port).ok()?))
                 })
+                .collect(),
+            node_ports: spec
+                .and_then(|s| s.ports.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                    Some((
+                        proto,
+                        u16::try_from(p.port).ok()?,
+                        u16::try_from(p.node_port?).ok()?,
+                    ))
+                })
+                .collect(),
+            cluster_ips: spec
+                .and_then(|s| s.cluster_ips.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.parse().ok())
                 .collect(),
         })
     }
@@ -295,6 +319,8 @@ pub struct PoolInfo {
     /// addresses, never announced with ARP/NDP. `Some(selector)`, where `None` inside selects
     /// every node.
     pub node_selector: Option<Option<LabelSelector>>,
+    /// A node pool whose Services the speakers forward themselves (`forwarding: Speaker`).
+    pub speaker_forwards: bool,
 }
 
 impl PoolInfo {
@@ -318,6 +344,11 @@ impl PoolInfo {
                 .node_addresses
                 .as_ref()
                 .map(|n| n.node_selector.clone()),
+            speaker_forwards: pool
+                .spec
+                .node_addresses
+                .as_ref()
+                .is_some_and(|n| n.forwarding == ferrolb_crds::NodeForwarding::Speaker),
         })
     }
 

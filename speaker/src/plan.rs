@@ -317,6 +317,26 @@ pub struct Plan {
     /// Forwarder mode: `(protocol, port)` of every Service of a node pool that selects this
     /// node, whose ports this node's speaker checks (see `crate::forwarder`).
     pub forwarded_ports: BTreeSet<(String, u16)>,
+    /// Forwarder mode with `forwarding: Speaker`: the Services published on this node's
+    /// addresses, which this node's speaker forwards.
+    pub proxied: Vec<Proxied>,
+}
+
+/// A Service this node's speaker forwards (forwarder mode, `forwarding: Speaker`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxied {
+    /// `namespace/name`.
+    pub key: SvcKey,
+    /// This node's addresses among the Service's published ones.
+    pub addrs: Vec<IpAddr>,
+    /// `(protocol, port)` of its ports.
+    pub ports: Vec<(String, u16)>,
+    /// `(protocol, port, nodePort)`.
+    pub node_ports: Vec<(String, u16, u16)>,
+    /// `spec.clusterIPs`.
+    pub cluster_ips: Vec<IpAddr>,
+    /// `externalTrafficPolicy: Local`.
+    pub etp_local: bool,
 }
 
 /// Selector evaluation that records errors instead of failing: a broken selector matches nothing.
@@ -537,7 +557,41 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
         stale,
         problems,
         forwarded_ports: forwarded_ports(snap, cfg),
+        proxied: proxied(snap, cfg),
     }
+}
+
+/// The Services of speaker-forwarded node pools published on this node's addresses.
+fn proxied(snap: &Snapshot, cfg: &PlanConfig) -> Vec<Proxied> {
+    let Some(me) = snap.nodes.get(&cfg.self_node) else {
+        return Vec::new();
+    };
+    let mine: BTreeSet<IpAddr> = me
+        .internal_ips
+        .iter()
+        .chain(&me.external_ips)
+        .copied()
+        .collect();
+    snap.services
+        .iter()
+        .filter(|(_, s)| s.is_ours(&cfg.lb_class, cfg.ignore_classless))
+        .filter(|(_, s)| {
+            s.pools
+                .iter()
+                .any(|p| snap.pools.get(p).is_some_and(|i| i.speaker_forwards))
+        })
+        .filter_map(|(key, s)| {
+            let addrs: Vec<IpAddr> = s.ips.iter().copied().filter(|a| mine.contains(a)).collect();
+            (!addrs.is_empty()).then(|| Proxied {
+                key: key.clone(),
+                addrs,
+                ports: s.ports.clone(),
+                node_ports: s.node_ports.clone(),
+                cluster_ips: s.cluster_ips.clone(),
+                etp_local: s.etp_local,
+            })
+        })
+        .collect()
 }
 
 /// The ports of the node pools' Services that this node may be published for: the Service is
@@ -626,6 +680,7 @@ mod tests {
                 ],
                 bad: vec![],
                 node_selector: None,
+                speaker_forwards: false,
             },
         );
         s.l2advs.insert(

@@ -26,9 +26,10 @@
 //!   LoadBalancer's ingress — is not taken again: the node is left out of the younger Service.
 //!   A port equal to another Service's nodePort shadows that NodePort on these addresses: a
 //!   warning, or a conflict with `block_node_port_shadowing`.
-//! - **IPVS.** kube-proxy in IPVS mode binds every ingress address to `kube-ipvs0` on every
-//!   node, so node addresses would be claimed by every node: if any speaker reports IPVS,
-//!   nothing is published at all.
+//! - **IPVS.** kube-proxy in IPVS mode binds every `ipMode: VIP` ingress address to
+//!   `kube-ipvs0` on every node, so node addresses would be claimed by every node: if any
+//!   speaker reports IPVS, nothing of a kube-proxy-forwarded pool is published at all. Pools
+//!   forwarded by the speaker (`ipMode: Proxy`, which kube-proxy leaves alone) are unaffected.
 //!
 //! A conflicted node is left out of that Service only; the Service keeps its other nodes.
 
@@ -59,6 +60,8 @@ pub struct NodePool {
     pub cidrs: Vec<IpRange>,
     /// `nodeAddresses.k3sServiceLBLabels`.
     pub k3s_labels: bool,
+    /// `nodeAddresses.forwarding`: kube-proxy (`ipMode: VIP`) or the speaker (`Proxy`).
+    pub forwarding: ferrolb_crds::NodeForwarding,
 }
 
 /// A Service published by a node pool.
@@ -275,6 +278,8 @@ impl Reason {
 pub struct Outcome {
     /// Addresses to publish, in family order, sorted, without duplicates.
     pub ingress: Vec<IpAddr>,
+    /// Their `ipMode`: `VIP` (kube-proxy forwards) or `Proxy` (the speaker does).
+    pub ip_mode: &'static str,
     /// Nodes published.
     pub published: Vec<String>,
     /// Selected nodes not published, and why.
@@ -406,7 +411,11 @@ pub fn decide(inp: Inputs<'_>) -> BTreeMap<SvcKey, Outcome> {
             })
             .unwrap_or_default();
 
-        if !ipvs.is_empty() {
+        let kube_proxy_forwards = inp
+            .pools
+            .get(&svc.pool)
+            .is_none_or(|p| p.forwarding == ferrolb_crds::NodeForwarding::KubeProxy);
+        if !ipvs.is_empty() && kube_proxy_forwards {
             let message = format!(
                 "kube-proxy runs in IPVS mode (kube-ipvs0 on {}): it would bind every published node address on every node; forwarder mode needs kube-proxy in iptables or nftables mode, or an address pool",
                 ipvs.join(", ")
@@ -415,6 +424,7 @@ pub fn decide(inp: Inputs<'_>) -> BTreeMap<SvcKey, Outcome> {
                 svc.key.clone(),
                 Outcome {
                     ingress: Vec::new(),
+                    ip_mode: "VIP",
                     published: Vec::new(),
                     left_out: Vec::new(),
                     missing_families: Vec::new(),
@@ -430,6 +440,7 @@ pub fn decide(inp: Inputs<'_>) -> BTreeMap<SvcKey, Outcome> {
                 svc.key.clone(),
                 Outcome {
                     ingress: Vec::new(),
+                    ip_mode: "VIP",
                     published: Vec::new(),
                     left_out: Vec::new(),
                     missing_families: Vec::new(),
@@ -588,6 +599,7 @@ pub fn decide(inp: Inputs<'_>) -> BTreeMap<SvcKey, Outcome> {
         };
         let mut o = Outcome {
             ingress,
+            ip_mode: pool.forwarding.ip_mode(),
             published,
             left_out,
             missing_families,
@@ -607,8 +619,12 @@ fn message(o: &Outcome, pool: &NodePool) -> String {
     if o.published.is_empty() {
         parts.push(format!("published on no node of pool {}", pool.name));
     } else {
+        let by = match pool.forwarding {
+            ferrolb_crds::NodeForwarding::KubeProxy => "",
+            ferrolb_crds::NodeForwarding::Speaker => ", forwarded by the speakers",
+        };
         parts.push(format!(
-            "published on {} ({})",
+            "published on {} ({}{by})",
             o.published.join(", "),
             pool.address_type.as_str()
         ));

@@ -26,6 +26,7 @@ fn pool(name: &str) -> NodePool {
         address_type: NodeAddressType::InternalIP,
         cidrs: Vec::new(),
         k3s_labels: false,
+        forwarding: ferrolb_crds::NodeForwarding::KubeProxy,
     }
 }
 
@@ -356,6 +357,12 @@ fn ipvs_anywhere_refuses_everything() {
     assert_eq!(o.reason, Reason::UnsupportedProxyMode);
     assert!(o.ingress.is_empty());
     assert!(o.message.contains("kube-ipvs0 on node-3"), "{}", o.message);
+    // A pool the speakers forward (ipMode: Proxy) is left alone by IPVS.
+    w.pools.get_mut("edge").expect("p").forwarding = ferrolb_crds::NodeForwarding::Speaker;
+    let o = one(&w, svc("shop/web", 1, 80));
+    assert_eq!(o.reason, Reason::AllNodes);
+    assert_eq!(o.ip_mode, "Proxy");
+    assert!(o.message.contains("forwarded by the speakers"), "{}", o.message);
 }
 
 #[test]

@@ -4,13 +4,16 @@
 //! forwards them. The speaker forwards nothing itself.
 //!
 //! Pure parts: [`sockets`] (reading `/proc/net`), [`check`] (which wanted ports are
-//! unavailable and why). The shell, [`run`], keeps the inputs (the shared plan's
+//! unavailable and why), [`proxy::listeners`]. Pools with `forwarding: Speaker` are forwarded
+//! by this speaker's userspace [`proxy`] instead of kube-proxy. The shell, [`run`], keeps the
+//! inputs (the shared plan's
 //! `forwarded_ports`, this node's addresses, hostPort pods on this node from a watch, the
 //! interface table for `kube-ipvs0`), re-reads the sockets every [`PERIOD`] while any port is
 //! wanted, and writes the report by server-side apply only when it changes. A node whose pools
 //! have no Services writes nothing at all.
 
 pub mod check;
+pub mod proxy;
 pub mod sockets;
 
 use std::collections::BTreeSet;
@@ -158,6 +161,7 @@ pub async fn run(
     let mut host_ports: std::collections::BTreeMap<String, Vec<HostPort>> = Default::default();
     let api: Api<ForwarderNode> = Api::all(client);
     let mut written: Option<ForwarderNodeStatus> = None;
+    let mut proxies = proxy::Proxies::default();
     let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,6 +187,9 @@ pub async fn run(
         let Some(published) = plans.borrow().clone() else {
             continue;
         };
+        proxies
+            .reconcile(&proxy::listeners(&published.plan.proxied))
+            .await;
         let wanted = wanted(&published.plan.forwarded_ports);
         if wanted.is_empty() && written.is_none() {
             // No node pool wants this node: no report at all.
@@ -213,7 +220,10 @@ pub async fn run(
             continue;
         }
         // The object is applied once; afterwards only its status changes.
-        let uid = written.is_none().then_some(published.node_uid.as_deref()).flatten();
+        let uid = written
+            .is_none()
+            .then_some(published.node_uid.as_deref())
+            .flatten();
         let result = if written.is_none() {
             write(&api, &cfg.node, uid, &status).await
         } else {
