@@ -61,6 +61,8 @@ pub enum Action {
         condition: Option<Condition>,
         /// `ferrolb.io/ForwarderReady` (forwarder mode only).
         forwarder: Option<Condition>,
+        /// The ingress entries' `ipMode`.
+        ip_mode: &'static str,
     },
     /// Server-side apply of the `ip-allocated-from-pool` annotation (`None` removes it).
     ServiceAnnotation {
@@ -101,6 +103,8 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Desired {
     ingress: Vec<String>,
+    /// The ingress entries' `ipMode`: `VIP`, or `Proxy` for a pool the speakers forward.
+    ip_mode: &'static str,
     /// (status, reason, message) of our condition; `None` removes it.
     condition: Option<(String, String, String)>,
     /// The same for `ferrolb.io/ForwarderReady`.
@@ -907,6 +911,7 @@ impl Core {
             if view.has_our_marks() {
                 let desired = Desired {
                     ingress: Vec::new(),
+                    ip_mode: "VIP",
                     condition: None,
                     forwarder: None,
                     pools: None,
@@ -1062,6 +1067,7 @@ impl Core {
             let ips: Vec<String> = req.requested.iter().map(|i| i.to_string()).collect();
             return Some(Desired {
                 ingress: Vec::new(),
+                ip_mode: "VIP",
                 condition: Some((
                     "False".into(),
                     "RequestedIPsNotForNodePools".into(),
@@ -1077,6 +1083,7 @@ impl Core {
         let o = self.fwd.outcomes.get(key)?;
         Some(Desired {
             ingress: o.ingress.iter().map(|i| i.to_string()).collect(),
+            ip_mode: o.ip_mode,
             condition: Some((
                 "True".into(),
                 "NodeAddresses".into(),
@@ -1141,6 +1148,7 @@ impl Core {
         };
         Desired {
             ingress: ips,
+            ip_mode: "VIP",
             condition,
             forwarder: None,
             pools: if pools.is_empty() {
@@ -1161,13 +1169,17 @@ impl Core {
         actions: &mut Vec<Action>,
     ) -> bool {
         let key = view.key().clone();
+        // Entries without one `ipMode` never equal what we want, so they are rewritten; with no
+        // entries the mode means nothing.
+        let shown_mode = match view.ingress_mode.as_deref() {
+            _ if view.ingress.is_empty() => desired.ip_mode,
+            Some("VIP") => "VIP",
+            Some("Proxy") => "Proxy",
+            _ => "<mixed or no ipMode>",
+        };
         let observed = Desired {
-            // Entries without `ipMode: VIP` never equal what we want, so they are rewritten.
-            ingress: if view.ingress_vip {
-                view.ingress.iter().map(|s| s.to_string()).collect()
-            } else {
-                vec!["<no ipMode>".into()]
-            },
+            ingress: view.ingress.iter().map(|s| s.to_string()).collect(),
+            ip_mode: shown_mode,
             condition: view.condition.as_ref().map(|c| {
                 (
                     c.status.to_string(),
@@ -1196,6 +1208,7 @@ impl Core {
         }
         let mut wrote = false;
         if observed.ingress != desired.ingress
+            || observed.ip_mode != desired.ip_mode
             || observed.condition != desired.condition
             || observed.forwarder != desired.forwarder
         {
@@ -1234,6 +1247,7 @@ impl Core {
                     .collect(),
                 condition,
                 forwarder,
+                ip_mode: desired.ip_mode,
             });
             wrote = true;
         }
