@@ -60,6 +60,11 @@ pub struct Args {
         default_value = "warn"
     )]
     pub node_port_shadowing: Shadowing,
+
+    /// BGP mode: report on BGPPeers and BGPAdvertisements (watches them, Communities,
+    /// BFDProfiles, BGPSessionStates and the names of the Secrets in the speakers' namespace).
+    #[arg(long = "bgp", env = "FERROLB_BGP")]
+    pub bgp: bool,
 }
 
 /// What forwarder mode does when a port shadows another Service's NodePort.

@@ -162,42 +162,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // BGP mode's objects, for the conditions `crate::bgp` reports on BGPPeers and
     // BGPAdvertisements; Secrets only by name, in the namespace the speakers read them in.
     let bgp_secret_ns = args.speaker_namespace();
-    let mut bgp_peers = watcher(
-        Api::<BGPPeer>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
-    let mut bgp_advs = watcher(
-        Api::<BGPAdvertisement>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
-    let mut bgp_comms = watcher(
-        Api::<Community>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
-    let mut bgp_bfd = watcher(
-        Api::<BFDProfile>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
-    let mut bgp_secrets = watcher(
+    // Without --bgp the streams never yield: no request is made (and none refused by RBAC).
+    fn bgp_watch<K>(
+        on: bool,
+        api: Api<K>,
+    ) -> futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K::DynamicType: Default,
+    {
+        if on {
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed()
+        } else {
+            futures::stream::pending().boxed()
+        }
+    }
+    let mut bgp_peers = bgp_watch(args.bgp, Api::<BGPPeer>::all(client.clone()));
+    let mut bgp_advs = bgp_watch(args.bgp, Api::<BGPAdvertisement>::all(client.clone()));
+    let mut bgp_comms = bgp_watch(args.bgp, Api::<Community>::all(client.clone()));
+    let mut bgp_bfd = bgp_watch(args.bgp, Api::<BFDProfile>::all(client.clone()));
+    let mut bgp_secrets = bgp_watch(
+        args.bgp,
         Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &bgp_secret_ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
-    let mut bgp_states = watcher(
-        Api::<BGPSessionState>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
+    );
+    let mut bgp_states = bgp_watch(args.bgp, Api::<BGPSessionState>::all(client.clone()));
     let mut bgp = BgpIndex::new(bgp_secret_ns.clone());
     let mut bgp_relists: [Relist; 6] = Default::default();
     let mut bgp_synced = [false; 6];
