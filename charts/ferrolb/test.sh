@@ -236,6 +236,36 @@ else
     bad "README RBAC table matches the rendered roles (< README, > rendered)" "$(cat "$tmp/rbac.diff")"
 fi
 
+# With bgp.enabled the roles gain exactly the rows of the README's BGP table.
+rbac_readme_bgp() {
+    awk -F'|' '
+        /^\| Component \(bgp.enabled\)/ { on = 1; next }
+        on && /^\| (controller|speaker) \(bgp\) \|/ {
+            for (i = 2; i <= 6; i++) { gsub(/^ +| +$/, "", $i) }
+            sub(/ \(bgp\)$/, "", $2)
+            k = $3; sub(/ .*/, "", k); v = $6; gsub(/ /, "", v)
+            print $2 "|" k "|" $4 "|" $5 "|" v
+            next
+        }
+        on && !/^\|/ { on = 0 }
+    ' "$chart/README.md"
+}
+if render bgp --set bgp.enabled=true; then
+    { rbac_readme; rbac_readme_bgp; } | sort >"$tmp/rbac-bgp.readme"
+    rbac_rendered "$tmp/bgp.yaml" >"$tmp/rbac-bgp.rendered"
+    if diff "$tmp/rbac-bgp.readme" "$tmp/rbac-bgp.rendered" >"$tmp/rbac-bgp.diff" && [[ -n "$(rbac_readme_bgp)" ]]; then
+        ok "README RBAC tables match the rendered roles with bgp.enabled ($(wc -l <"$tmp/rbac-bgp.readme") rules)"
+    else
+        bad "README RBAC tables match the rendered roles with bgp.enabled (< README, > rendered)" "$(cat "$tmp/rbac-bgp.diff")"
+    fi
+    check "with bgp.enabled both components get --bgp" \
+        bash -c '[[ $(grep -c "^            - --bgp$" "$1") == 2 ]]' _ "$tmp/bgp.yaml"
+    check "without bgp.enabled no component gets --bgp" \
+        bash -c '! grep -q "^            - --bgp" "$1"' _ "$tmp/def.yaml"
+else
+    bad "helm template --set bgp.enabled=true" "$(cat "$tmp/bgp.err")"
+fi
+
 # --- ServiceMonitor only when the API is served ---------------------------------------------
 if render sm --api-versions monitoring.coreos.com/v1/ServiceMonitor; then
     check "two ServiceMonitors with --api-versions monitoring.coreos.com/v1/ServiceMonitor" \
