@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use ferrolb_e2e::{HostProcess, apply, binary, install_crds, start_host_controller, stdout_of};
+use ferrolb_e2e::{HostProcess, apply, binary, install_crds, stdout_of};
 use ferrolb_lab::{BirdConfig, BirdPeer, Lab, LabOptions, LabProcess, Router, Signal};
 use serde_json::json;
 
@@ -79,7 +79,7 @@ impl BgpLab {
                 "crd/bgpsessionstates.ferrolb.io",
             ])?,
         )?;
-        let controller = start_host_controller(&lab)?;
+        let controller = start_controller(&lab)?;
         let mut backends = Vec::new();
         for n in lab.nodes() {
             let http = format!("{}:8080", n.ipv4);
@@ -529,6 +529,27 @@ impl BgpLab {
         );
         Ok(())
     }
+}
+
+/// `ferrolb-controller --bgp` on the host (admin kubeconfig, no leader election), logging to
+/// the lab's `controller` log.
+pub fn start_controller(lab: &Lab) -> anyhow::Result<HostProcess> {
+    let log = std::fs::File::create(lab.log_path("controller"))?;
+    let child = std::process::Command::new(binary("ferrolb-controller"))
+        .args([
+            "--kubeconfig",
+            &lab.kubeconfig().display().to_string(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--bgp",
+            "--speaker-namespace",
+            NS,
+        ])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start the controller")?;
+    Ok(HostProcess(child))
 }
 
 /// A BGPPeer to the router on `address` (IPv4 or IPv6).

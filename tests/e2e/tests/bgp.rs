@@ -471,6 +471,89 @@ async fn peer_deleted(env: &mut BgpLab) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The controller's conditions: Ready peers count their Established sessions; references that
+/// do not resolve and unsupported fields say so.
+async fn controller_conditions(env: &mut BgpLab) -> anyhow::Result<()> {
+    let ready =
+        |env: &BgpLab, kind: &str, name: &str| -> anyhow::Result<(String, String, String)> {
+            let out = env.kubectl(&["get", kind, name, "-o", "json"])?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            let c = v["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
+                .unwrap_or_default();
+            Ok((
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                format!("{} | sessions: {}", c["message"], v["status"]["sessions"]),
+            ))
+        };
+    let poll = |what: &'static str,
+                kind: &'static str,
+                name: &'static str,
+                want: &'static [&'static str]| {
+        let env = &*env;
+        async move {
+            let deadline = Instant::now() + CONVERGE;
+            loop {
+                let got = ready(env, kind, name)?;
+                let text = format!("{} {} {}", got.0, got.1, got.2);
+                if want.iter().all(|w| text.contains(w)) {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                ensure!(Instant::now() < deadline, "{what}: {text}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    poll(
+        "tor Ready with 3 sessions",
+        "bgppeer",
+        "tor",
+        &["True", "Valid", "3/3 established"],
+    )
+    .await?;
+    poll(
+        "bgp advertisement Ready",
+        "bgpadvertisement",
+        "bgp",
+        &["True", "announces bgp"],
+    )
+    .await?;
+    env.apply(&[
+        peer(
+            "typo",
+            ip("198.51.100.1"),
+            json!({"bfdProfile": "no-such-profile", "passwordSecret": {"name": "no-such-secret"},
+                "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "no-such-node"}}]}),
+        ),
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": {"name": "typo"},
+            "spec": {"ipAddressPools": ["no-such-pool"], "communities": ["no-such-alias"]}}),
+    ])
+    .await?;
+    poll(
+        "typo peer not Ready",
+        "bgppeer",
+        "typo",
+        &[
+            "False",
+            "UnknownBFDProfile",
+            "no-such-secret does not exist",
+        ],
+    )
+    .await?;
+    poll(
+        "typo advertisement not Ready",
+        "bgpadvertisement",
+        "typo",
+        &["False", "UnknownPools", "no-such-alias"],
+    )
+    .await?;
+    env.kubectl(&["delete", "bgppeer", "typo"])?;
+    env.kubectl(&["delete", "bgpadvertisement", "typo"])?;
+    Ok(())
+}
+
 /// Fields accepted but not implemented: the peer is not used and the state says why.
 async fn unsupported_field(env: &mut BgpLab) -> anyhow::Result<()> {
     env.apply(&[peer(
@@ -501,6 +584,9 @@ async fn bgp_in_the_lab() {
             Box::pin(ecmp_curl_ipv6(e))
         }),
         ("externalTrafficPolicy Local", |e| Box::pin(local_policy(e))),
+        ("controller conditions", |e| {
+            Box::pin(controller_conditions(e))
+        }),
         ("unsupported field", |e| Box::pin(unsupported_field(e))),
         ("MD5 right and wrong", |e| Box::pin(md5(e))),
         ("garbage and NOTIFICATION", |e| {
