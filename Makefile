@@ -50,3 +50,8 @@ bench-controller: tools ## Allocator and controller figures for 1k/10k/50k Servi
 bench-failover: tools build ## Failover time against an oracle, ARP latency against the kernel
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_failover
+
+.PHONY: bench-bgp
+bench-bgp: tools build ## BGP mode against BIRD: BFD and hold-timer failover, rolling restart, node leaving, SIGSTOP, busy cores
+	$(CARGO) build --release --workspace --bins
+	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_bgp
