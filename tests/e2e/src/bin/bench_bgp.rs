@@ -291,6 +291,8 @@ impl Bench {
         );
         self.env.bird_conf.bfd_graceful = true;
         self.env.reconfigure_bird()?;
+        // Let the reconfigured BFD requests settle before the first run.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         for run in 0..runs {
             self.all_hops(Duration::from_secs(90)).await?;
             let probes = self.udp_probe(6, 2000, 60)?;
@@ -318,7 +320,20 @@ impl Bench {
                     .collect();
                 if let (Some(lo), Some(hi)) = (inside.iter().min(), inside.iter().max()) {
                     let got: std::collections::BTreeSet<u64> = inside.iter().copied().collect();
-                    missing += (*lo..=*hi).filter(|s| !got.contains(s)).count() as u64;
+                    let gone: Vec<u64> = (*lo..=*hi).filter(|s| !got.contains(s)).collect();
+                    if let (Some(a), Some(z)) = (gone.first(), gone.last()) {
+                        // Sequence numbers are 2 ms apart: where in the run the loss was.
+                        let last = r
+                            .iter()
+                            .filter(|(_, s, _)| s < a)
+                            .map(|(_, _, w)| w.clone())
+                            .next_back();
+                        println!(
+                            "    lost seq {a}..{z} ({} datagrams), last reply before from {last:?}",
+                            gone.len()
+                        );
+                    }
+                    missing += gone.len() as u64;
                 } else {
                     missing += ((t1 - t0) / 2000) as u64;
                 }
