@@ -318,7 +318,7 @@ impl Task {
                         peer: self.spec.address,
                         source: self.spec.source,
                         password: self.spec.password.clone(),
-                        ttl: if self.spec.multihop { 255 } else { 1 },
+                        ttl: connect_ttl(&self.spec),
                         timeout: CONNECT_TIMEOUT,
                     };
                     self.connecting = Some(Box::pin(async move { socket::connect(&opts).await }));
@@ -465,6 +465,18 @@ impl Task {
     }
 }
 
+/// The TTL of our segments: 1 for a directly connected eBGP peer (RFC 4271's default, so a
+/// misrouted session cannot form), 255 with `ebgpMultiHop`, and 255 for iBGP, whose peers are
+/// often not on the link (route reflectors).
+pub fn connect_ttl(spec: &SessionSpec) -> u32 {
+    let internal = match spec.peer_as {
+        ferrolb_speaker_core::bgp::PeerAs::Exact(a) => a == spec.local_as,
+        ferrolb_speaker_core::bgp::PeerAs::Internal => true,
+        ferrolb_speaker_core::bgp::PeerAs::External => false,
+    };
+    if spec.multihop || internal { 255 } else { 1 }
+}
+
 /// The IPv6 link-local address of the interface holding `local`, for tests and logs.
 pub fn link_local_of(table: &IfaceTable, local: IpAddr) -> Option<Ipv6Addr> {
     table
@@ -495,6 +507,38 @@ mod tests {
             },
         );
         t
+    }
+
+    #[test]
+    fn ttl_is_one_only_for_direct_ebgp() {
+        let mut spec = SessionSpec {
+            peer: "tor".into(),
+            peer_uid: None,
+            address: "198.51.100.1:179".parse().expect("addr"),
+            source: None,
+            local_as: 64512,
+            peer_as: ferrolb_speaker_core::bgp::PeerAs::Exact(64513),
+            router_id: "198.51.100.11".parse().expect("ip"),
+            hold_time: 90,
+            keepalive: None,
+            backoff_max: Duration::from_secs(30),
+            password: None,
+            graceful_restart: None,
+            multihop: false,
+            families: vec![],
+            bfd: None,
+        };
+        assert_eq!(connect_ttl(&spec), 1);
+        spec.multihop = true;
+        assert_eq!(connect_ttl(&spec), 255);
+        spec.multihop = false;
+        spec.peer_as = ferrolb_speaker_core::bgp::PeerAs::Exact(64512);
+        assert_eq!(connect_ttl(&spec), 255, "iBGP");
+        spec.peer_as = ferrolb_speaker_core::bgp::PeerAs::External;
+        assert_eq!(connect_ttl(&spec), 1);
+        let c = core_config(&spec, true);
+        assert_eq!(c.hold_time, 90);
+        assert_eq!(c.graceful_restart, None);
     }
 
     #[test]
