@@ -233,6 +233,7 @@ mod tests {
             proto: Proto::Tcp,
             addr: ip("0.0.0.0"),
             port: 443,
+            inode: 101,
         };
         let st = run(
             &[want(Family::V4, 443), want(Family::V6, 443)],
@@ -255,6 +256,7 @@ mod tests {
             proto: Proto::Tcp,
             addr: ip("127.0.0.1"),
             port: 443,
+            inode: 1,
         };
         assert!(
             run(&[want(Family::V4, 443)], &[sock], &[])
@@ -265,6 +267,7 @@ mod tests {
             proto: Proto::Udp,
             addr: ip("0.0.0.0"),
             port: 443,
+            inode: 2,
         };
         assert!(
             run(&[want(Family::V4, 443)], &[udp], &[])

@@ -196,11 +196,15 @@ pub async fn run(
             continue;
         }
         let ipvs = ifaces.borrow().contains_key(IPVS_INTERFACE);
-        let sockets = if wanted.is_empty() {
+        let mut sockets = if wanted.is_empty() {
             Vec::new()
         } else {
             read_sockets()
         };
+        // This speaker's own sockets (the proxy's listeners, also ones just closing) are not in
+        // the way of the Services they forward.
+        let own = sockets::own_inodes();
+        sockets.retain(|s| !own.contains(&s.inode));
         let hp: Vec<HostPort> = host_ports.values().flatten().cloned().collect();
         let addrs: Vec<IpAddr> = published
             .node_ips

@@ -97,6 +97,8 @@ impl Proxies {
         for l in gone {
             if let Some(h) = self.running.remove(&l) {
                 h.abort();
+                // Wait for the task to be dropped, so its socket is closed when this returns.
+                let _ = h.await;
                 tracing::info!(bind = %l.bind, proto = l.proto.as_str(), "stopped forwarding");
             }
         }
@@ -122,8 +124,7 @@ impl Proxies {
         }
     }
 
-    /// `(protocol, address, port)` of the running listeners: their sockets are this speaker's
-    /// own, not a conflict.
+    /// `(protocol, address, port)` of the running listeners.
     pub fn own_sockets(&self) -> BTreeSet<(Proto, IpAddr, u16)> {
         self.running
             .keys()

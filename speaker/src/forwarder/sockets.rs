@@ -21,6 +21,8 @@ pub struct Socket {
     pub addr: IpAddr,
     /// The local port.
     pub port: u16,
+    /// The socket's inode: a socket of this very process is found by it in `/proc/self/fd`.
+    pub inode: u64,
 }
 
 impl Socket {
@@ -59,12 +61,32 @@ pub fn parse(text: &str, proto: Proto) -> Vec<Socket> {
             if state != wanted {
                 return None;
             }
+            // tx:rx queues, timer, retransmits, uid, timeout, then the inode.
+            let inode = fields.nth(5)?.parse().ok()?;
             let (addr, port) = local.split_once(':')?;
             Some(Socket {
                 proto,
                 addr: parse_addr(addr)?,
                 port: u16::from_str_radix(port, 16).ok()?,
+                inode,
             })
+        })
+        .collect()
+}
+
+/// The socket inodes this process holds (`socket:[<inode>]` links in `/proc/self/fd`).
+pub fn own_inodes() -> std::collections::BTreeSet<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
         })
         .collect()
 }
@@ -120,12 +142,14 @@ mod tests {
                 Socket {
                     proto: Proto::Tcp,
                     addr: ip("0.0.0.0"),
-                    port: 22
+                    port: 22,
+                    inode: 21361
                 },
                 Socket {
                     proto: Proto::Tcp,
                     addr: ip("198.51.100.11"),
-                    port: 443
+                    port: 443,
+                    inode: 21362
                 },
             ]
         );
@@ -135,12 +159,14 @@ mod tests {
                 Socket {
                     proto: Proto::Tcp,
                     addr: ip("::"),
-                    port: 80
+                    port: 80,
+                    inode: 1
                 },
                 Socket {
                     proto: Proto::Tcp,
                     addr: ip("2001:db8::11"),
-                    port: 8080
+                    port: 8080,
+                    inode: 2
                 },
             ]
         );
@@ -153,9 +179,22 @@ mod tests {
             [Socket {
                 proto: Proto::Udp,
                 addr: ip("0.0.0.0"),
-                port: 53
+                port: 53,
+                inode: 3
             }]
         );
+    }
+
+    #[test]
+    fn this_process_finds_its_own_socket_by_inode() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let mine = parse(&text, Proto::Tcp)
+            .into_iter()
+            .find(|s| s.port == port && s.addr == ip("127.0.0.1"))
+            .expect("our listener is listed");
+        assert!(own_inodes().contains(&mine.inode));
     }
 
     #[test]
@@ -164,16 +203,19 @@ mod tests {
             proto: Proto::Tcp,
             addr: ip("0.0.0.0"),
             port: 22,
+            inode: 106,
         };
         let any6 = Socket {
             proto: Proto::Tcp,
             addr: ip("::"),
             port: 22,
+            inode: 107,
         };
         let one = Socket {
             proto: Proto::Tcp,
             addr: ip("198.51.100.11"),
             port: 22,
+            inode: 108,
         };
         assert!(any4.takes(Family::V4, Some(ip("198.51.100.12"))));
         assert!(!any4.takes(Family::V6, Some(ip("2001:db8::11"))));
