@@ -4,12 +4,20 @@
 //! - `http`: a tiny HTTP/1.0 backend answering `hello from <name>` (the Service's endpoint).
 //! - `udp-echo`: echoes datagrams back with `<name>` appended (the benchmark's responder).
 //! - `udp-probe`: sends a datagram every `--interval-us` and prints one line per reply:
-//!   `<unix µs received> <seq> <responder name>`; the benchmark reads it.
+//!   `<unix µs received> <seq> <responder name>`; the benchmark reads it. The responder is the
+//!   `node=` field of a reply that has one (the lab's backend image: `pod=.. node=.. src=..`),
+//!   else its second word (`udp-echo`: `<seq> <name>`).
 //! - `tcp-probe`: connects every `--interval-ms` (with `--timeout-ms`) and prints
 //!   `attempts=<n> ok=<n> failed=<n> slow=<n>` plus one `fail <unix ms> <error>` line per
 //!   failure and one `slow <unix ms> <duration>` line per connect that needed a SYN
 //!   retransmission (took 900 ms or more). `reset` counts connects whose handshake completed
 //!   but whose connection was reset before the probe looked (ECONNRESET, not ECONNREFUSED).
+//! - `http-probe`: every `--interval-ms` a new TCP connection and an HTTP/1.0 `GET /`, each line
+//!   printed as it happens: `ok <unix ms> <ms taken> <first word of the body> <mac> <mac>` for
+//!   a `200` answer, `fail <unix ms> <mac> <mac> <what went wrong>` otherwise, so a harness can
+//!   stop it at any time and still read every attempt. The two MACs are the client's neighbour
+//!   entry for the target (`/proc/net/arp`, `-` if none) before and after the attempt: when they
+//!   differ, the IP moved to another node while the connection was open.
 //! - `garp-agent`: opens a packet socket on `--iface` and, for every `go` line on stdin, at once
 //!   sends a gratuitous ARP (reply form, then request form) for `--ip`: the benchmark's oracle.
 //!   Prints `ready` once the socket is open, and nothing after (nobody reads on).
@@ -63,6 +71,17 @@ enum Mode {
         #[arg(long, default_value_t = 10)]
         interval_ms: u64,
         #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        seconds: u64,
+    },
+    /// A TCP connection and an HTTP GET every interval; one output line per attempt.
+    HttpProbe {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
         #[arg(long)]
         seconds: u64,
@@ -160,7 +179,11 @@ fn udp_probe(target: SocketAddr, interval_us: u64, seconds: u64) -> std::io::Res
             let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).to_string();
             let mut parts = text.split_whitespace();
             let s = parts.next().unwrap_or("?");
-            let who = parts.next().unwrap_or("?");
+            let who = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("node="))
+                .or_else(|| parts.next())
+                .unwrap_or("?");
             let _ = writeln!(out, "{} {s} {who}", unix_us());
         }
         let _ = out.flush();
@@ -205,6 +228,70 @@ fn tcp_probe(target: SocketAddr, interval_ms: u64, timeout_ms: u64, seconds: u64
     println!("attempts={attempts} ok={ok} failed={failed} slow={slow} reset={reset}");
     for f in failures.iter().take(100) {
         println!("{f}");
+    }
+}
+
+/// One connection and `GET /`: the first word of a `200` answer's body, or what went wrong.
+fn http_get(target: SocketAddr, timeout: Duration) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("socket: {e}"))?;
+    write!(s, "GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    let mut answer = Vec::new();
+    // The backends close after answering (HTTP/1.0); `take` bounds a misbehaving one.
+    s.take(64 * 1024)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("receive: {e}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no complete answer ({} bytes)", answer.len()))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("answer {status:?}"));
+    }
+    Ok(body.split_whitespace().next().unwrap_or("-").to_string())
+}
+
+/// The hardware address in this namespace's IPv4 neighbour table for `ip`, or `-`.
+fn neighbour_mac(ip: std::net::IpAddr) -> String {
+    let table = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+    let ip = ip.to_string();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&ip.as_str()))
+        .and_then(|f| f.get(3).map(|m| (*m).to_string()))
+        .filter(|m| m != "00:00:00:00:00:00")
+        .unwrap_or_else(|| "-".into())
+}
+
+fn http_probe(target: SocketAddr, interval_ms: u64, timeout_ms: u64, seconds: u64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let timeout = Duration::from_millis(timeout_ms.max(1));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while Instant::now() < deadline {
+        let began = Instant::now();
+        let before = neighbour_mac(target.ip());
+        let result = http_get(target, timeout);
+        let after = neighbour_mac(target.ip());
+        let line = match result {
+            Ok(first) => format!(
+                "ok {} {} {first} {before} {after}",
+                unix_us() / 1000,
+                began.elapsed().as_millis()
+            ),
+            Err(e) => format!("fail {} {before} {after} {e}", unix_us() / 1000),
+        };
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        if let Some(rest) = Duration::from_millis(interval_ms).checked_sub(began.elapsed()) {
+            std::thread::sleep(rest);
+        }
     }
 }
 
@@ -278,6 +365,15 @@ fn main() {
             seconds,
         } => {
             tcp_probe(target, interval_ms, timeout_ms, seconds);
+            Ok(())
+        }
+        Mode::HttpProbe {
+            target,
+            interval_ms,
+            timeout_ms,
+            seconds,
+        } => {
+            http_probe(target, interval_ms, timeout_ms, seconds);
             Ok(())
         }
         Mode::GarpAgent { iface, ip, seconds } => garp_agent(&iface, ip, seconds),
