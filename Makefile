@@ -40,7 +40,7 @@ lab-down: ## Tear down the most recent lab
 clean-labs: ## Tear down every lab whose owner is gone
 	-$(LAB) gc
 
-demo: tools build ## The whole story on this machine: lab, chart, controller, speakers, a Service with an IP
+demo: tools build ## The whole story on this machine: real nodes, the chart's pods, a Service with an IP answering from a pod
 	@tests/demo.sh
 
 bench-controller: tools ## Allocator and controller figures for 1k/10k/50k Services
