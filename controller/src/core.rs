@@ -163,13 +163,15 @@ struct Forwarding {
     reports: BTreeMap<String, NodeReport>,
     /// Speaker pods: `namespace/name` → (node, Ready).
     pods: BTreeMap<String, (String, bool)>,
-    /// EndpointSlices: `namespace/name` → (Service, nodes with a ready endpoint).
-    slices: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// EndpointSlices with a ready endpoint: `namespace/name` → its Service and those nodes.
+    /// A slice without one is not kept: it adds no node, and a cluster's Services mostly have
+    /// slices, so keeping them all would cost every Service.
+    slices: BTreeMap<Box<str>, Slice>,
+    /// The node names `slices` hold, each kept once however many slices name it.
+    slice_nodes: BTreeSet<Arc<str>>,
     /// Every Service's nodePorts (not only ours): by Service, and by port.
     node_ports_of: BTreeMap<SvcKey, Box<[(Protocol, u16)]>>,
     node_ports: BTreeMap<(Protocol, u16), BTreeSet<SvcKey>>,
-    /// Services holding addresses: `externalIPs` and LoadBalancer ingress.
-    holders: BTreeMap<SvcKey, Holder>,
     /// The Services on a node pool, and which pool.
     members: BTreeMap<SvcKey, String>,
     /// The last decision, per member.
@@ -180,6 +182,44 @@ struct Forwarding {
     events: Vec<Action>,
     /// Node pools whose K3s servicelb labels are in effect (an event said so once).
     k3s_noted: BTreeSet<String>,
+}
+
+/// What forwarder mode keeps of an EndpointSlice with a ready endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slice {
+    /// `namespace/name` of its Service.
+    service: Box<str>,
+    /// Nodes with a ready endpoint, sorted, shared through `Forwarding::slice_nodes`.
+    nodes: Box<[Arc<str>]>,
+}
+
+impl Forwarding {
+    /// Drops a slice that left the index, and the node names no other slice holds.
+    fn forget_slice_nodes(&mut self, old: Slice) {
+        for n in old.nodes.iter() {
+            // Held by this slice and by `slice_nodes` alone.
+            if Arc::strong_count(n) == 2 {
+                self.slice_nodes.remove(n);
+            }
+        }
+    }
+}
+
+/// The addresses and ports `view` holds for forwarder mode (`externalIPs` and LoadBalancer
+/// ingress), if any. Derived from the index when needed rather than kept beside it: every
+/// Service with an IP would otherwise pay for a second copy.
+fn holder_of(view: &ServiceView) -> Option<Holder> {
+    let ips: Vec<IpAddr> = view
+        .external_ips
+        .iter()
+        .copied()
+        .chain(view.current_ips())
+        .collect();
+    (!ips.is_empty()).then(|| Holder {
+        key: view.key().clone(),
+        ips,
+        ports: view.ports.to_vec(),
+    })
 }
 
 /// Index into `Core::synced`.
@@ -242,8 +282,25 @@ impl Core {
     }
 
     /// A Service was added or changed.
-    pub fn upsert_service(&mut self, mut view: ServiceView) {
+    pub fn upsert_service(&mut self, view: ServiceView) {
+        // Forwarder mode decides again when the addresses a Service holds change; only while
+        // it has members, as before.
+        let held = if self.fwd.members.is_empty() {
+            None
+        } else {
+            Some(self.services.get(&view.key).and_then(|v| holder_of(v)))
+        };
+        let key = view.key.clone();
         self.index_for_forwarding(&view);
+        self.upsert_indexed(view);
+        if let Some(before) = held
+            && before != self.services.get(&key).and_then(|v| holder_of(v))
+        {
+            self.fwd.dirty = true;
+        }
+    }
+
+    fn upsert_indexed(&mut self, mut view: ServiceView) {
         // A Service that is not ours and carries nothing ferrolb wrote needs no place in the index
         // (most of a cluster's Services are ClusterIP): it is forgotten, releasing whatever it
         // held, and its next watch event brings it back should it become ours.
@@ -271,6 +328,9 @@ impl Core {
     pub fn delete_service(&mut self, key: &str) {
         self.unindex_for_forwarding(key);
         if let Some(view) = self.services.remove(key) {
+            if !self.fwd.members.is_empty() && holder_of(&view).is_some() {
+                self.fwd.dirty = true;
+            }
             self.dirty.insert(view.key);
         } else if self.alloc.assignment(&ServiceKey(key.into())).is_some() {
             self.dirty.insert(key.into());
@@ -334,8 +394,8 @@ impl Core {
         self.namespaces.remove(name);
     }
 
-    /// What every Service (ours or not) means to forwarder mode: its nodePorts, and the
-    /// addresses it holds (`externalIPs`, LoadBalancer ingress).
+    /// What every Service (ours or not) means to forwarder mode: its nodePorts. (The
+    /// addresses it holds are read from the index, see [`holder_of`].)
     fn index_for_forwarding(&mut self, view: &ServiceView) {
         let key = view.key().clone();
         let f = &mut self.fwd;
@@ -350,27 +410,8 @@ impl Core {
             }
             self.fwd.dirty |= !self.fwd.members.is_empty();
         }
-        let ips: Vec<IpAddr> = view
-            .external_ips
-            .iter()
-            .copied()
-            .chain(view.current_ips())
-            .collect();
-        let holder = (!ips.is_empty()).then(|| Holder {
-            key: key.clone(),
-            ips,
-            ports: view.ports.to_vec(),
-        });
-        let f = &mut self.fwd;
-        if f.holders.get(&key) != holder.as_ref() {
-            match holder {
-                Some(h) => f.holders.insert(key.clone(), h),
-                None => f.holders.remove(&key),
-            };
-            f.dirty |= !f.members.is_empty();
-        }
-        if f.members.contains_key(&key) {
-            f.dirty = true;
+        if self.fwd.members.contains_key(&key) {
+            self.fwd.dirty = true;
         }
     }
 
@@ -391,10 +432,6 @@ impl Core {
     fn unindex_for_forwarding(&mut self, key: &str) {
         let key: SvcKey = key.into();
         self.unindex_node_ports(&key);
-        let f = &mut self.fwd;
-        if f.holders.remove(&key).is_some() && !f.members.is_empty() {
-            f.dirty = true;
-        }
     }
 
     /// Whether any pool is a node pool (forwarder mode is in use).
@@ -451,18 +488,52 @@ impl Core {
 
     /// An EndpointSlice was added or changed: `(namespace/name, its Service, ready nodes)`.
     pub fn upsert_slice(&mut self, key: String, service: String, nodes: BTreeSet<String>) {
-        let entry = (service, nodes);
-        if self.fwd.slices.get(&key) != Some(&entry) {
-            let relevant = self.fwd.members.contains_key(entry.0.as_str());
-            self.fwd.slices.insert(key, entry);
-            self.fwd.dirty |= relevant;
+        let relevant = self.fwd.members.contains_key(service.as_str());
+        if nodes.is_empty() {
+            // No ready endpoint: the slice adds no node, so it is not kept.
+            if let Some(old) = self.fwd.slices.remove(key.as_str()) {
+                self.fwd.forget_slice_nodes(old);
+                self.fwd.dirty |= relevant;
+            }
+            return;
         }
+        let same = self.fwd.slices.get(key.as_str()).is_some_and(|old| {
+            *old.service == *service
+                && old
+                    .nodes
+                    .iter()
+                    .map(|n| &**n)
+                    .eq(nodes.iter().map(String::as_str))
+        });
+        if same {
+            return;
+        }
+        let nodes: Box<[Arc<str>]> = nodes
+            .into_iter()
+            .map(|n| match self.fwd.slice_nodes.get(n.as_str()) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared: Arc<str> = n.into();
+                    self.fwd.slice_nodes.insert(shared.clone());
+                    shared
+                }
+            })
+            .collect();
+        let entry = Slice {
+            service: service.into(),
+            nodes,
+        };
+        if let Some(old) = self.fwd.slices.insert(key.into(), entry) {
+            self.fwd.forget_slice_nodes(old);
+        }
+        self.fwd.dirty |= relevant;
     }
 
     /// An EndpointSlice is gone.
     pub fn delete_slice(&mut self, key: &str) {
-        if let Some((svc, _)) = self.fwd.slices.remove(key) {
-            self.fwd.dirty |= self.fwd.members.contains_key(svc.as_str());
+        if let Some(old) = self.fwd.slices.remove(key) {
+            self.fwd.dirty |= self.fwd.members.contains_key(&*old.service);
+            self.fwd.forget_slice_nodes(old);
         }
     }
 
@@ -506,7 +577,18 @@ impl Core {
                 self.fwd.dirty = true;
             }
             Kind::EndpointSlices => {
-                self.fwd.slices.retain(|k, _| seen.contains(k));
+                let gone: Vec<Box<str>> = self
+                    .fwd
+                    .slices
+                    .keys()
+                    .filter(|k| !seen.contains::<str>(k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    if let Some(old) = self.fwd.slices.remove(&k) {
+                        self.fwd.forget_slice_nodes(old);
+                    }
+                }
                 self.fwd.dirty = true;
             }
         }
@@ -749,12 +831,12 @@ impl Core {
             .map(|(node, _)| node.clone())
             .collect();
         let mut endpoints: BTreeMap<SvcKey, BTreeSet<String>> = BTreeMap::new();
-        for (svc, nodes) in self.fwd.slices.values() {
-            if let Some((k, _)) = self.fwd.members.get_key_value(svc.as_str()) {
+        for slice in self.fwd.slices.values() {
+            if let Some((k, _)) = self.fwd.members.get_key_value(&*slice.service) {
                 endpoints
                     .entry(k.clone())
                     .or_default()
-                    .extend(nodes.iter().cloned());
+                    .extend(slice.nodes.iter().map(|n| n.to_string()));
             }
         }
         let services: Vec<FwdService> = self
@@ -766,12 +848,12 @@ impl Core {
                 Some(fwd_service(v, pool))
             })
             .collect();
+        // In key order, as forwarder mode reads them (the first holder of an address keeps it).
         let holders: Vec<Holder> = self
-            .fwd
-            .holders
+            .services
             .values()
-            .filter(|h| !self.fwd.members.contains_key(&h.key))
-            .cloned()
+            .filter(|v| !self.fwd.members.contains_key(v.key()))
+            .filter_map(|v| holder_of(v))
             .collect();
         let outcomes = forwarder::decide(forwarder::Inputs {
             nodes: &self.fwd.nodes,
@@ -1422,4 +1504,242 @@ fn service_target(view: &ServiceView) -> Target {
 /// Whether the IPs we want are, as text, the ones the Service shows.
 fn same_texts(want: &[String], shown: &[Box<str>]) -> bool {
     want.len() == shown.len() && want.iter().zip(shown).all(|(a, b)| a.as_str() == &**b)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The forwarder-mode indexes: EndpointSlices kept compactly, and the addresses other
+    //! Services hold, read from the index. The core's behaviour at large is tested in
+    //! `tests/core.rs`.
+
+    use super::*;
+    use ferrolb_crds::IPAddressPool;
+    use k8s_openapi::api::core::v1::{Node, Service};
+    use serde_json::json;
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn pool(spec: serde_json::Value, name: &str) -> PoolView {
+        let p: IPAddressPool =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
+                .expect("pool");
+        PoolView::from_pool(&p).expect("named")
+    }
+
+    /// A LoadBalancer Service on port 80 in namespace `shop`, pinned to `pool`.
+    fn service(name: &str, created: i64, pool: &str, spec: serde_json::Value) -> ServiceView {
+        let mut s: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                         "annotations": {"ferrolb.io/address-pool": pool}},
+            "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv4"], "ports": [{"port": 80}]},
+        }))
+        .expect("service");
+        s.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).expect("time"),
+        ));
+        if let (Some(have), Ok(extra)) = (
+            s.spec.as_mut(),
+            serde_json::from_value::<k8s_openapi::api::core::v1::ServiceSpec>(spec),
+        ) {
+            have.external_ips = extra.external_ips.or(have.external_ips.take());
+            have.external_traffic_policy = extra.external_traffic_policy;
+        }
+        ServiceView::from_service(&s).expect("named")
+    }
+
+    /// Two ready nodes with ready speakers whose reports say port 80 is free, a node pool
+    /// `edge` and an address pool `blue`, synced and leading.
+    fn cluster() -> Core {
+        let mut c = Core::new(CoreConfig {
+            lb_class: "ferrolb.io/lb".into(),
+            ignore_classless: false,
+            block_node_port_shadowing: false,
+        });
+        c.upsert_pool(pool(json!({"nodeAddresses": {}}), "edge"));
+        c.upsert_pool(pool(json!({"addresses": ["203.0.113.0/28"]}), "blue"));
+        for k in 1..=2 {
+            let n: Node = serde_json::from_value(json!({
+                "metadata": {"name": format!("node-{k}")},
+                "status": {"addresses": [{"type": "InternalIP", "address": format!("198.51.100.1{k}")}],
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .expect("node");
+            c.upsert_node(NodeView::from_node(&n).expect("named"));
+            c.upsert_speaker_pod(
+                format!("ferrolb-system/speaker-{k}"),
+                format!("node-{k}"),
+                true,
+            );
+            let mut r = NodeReport::default();
+            r.checked.insert(forwarder::PortKey {
+                family: Family::V4,
+                protocol: Protocol::Tcp,
+                port: 80,
+            });
+            c.upsert_report(format!("node-{k}"), r);
+        }
+        c.resynced(Kind::Pools, &names(&["edge", "blue"]));
+        for kind in [
+            Kind::Services,
+            Kind::Namespaces,
+            Kind::L2Advertisements,
+            Kind::Nodes,
+            Kind::ForwarderNodes,
+            Kind::SpeakerPods,
+            Kind::EndpointSlices,
+        ] {
+            let seen = match kind {
+                Kind::Nodes | Kind::ForwarderNodes => names(&["node-1", "node-2"]),
+                Kind::SpeakerPods => {
+                    names(&["ferrolb-system/speaker-1", "ferrolb-system/speaker-2"])
+                }
+                _ => BTreeSet::new(),
+            };
+            c.resynced(kind, &seen);
+        }
+        c.set_leader(true);
+        c
+    }
+
+    /// The ingress the last status write of `name` in `actions` asks for.
+    fn ingress(actions: &[Action], name: &str) -> Option<Vec<String>> {
+        actions.iter().rev().find_map(|a| match a {
+            Action::ServiceStatus {
+                name: n, ingress, ..
+            } if n == name => Some(ingress.iter().map(|i| i.to_string()).collect()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn slices_without_ready_endpoints_are_not_kept_and_node_names_are_shared() {
+        let mut c = cluster();
+        c.upsert_slice(
+            "shop/web-a".into(),
+            "shop/web".into(),
+            names(&["node-1", "node-2"]),
+        );
+        c.upsert_slice("shop/web-b".into(), "shop/web".into(), names(&["node-1"]));
+        c.upsert_slice("shop/db-a".into(), "shop/db".into(), names(&[]));
+        let keys = |c: &Core| {
+            c.fwd
+                .slices
+                .keys()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+        };
+        let shared = |c: &Core| {
+            c.fwd
+                .slice_nodes
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&c), ["shop/web-a", "shop/web-b"]);
+        assert_eq!(shared(&c), ["node-1", "node-2"]);
+        assert!(
+            Arc::ptr_eq(
+                &c.fwd.slices["shop/web-a"].nodes[0],
+                &c.fwd.slices["shop/web-b"].nodes[0]
+            ),
+            "one copy of a node name for every slice naming it"
+        );
+        // web-a loses its ready endpoints: it leaves, and node-2 with it.
+        c.upsert_slice("shop/web-a".into(), "shop/web".into(), names(&[]));
+        assert_eq!(keys(&c), ["shop/web-b"]);
+        assert_eq!(shared(&c), ["node-1"]);
+        c.delete_slice("shop/web-b");
+        assert!(c.fwd.slices.is_empty() && c.fwd.slice_nodes.is_empty());
+        // A relist drops what it no longer has, names included.
+        c.upsert_slice("shop/web-c".into(), "shop/web".into(), names(&["node-2"]));
+        c.resynced(Kind::EndpointSlices, &BTreeSet::new());
+        assert!(c.fwd.slices.is_empty() && c.fwd.slice_nodes.is_empty());
+    }
+
+    #[test]
+    fn local_service_follows_its_ready_endpoints() {
+        let mut c = cluster();
+        let web = service("web", 1, "edge", json!({"externalTrafficPolicy": "Local"}));
+        c.upsert_service(web);
+        c.upsert_slice("shop/web-a".into(), "shop/web".into(), names(&["node-1"]));
+        let actions = c.reconcile(&now());
+        assert_eq!(
+            ingress(&actions, "web"),
+            Some(vec!["198.51.100.11".to_string()])
+        );
+        // The endpoint is no longer ready: the slice leaves the index, and with it the node.
+        c.upsert_slice("shop/web-a".into(), "shop/web".into(), names(&[]));
+        let actions = c.reconcile(&now());
+        assert_eq!(ingress(&actions, "web"), Some(vec![]));
+        c.upsert_slice("shop/web-a".into(), "shop/web".into(), names(&["node-2"]));
+        let actions = c.reconcile(&now());
+        assert_eq!(
+            ingress(&actions, "web"),
+            Some(vec!["198.51.100.12".to_string()])
+        );
+    }
+
+    #[test]
+    fn addresses_other_services_hold_are_read_from_the_index() {
+        let mut c = cluster();
+        // An address-pool Service that also holds node-1's address on port 80.
+        let holder = service(
+            "holder",
+            1,
+            "blue",
+            json!({"externalIPs": ["198.51.100.11"]}),
+        );
+        c.upsert_service(holder);
+        c.upsert_service(service("web", 2, "edge", json!({})));
+        let actions = c.reconcile(&now());
+        assert_eq!(
+            ingress(&actions, "web"),
+            Some(vec!["198.51.100.12".to_string()])
+        );
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Event { reason, note, .. }
+                if reason == "PortConflict" && note.contains("Service shop/holder holds it"))),
+            "{actions:?}"
+        );
+        // It gives the address up: forwarder mode decides again, and node-1 is published too.
+        c.upsert_service(service("holder", 1, "blue", json!({})));
+        let actions = c.reconcile(&now());
+        assert_eq!(
+            ingress(&actions, "web"),
+            Some(vec![
+                "198.51.100.11".to_string(),
+                "198.51.100.12".to_string()
+            ])
+        );
+        // And when it takes it again, node-1 leaves again.
+        c.upsert_service(service(
+            "holder",
+            1,
+            "blue",
+            json!({"externalIPs": ["198.51.100.11"]}),
+        ));
+        let actions = c.reconcile(&now());
+        assert_eq!(
+            ingress(&actions, "web"),
+            Some(vec!["198.51.100.12".to_string()])
+        );
+        // A deleted holder frees it.
+        c.delete_service("shop/holder");
+        let actions = c.reconcile(&now());
+        assert_eq!(
+            ingress(&actions, "web"),
+            Some(vec![
+                "198.51.100.11".to_string(),
+                "198.51.100.12".to_string()
+            ])
+        );
+    }
 }
