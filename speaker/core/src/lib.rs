@@ -2,7 +2,9 @@
 //!
 //! - [`wire`]: parse and emit Ethernet/ARP/NDP frames and decide replies.
 //! - [`election`]: which alive, eligible node announces each IP.
-//! - [`membership`]: liveness of the speakers from their UDP heartbeats.
+//! - [`membership`]: which speakers are alive and what each announces: SWIM probing with
+//!   Lifeguard, gossip and anti-entropy over UDP (version 2 heartbeats for older speakers), and a
+//!   deterministic simulator of it.
 //! - [`bgp`]: BGP-4 codec, session state machine and Adj-RIB-Out for BGP mode.
 //! - [`bfd`]: BFD control packets and sessions, BGP mode's sub-second failure detector.
 //!

@@ -1,6 +1,12 @@
-//! Membership state machine on a virtual clock: a base `Instant` plus millisecond offsets, no
-//! sleeping. A small simulator delivers encoded heartbeats between speakers through links that
-//! can be blocked or delayed, and ticks each speaker when its heartbeat is due, as the shell does.
+//! The legacy (version 2, all-to-all heartbeat) protocol of the membership state machine, on a
+//! virtual clock: a base `Instant` plus millisecond offsets, no sleeping. A small simulator
+//! delivers encoded heartbeats between speakers through links that can be blocked or delayed,
+//! and ticks each speaker when its heartbeat is due, as the shell does.
+//!
+//! These tests pin [`Protocol::Legacy`] (what `Config::new` selects and what speakers before
+//! SWIM ran): it is still what a SWIM speaker applies to peers that speak version 2 during a
+//! rolling upgrade, and what the shell runs until it feeds `on_datagram`. The SWIM protocol's
+//! tests with the same intents are in `membership_swim.rs`.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -8,11 +14,21 @@ use std::time::{Duration, Instant};
 
 use ferrolb_speaker_core::election;
 use ferrolb_speaker_core::membership::{
-    Action, Config, DownReason, Event, Heartbeat, MAX_CLAIMS, Membership, Message,
+    Action, Config, DownReason, Event, Heartbeat, MAX_CLAIMS, Membership, Message, Protocol,
 };
 
 const DEAD_AFTER: u64 = 200;
 const INTERVAL: u64 = 25;
+
+/// The legacy protocol with the timings these tests were written for (25 ms, 200 ms).
+fn legacy() -> Config {
+    let c = Config::new(
+        Duration::from_millis(INTERVAL),
+        Duration::from_millis(DEAD_AFTER),
+    );
+    assert_eq!(c.protocol, Protocol::Legacy);
+    c
+}
 
 fn name(i: usize) -> String {
     format!("node-{i}")
@@ -76,7 +92,7 @@ impl Sim {
     }
 
     fn fresh(&self, i: usize, incarnation: u64) -> Node {
-        let mut m = Membership::new(name(i), incarnation, Config::default(), self.at(self.now));
+        let mut m = Membership::new(name(i), incarnation, legacy(), self.at(self.now));
         let peers = (0..self.size).map(|j| (name(j), addr(j))).collect();
         let _ = m.set_peers(peers);
         Node {
@@ -238,7 +254,7 @@ fn late_heartbeats_within_dead_after_are_not_death() {
     // Precise boundary, no simulator: heartbeats 199 ms apart never kill the peer.
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let mut m = Membership::new("node-0", 1, Config::default(), at(0));
+    let mut m = Membership::new("node-0", 1, legacy(), at(0));
     let _ = m.set_peers(vec![(name(1), addr(1))]);
     let hb = |seq: u64| {
         Message::Heartbeat(Heartbeat {
@@ -375,7 +391,7 @@ fn leave_is_immediate_and_not_undone_by_reports() {
 #[test]
 fn late_heartbeat_after_leave_is_stale() {
     let t0 = Instant::now();
-    let mut m = Membership::new("node-0", 1, Config::default(), t0);
+    let mut m = Membership::new("node-0", 1, legacy(), t0);
     let _ = m.set_peers(vec![(name(1), addr(1))]);
     let hb = |seq| {
         Message::Heartbeat(Heartbeat {
@@ -479,13 +495,13 @@ fn fresh_speaker_does_not_snatch_from_claimants() {
 fn settled_waits_for_peers_or_grace() {
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let m = Membership::new("node-0", 1, Config::default(), at(0));
+    let m = Membership::new("node-0", 1, legacy(), at(0));
     // No peer list yet: not settled until the grace (2 * 200 ms) passes.
     assert!(!m.settled(at(0)));
     assert!(!m.settled(at(399)));
     assert!(m.settled(at(400)));
 
-    let mut m = Membership::new("node-0", 1, Config::default(), at(0));
+    let mut m = Membership::new("node-0", 1, legacy(), at(0));
     let _ = m.set_peers(vec![
         (name(1), addr(1)),
         (name(2), addr(2)),
@@ -521,7 +537,7 @@ fn settled_waits_for_peers_or_grace() {
 #[test]
 fn unknown_and_self_senders_are_ignored_and_counted() {
     let t0 = Instant::now();
-    let mut m = Membership::new("node-0", 1, Config::default(), t0);
+    let mut m = Membership::new("node-0", 1, legacy(), t0);
     let _ = m.set_peers(vec![(name(1), addr(1))]);
     let hb = |from: String| {
         Message::Heartbeat(Heartbeat {
@@ -550,7 +566,7 @@ fn unknown_and_self_senders_are_ignored_and_counted() {
 #[test]
 fn removed_peer_is_reported_down() {
     let t0 = Instant::now();
-    let mut m = Membership::new("node-0", 1, Config::default(), t0);
+    let mut m = Membership::new("node-0", 1, legacy(), t0);
     let _ = m.set_peers(vec![(name(1), addr(1)), (name(2), addr(2))]);
     let hb = Message::Heartbeat(Heartbeat {
         from: name(1),
@@ -583,7 +599,7 @@ fn removed_peer_is_reported_down() {
 fn heartbeat_cadence_and_content() {
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let mut m = Membership::new("node-0", 77, Config::default(), at(0));
+    let mut m = Membership::new("node-0", 77, legacy(), at(0));
     let _ = m.set_peers(vec![(name(1), addr(1))]);
     let claims = [IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))];
     let mut sent = Vec::new();
@@ -610,7 +626,7 @@ fn heartbeat_cadence_and_content() {
 #[test]
 fn too_many_claims_are_reported_once() {
     let t0 = Instant::now();
-    let mut m = Membership::new("node-0", 1, Config::default(), t0);
+    let mut m = Membership::new("node-0", 1, legacy(), t0);
     let claims: Vec<IpAddr> = (0..MAX_CLAIMS as u32 + 5)
         .map(|i| IpAddr::V4(Ipv4Addr::from(0xc633_6400 + i)))
         .collect();
@@ -678,7 +694,7 @@ fn unable_sets_travel_with_heartbeats_and_die_with_the_peer() {
 #[test]
 fn unable_ips_share_the_claims_budget_and_are_reported_once() {
     let t0 = Instant::now();
-    let mut m = Membership::new("node-0", 1, Config::default(), t0);
+    let mut m = Membership::new("node-0", 1, legacy(), t0);
     let _ = m.set_peers(vec![(name(1), addr(1))]);
     let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0xc633_6400 + i));
     let claims: Vec<IpAddr> = (0..1000).map(ip).collect();
