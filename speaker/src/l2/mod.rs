@@ -18,6 +18,7 @@ pub mod decide;
 pub mod interfaces;
 pub mod pacer;
 pub mod packet;
+pub mod rawsock;
 
 pub use announcer::{Announcer, L2Config};
 pub use packet::L2Event;

@@ -1,7 +1,8 @@
-//! Frames on the wire: one pnet datalink channel per interface the speaker announces on, a
-//! blocking receive thread per channel that answers ARP and NDP with `speaker-core`'s
-//! responders, gratuitous ARP / unsolicited NA on takeover, and solicited-node multicast
-//! membership for every announced IPv6 address.
+//! Frames on the wire: per interface the speaker announces on, two packet sockets the kernel
+//! filters ([`super::rawsock`]: ARP only, and ICMPv6 NS/NA only), a blocking receive thread per
+//! socket that answers ARP and NDP with `speaker-core`'s responders, gratuitous ARP /
+//! unsolicited NA on takeover, and solicited-node multicast membership for every announced IPv6
+//! address. No other frame reaches user space, whatever the node's traffic.
 //!
 //! Owns the sockets and threads; decides nothing about ownership (the announcer,
 //! [`super::announcer`], passes the set of IPs to answer for). Why the receive thread answers
@@ -13,17 +14,19 @@
 //! [`READ_TIMEOUT`] to check its stop flag.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferrolb_runtime::Metrics;
 use ferrolb_speaker_core::wire::{self, IgnoreReason, Mac, Outcome, arp, ndp};
-use pnet_datalink::{Channel, DataLinkSender, MacAddr, NetworkInterface};
+use socket2::Socket;
 use tokio::sync::mpsc;
 
+use super::rawsock;
 use crate::metrics as m;
 use crate::netif::Iface;
 
@@ -44,9 +47,6 @@ pub enum L2Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// pnet returned a channel type other than Ethernet.
-    #[error("interface {0}: not an Ethernet channel")]
-    NotEthernet(String),
     /// A frame could not be sent.
     #[error("send on {iface}: {source}")]
     Send {
@@ -133,7 +133,9 @@ struct Answering {
     v6: HashSet<Ipv6Addr>,
 }
 
-type Sender = Arc<Mutex<Box<dyn DataLinkSender>>>;
+/// The socket frames are sent on (the ARP socket: a packet socket bound to the interface sends
+/// any frame, whatever EtherType it receives).
+type Sender = Arc<Socket>;
 
 struct Port {
     index: u32,
@@ -141,7 +143,7 @@ struct Port {
     sender: Sender,
     answering: Arc<RwLock<Answering>>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     /// Joins solicited-node groups (sends the MLD reports snooping switches need).
     mcast: Option<UdpSocket>,
     groups: BTreeMap<Ipv6Addr, usize>,
@@ -162,9 +164,9 @@ impl Drop for Port {
         self.stop.store(true, Ordering::Release);
         // A frame already being handled must not be answered from the old set.
         *self.answering.write().unwrap_or_else(|p| p.into_inner()) = Answering::default();
-        // The thread exits within READ_TIMEOUT; joining here would block the async caller, so
-        // it is detached and only its stop flag is set.
-        drop(self.thread.take());
+        // The threads exit within READ_TIMEOUT; joining here would block the async caller, so
+        // they are detached and only their stop flag is set.
+        self.threads.clear();
     }
 }
 
@@ -221,10 +223,11 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn run(self, mut rx: Box<dyn pnet_datalink::DataLinkReceiver>) {
+    fn run(self, sock: Arc<Socket>) {
+        let mut buf = vec![0u8; 2048];
         while !self.stop.load(Ordering::Acquire) {
-            match rx.next() {
-                Ok(frame) => self.handle(frame),
+            match (&*sock).read(&mut buf) {
+                Ok(n) => self.handle(&buf[..n]),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -232,6 +235,11 @@ impl Receiver {
                             | std::io::ErrorKind::WouldBlock
                             | std::io::ErrorKind::Interrupted
                     ) => {}
+                // The interface went down (or was down when the socket was bound): the kernel
+                // says so once, and delivers again by itself when it comes back up.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                    std::thread::sleep(READ_TIMEOUT);
+                }
                 Err(e) => {
                     if !self.stop.load(Ordering::Acquire) {
                         let _ = self.events.send(L2Event::PortFailed {
@@ -280,13 +288,9 @@ impl Receiver {
         let family = if is_arp { "arp" } else { "ndp" };
         match outcome {
             Outcome::Reply(bytes) => {
-                let sent = self
-                    .sender
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .send_to(&bytes, None);
+                let sent = self.sender.send(&bytes);
                 match sent {
-                    Some(Ok(())) => self.metrics.inc(
+                    Ok(_) => self.metrics.inc(
                         m::REQUESTS_ANSWERED,
                         m::REQUESTS_ANSWERED_HELP,
                         &[("family", family)],
@@ -299,7 +303,7 @@ impl Receiver {
                             &[("kind", "reply")],
                             1.0,
                         );
-                        tracing::debug!(iface = %self.iface, result = ?other.map(|r| r.err()), "reply not sent");
+                        tracing::debug!(iface = %self.iface, error = ?other.err(), "reply not sent");
                     }
                 }
             }
@@ -359,52 +363,51 @@ impl Ports {
         let mac = iface
             .mac
             .ok_or_else(|| L2Error::NoMac(iface.name.clone()))?;
-        let ni = NetworkInterface {
-            name: iface.name.clone(),
-            description: String::new(),
-            index: iface.index,
-            mac: Some(MacAddr(mac[0], mac[1], mac[2], mac[3], mac[4], mac[5])),
-            ips: Vec::new(),
-            flags: 0,
+        let opened = |ethertype, filter: Option<&[socket2::SockFilter]>| {
+            let sock = rawsock::open(iface.index, ethertype, filter)?;
+            sock.set_read_timeout(Some(READ_TIMEOUT))?;
+            sock.set_write_timeout(Some(Duration::from_millis(100)))?;
+            Ok::<_, std::io::Error>(Arc::new(sock))
         };
-        let config = pnet_datalink::Config {
-            read_timeout: Some(READ_TIMEOUT),
-            write_timeout: Some(Duration::from_millis(100)),
-            // Our frames are addressed to our MAC, broadcast, or a solicited-node group we
-            // join; promiscuous mode would only add work.
-            promiscuous: false,
-            ..Default::default()
+        let open_err = |source| L2Error::Open {
+            iface: iface.name.clone(),
+            source,
         };
-        let (tx, rx) = match pnet_datalink::channel(&ni, config) {
-            Ok(Channel::Ethernet(tx, rx)) => (tx, rx),
-            Ok(_) => return Err(L2Error::NotEthernet(iface.name.clone())),
-            Err(source) => {
-                return Err(L2Error::Open {
+        // Our frames are addressed to our MAC, broadcast, or a solicited-node group we join:
+        // no promiscuous mode.
+        let arp_sock = opened(rawsock::ETH_P_ARP, None).map_err(open_err)?;
+        let ndp_sock =
+            opened(rawsock::ETH_P_IPV6, Some(&rawsock::ndp_filter())).map_err(open_err)?;
+        let sender: Sender = arp_sock.clone();
+        let answering = Arc::new(RwLock::new(Answering::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (sock, what) in [(arp_sock, "arp"), (ndp_sock, "ndp")] {
+            let receiver = Receiver {
+                iface: iface.name.clone(),
+                mac,
+                sender: sender.clone(),
+                answering: answering.clone(),
+                stop: stop.clone(),
+                metrics: self.metrics.clone(),
+                events: self.events.clone(),
+                beat: self.beat.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("{what}-{}", iface.name))
+                .spawn(move || receiver.run(sock))
+                .map_err(|source| L2Error::Thread {
                     iface: iface.name.clone(),
                     source,
                 });
+            match thread {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
-        };
-        let sender: Sender = Arc::new(Mutex::new(tx));
-        let answering = Arc::new(RwLock::new(Answering::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let receiver = Receiver {
-            iface: iface.name.clone(),
-            mac,
-            sender: sender.clone(),
-            answering: answering.clone(),
-            stop: stop.clone(),
-            metrics: self.metrics.clone(),
-            events: self.events.clone(),
-            beat: self.beat.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("l2-{}", iface.name))
-            .spawn(move || receiver.run(rx))
-            .map_err(|source| L2Error::Thread {
-                iface: iface.name.clone(),
-                source,
-            })?;
+        }
         tracing::info!(iface = %iface.name, index = iface.index, "listening for ARP and NDP");
         Ok(Port {
             index: iface.index,
@@ -412,7 +415,7 @@ impl Ports {
             sender,
             answering,
             stop,
-            thread: Some(thread),
+            threads,
             mcast: solicited_node_socket(),
             groups: BTreeMap::new(),
             ips: BTreeSet::new(),
@@ -479,13 +482,9 @@ impl Ports {
                 "ndp",
             ),
         };
-        let sent = port
-            .sender
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send_to(&bytes, None);
+        let sent = port.sender.send(&bytes);
         match sent {
-            Some(Ok(())) => {
+            Ok(_) => {
                 self.metrics.inc(
                     m::GRATUITOUS_SENT,
                     m::GRATUITOUS_SENT_HELP,
@@ -494,7 +493,7 @@ impl Ports {
                 );
                 Ok(())
             }
-            Some(Err(source)) => {
+            Err(source) => {
                 self.metrics.inc(
                     m::SEND_ERRORS,
                     m::SEND_ERRORS_HELP,
@@ -506,10 +505,6 @@ impl Ports {
                     source,
                 })
             }
-            None => Err(L2Error::Send {
-                iface: iface.to_string(),
-                source: std::io::Error::other("frame larger than the write buffer"),
-            }),
         }
     }
 
