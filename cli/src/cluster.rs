@@ -160,6 +160,19 @@ pub async fn snapshot(client: &Client, scope: &Scope) -> Result<Snapshot, Cluste
                 None
             }
         };
+        // BGP mode's kinds came later than the rest: a cluster without them simply has no
+        // BGP advertisement, which is not a gap in what doctor knows.
+        s.bgp_advs = match Api::<ferrolb_crds::bgp::BGPAdvertisement>::all(client.clone())
+            .list(&all)
+            .await
+        {
+            Ok(l) => l.items,
+            Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
+            Err(e) => {
+                gaps.push(format!("ferrolb BGPAdvertisements ({})", short(&e)));
+                Vec::new()
+            }
+        };
         s.daemonsets = list_or_gap(
             Api::<DaemonSet>::all(client.clone()),
             &all,

@@ -9,7 +9,8 @@ use ferrolb_addresses::IpRange;
 
 use crate::findings::{Finding, Severity};
 use crate::snapshot::{
-    Snapshot, adv_covers, name_of, pod_node_ready, pool_ranges, selected_nodes, speaker_pods,
+    Snapshot, adv_covers, bgp_adv_covers, is_node_pool, name_of, node_pool_nodes, pod_node_ready,
+    pool_ranges, selected_nodes, speaker_pods,
 };
 
 /// Every check, in the order they are shown.
@@ -325,19 +326,25 @@ pub fn speakers_missing(snap: &Snapshot) -> Vec<Finding> {
             wanted.insert(name_of(n));
         }
     }
+    // Forwarder mode publishes a node only while a speaker there has checked its ports.
+    for p in snap.pools.iter().filter(|p| is_node_pool(p)) {
+        for n in node_pool_nodes(snap, p) {
+            wanted.insert(name_of(n));
+        }
+    }
     if wanted.is_empty() {
         return vec![Finding::new(
             Severity::Info,
             CHECK,
-            "no L2Advertisement selects any node: no speaker is needed",
+            "no L2Advertisement or node pool selects any node: no speaker is needed",
         )];
     }
     if speakers.is_empty() {
         return vec![
             Finding::new(
-                Severity::Warning,
+                Severity::Error,
                 CHECK,
-                format!("no speaker pods found, and L2Advertisements select {} node(s)", wanted.len()),
+                format!("no speaker pods found, and L2Advertisements or node pools select {} node(s)", wanted.len()),
             )
             .because("without speakers nobody answers ARP/NDP for the IPs (speakers run outside Kubernetes cannot be seen from here)")
             .fix("install the chart (helm install ferrolb charts/ferrolb -n ferrolb-system) or check the speaker DaemonSet"),
@@ -368,7 +375,7 @@ pub fn speakers_missing(snap: &Snapshot) -> Vec<Finding> {
                 CHECK,
                 format!("no ready speaker on {}", names.join(", ")),
             )
-            .because("L2Advertisements select these nodes, but no speaker there can announce: IPs fail over to fewer nodes, and Local Services with endpoints only there stay unannounced")
+            .because("L2Advertisements or node pools select these nodes, but no speaker there can announce: IPs fail over to fewer nodes, Local Services with endpoints only there stay unannounced, and forwarder mode leaves these nodes out")
             .fix("check the DaemonSet's tolerations and nodeSelector, and the pods' events (kubectl -n ferrolb-system get pods -o wide)"),
         ]
     }
@@ -461,22 +468,24 @@ pub fn other_implementations(snap: &Snapshot) -> Vec<Finding> {
     out
 }
 
-/// Pools that no L2Advertisement covers: their IPs are allocated but never announced.
+/// Address pools that no L2Advertisement or BGPAdvertisement covers: their IPs are allocated
+/// but never announced. Node pools (forwarder mode) publish the nodes' own addresses, which
+/// need no announcement, and are left out.
 pub fn pools_without_advertisement(snap: &Snapshot) -> Vec<Finding> {
     const CHECK: &str = "pool-without-advertisement";
     let mut out = Vec::new();
-    for p in &snap.pools {
-        if !snap.l2advs.iter().any(|a| adv_covers(a, p)) {
+    let address_pools: Vec<_> = snap.pools.iter().filter(|p| !is_node_pool(p)).collect();
+    for p in &address_pools {
+        let bgp = snap.bgp_advs.iter().any(|a| bgp_adv_covers(a, p));
+        let l2: Vec<_> = snap.l2advs.iter().filter(|a| adv_covers(a, p)).collect();
+        if l2.is_empty() && !bgp {
             out.push(
-                Finding::new(Severity::Warning, CHECK, format!("no L2Advertisement covers pool {}", name_of(p)))
+                Finding::new(Severity::Warning, CHECK, format!("no L2Advertisement or BGPAdvertisement covers pool {}", name_of(*p)))
                     .because("Services get IPs from it, but no speaker announces them: they do not answer")
-                    .fix(format!("create an L2Advertisement with ipAddressPools: [{}] (or one without ipAddressPools, for every pool)", name_of(p))),
+                    .fix(format!("create an L2Advertisement with ipAddressPools: [{}] (or one without ipAddressPools, for every pool)", name_of(*p))),
             );
-        } else if snap
-            .l2advs
-            .iter()
-            .filter(|a| adv_covers(a, p))
-            .all(|a| selected_nodes(snap, a).is_empty())
+        } else if !bgp
+            && l2.iter().all(|a| selected_nodes(snap, a).is_empty())
             && !snap.nodes.is_empty()
         {
             out.push(
@@ -485,7 +494,7 @@ pub fn pools_without_advertisement(snap: &Snapshot) -> Vec<Finding> {
                     CHECK,
                     format!(
                         "the L2Advertisements covering pool {} select no node",
-                        name_of(p)
+                        name_of(*p)
                     ),
                 )
                 .because("no node may announce its IPs")
@@ -497,23 +506,22 @@ pub fn pools_without_advertisement(snap: &Snapshot) -> Vec<Finding> {
                 Finding::new(
                     Severity::Warning,
                     "pool-unusable",
-                    format!("pool {} has no entry that parses", name_of(p)),
+                    format!("pool {} has no entry that parses", name_of(*p)),
                 )
                 .fix("see the pool's Ready condition (kubectl get ipaddresspools)"),
             );
         }
     }
     if out.is_empty() {
+        let node_pools = snap.pools.len() - address_pools.len();
         out.push(Finding::new(
             Severity::Ok,
             CHECK,
-            if snap.pools.is_empty() {
-                "no pools".to_string()
-            } else {
-                format!(
-                    "every pool ({}) is covered by an L2Advertisement",
-                    snap.pools.len()
-                )
+            match (address_pools.len(), node_pools) {
+                (0, 0) => "no pools".to_string(),
+                (0, n) => format!("{n} node pool(s) (forwarder mode), which need no advertisement"),
+                (a, 0) => format!("every pool ({a}) is covered by an advertisement"),
+                (a, n) => format!("every address pool ({a}) is covered by an advertisement; {n} node pool(s) (forwarder mode) need none"),
             },
         ));
     }
@@ -716,5 +724,42 @@ mod tests {
         }))
         .expect("adv");
         assert!(errors(&pools_without_advertisement(&s)).is_empty());
+        // A BGPAdvertisement covers it just as well.
+        s.l2advs.clear();
+        assert_eq!(
+            errors(&pools_without_advertisement(&s)),
+            ["pool-without-advertisement"]
+        );
+        s.bgp_advs.push(
+            serde_json::from_value(json!({
+                "metadata": {"name": "bgp"}, "spec": {"ipAddressPools": ["blue"]}
+            }))
+            .expect("bgp adv"),
+        );
+        assert!(errors(&pools_without_advertisement(&s)).is_empty());
+    }
+
+    #[test]
+    fn node_pools_need_no_advertisement_but_speakers() {
+        let mut s = snap();
+        s.l2advs.clear();
+        s.pools[0] = serde_json::from_value(json!({
+            "metadata": {"name": "nodes"},
+            "spec": {"nodeAddresses": {"nodeSelector": {"matchLabels": {"kubernetes.io/hostname": "node-2"}}}}
+        }))
+        .expect("node pool");
+        let f = run(&s);
+        assert!(errors(&f).is_empty(), "{f:#?}");
+        let adv = pools_without_advertisement(&s);
+        assert_eq!(
+            adv[0].title,
+            "1 node pool(s) (forwarder mode), which need no advertisement"
+        );
+        // Forwarder mode needs a ready speaker on the nodes the pool selects.
+        s.pods
+            .retain(|p| p.spec.as_ref().and_then(|x| x.node_name.as_deref()) != Some("node-2"));
+        let f = speakers_missing(&s);
+        assert_eq!(errors(&f), ["speakers-missing"]);
+        assert_eq!(f[0].title, "no ready speaker on node-2");
     }
 }

@@ -193,7 +193,17 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
         Output::Text => {
             out!("{}", service::text(&report));
             for tr in &traces {
-                outln!("\nThrough the node's rules to {}:", tr.destination);
+                match (&tr.node, &t.node) {
+                    (Some(n), Some(_)) => outln!("\nThrough {n}'s rules to {}:", tr.destination),
+                    (Some(n), None) => outln!(
+                        "\nThrough the rules to {}, read as {n}'s (the node the traffic reaches; --node if they come from another):",
+                        tr.destination
+                    ),
+                    (None, _) => outln!("\nThrough the node's rules to {}:", tr.destination),
+                }
+                if let Some(e) = &tr.error {
+                    outln!("  {e}");
+                }
                 if let Some(w) = &tr.trace {
                     out!("{}", walk::render::text(w));
                 }
@@ -209,6 +219,7 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
                     report
                         .announcers
                         .first()
+                        .or(report.published_nodes.first())
                         .map_or("the announcing node", String::as_str),
                     ns
                 );

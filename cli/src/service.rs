@@ -12,16 +12,14 @@ use serde::Serialize;
 
 use crate::findings::{Finding, Severity};
 use crate::rules::{Family, Net, Proto, Ruleset};
+use ferrolb_crds::conditions::FORWARDER_READY;
+
 use crate::snapshot::{
-    self, ANNOUNCED, Snapshot, endpoints, ingress_ips, is_ours, name_of, node_ready, pool_of,
+    self, ANNOUNCED, Snapshot, endpoints, ingress_ips, ip_mode, ip_source, is_ours, node_ready,
     service_condition, speaker_pods,
 };
 use crate::walk::check::SliceEndpoint;
 use crate::walk::{self, Origin, Packet, Trace, WalkOptions};
-
-/// The condition the controller writes on Services of forwarder-mode pools (where they are
-/// published). Named here, not taken from ferrolb-crds, while that mode is being built.
-pub const FORWARDER_READY: &str = "ferrolb.io/ForwarderReady";
 
 /// One Service port, followed through to the pods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,13 +38,22 @@ pub struct PortMap {
     pub endpoint_ports: Vec<u16>,
 }
 
-/// An external IP and its pool.
+/// An external IP and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IpInfo {
     /// The IP.
     pub ip: IpAddr,
-    /// The pool whose addresses hold it.
+    /// The pool whose addresses hold it, or the node pool that published it.
     pub pool: Option<String>,
+    /// Forwarder mode: the node whose own address it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Forwarder mode: the type of that address (`InternalIP`, `ExternalIP`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_type: Option<String>,
+    /// `ipMode` in the Service's status (`VIP`; `Proxy` when the speakers forward).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_mode: Option<String>,
 }
 
 /// Everything `trace` found about a Service.
@@ -63,6 +70,8 @@ pub struct ServiceReport {
     pub ips: Vec<IpInfo>,
     /// Nodes announcing them (from the `ferrolb.io/Announced` condition).
     pub announcers: Vec<String>,
+    /// Forwarder mode: the nodes whose addresses are published, in the status's order.
+    pub published_nodes: Vec<String>,
     /// Ports.
     pub ports: Vec<PortMap>,
     /// Endpoints (for the first traced port).
@@ -186,11 +195,23 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
     // 2. External IPs and pools.
     let ips: Vec<IpInfo> = ingress_ips(svc)
         .into_iter()
-        .map(|ip| IpInfo {
-            ip,
-            pool: pool_of(&snap.pools, ip).map(name_of),
+        .map(|ip| {
+            let src = ip_source(snap, svc, ip);
+            IpInfo {
+                ip,
+                pool: src.pool,
+                node: src.node,
+                address_type: src.address_type,
+                ip_mode: ip_mode(svc, ip).map(str::to_string),
+            }
         })
         .collect();
+    let mut published_nodes: Vec<String> = Vec::new();
+    for n in ips.iter().filter_map(|i| i.node.clone()) {
+        if !published_nodes.contains(&n) {
+            published_nodes.push(n);
+        }
+    }
     let alloc = service_condition(svc, ferrolb_crds::conditions::IP_ALLOCATED);
     let alloc_text = alloc.map(|c| {
         format!(
@@ -219,12 +240,19 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
         } else {
             let parts: Vec<String> = ips
                 .iter()
-                .map(|i| match &i.pool {
-                    Some(p) => format!("{} (pool {p})", i.ip),
-                    None => format!("{} (in no pool)", i.ip),
+                .map(|i| match (&i.pool, &i.node) {
+                    (pool, Some(n)) => format!(
+                        "{} ({n}'s {}{})",
+                        i.ip,
+                        i.address_type.as_deref().unwrap_or("address"),
+                        pool.as_deref()
+                            .map_or(String::new(), |p| format!(", node pool {p}"))
+                    ),
+                    (Some(p), None) => format!("{} (pool {p})", i.ip),
+                    (None, None) => format!("{} (in no pool)", i.ip),
                 })
                 .collect();
-            let orphan = ips.iter().any(|i| i.pool.is_none());
+            let orphan = ips.iter().any(|i| i.pool.is_none() && i.node.is_none());
             let mut f = Finding::new(
                 if orphan {
                     Severity::Warning
@@ -248,30 +276,70 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
     // in its own condition); L2 pools are announced by a speaker.
     let forwarder = service_condition(svc, FORWARDER_READY);
     if let Some(c) = forwarder {
-        let mut f = Finding::new(
-            if c.status == "True" {
-                Severity::Ok
-            } else {
-                Severity::Error
-            },
-            "published",
-            c.message.clone(),
-        )
-        .because(format!(
+        let (severity, fix) = match (c.status.as_str(), c.reason.as_str()) {
+            ("True", "AllNodes") => (Severity::Ok, None),
+            ("True", _) => (
+                Severity::Warning,
+                Some(
+                    "the nodes left out do not take this Service: free the port there, or accept the smaller set; the message says why each is out",
+                ),
+            ),
+            (_, "PortConflict") => (
+                Severity::Error,
+                Some(
+                    "free the port on the nodes named (stop the host process, remove the hostPort or the other Service), or give the Service another port",
+                ),
+            ),
+            (_, "UnsupportedProxyMode") => (
+                Severity::Error,
+                Some(
+                    "kube-proxy in IPVS mode binds published addresses everywhere: switch it to iptables or nftables mode, or set nodeAddresses.forwarding: Speaker on the pool",
+                ),
+            ),
+            (_, "NoEligibleNodes") => (
+                Severity::Error,
+                Some(
+                    "check the pool's nodeSelector, that the nodes are Ready and not excluded from load balancers, that a speaker pod is Ready on them, and (policy Local) where the endpoints run",
+                ),
+            ),
+            _ => (
+                Severity::Error,
+                Some(
+                    "read the message: a node is left out when a Service port is taken on it or kube-proxy runs in IPVS mode there",
+                ),
+            ),
+        };
+        let mut f = Finding::new(severity, "published", c.message.clone()).because(format!(
             "condition {FORWARDER_READY}: {}/{}",
             c.status, c.reason
         ));
-        if c.status != "True" {
-            f = f.fix("read the message: a node is left out when a Service port is taken on it or kube-proxy runs in IPVS mode there");
+        if let Some(x) = fix {
+            f = f.fix(x);
         }
         steps.push(f);
+        if ips.iter().any(|i| i.ip_mode.as_deref() == Some("Proxy")) {
+            steps.push(
+                Finding::new(
+                    Severity::Info,
+                    "forwarding",
+                    "ipMode Proxy: the speakers' own proxy forwards these addresses, not kube-proxy",
+                )
+                .because("kube-proxy leaves Proxy-mode addresses alone; the speaker on each published node forwards to the ClusterIP (policy Cluster) or the nodePort on the node (policy Local), and the client's address is not kept"),
+            );
+        }
     }
     let mut announcers = Vec::new();
     if !ips.is_empty() && forwarder.is_none() {
+        let speakers = speaker_pods(snap);
+        let speaker_ready_on = |node: &str| {
+            speakers.iter().any(|p| {
+                let (n, ready) = snapshot::pod_node_ready(p);
+                ready && n.as_deref() == Some(node)
+            })
+        };
         match service_condition(svc, ANNOUNCED) {
             Some(c) if c.status == "True" => {
                 announcers = snapshot::announcer(&c.message);
-                let mut sev = Severity::Ok;
                 let mut problems = Vec::new();
                 for a in &announcers {
                     match snap.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(a)) {
@@ -279,24 +347,25 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
                         Some(n) if !node_ready(n) => problems.push(format!("node {a} is not Ready")),
                         _ => {}
                     }
-                    let speakers = speaker_pods(snap);
-                    if !speakers.is_empty()
-                        && !speakers.iter().any(|p| {
-                            let (node, ready) = snapshot::pod_node_ready(p);
-                            ready && node.as_deref() == Some(a)
-                        })
-                    {
+                    if speakers.is_empty() {
+                        problems.push(format!(
+                            "no speaker alive on {a} (no ferrolb speaker pod runs in the cluster)"
+                        ));
+                    } else if !speaker_ready_on(a) {
                         problems.push(format!("no speaker alive on {a}"));
                     }
                 }
                 let mut f = Finding::new(Severity::Ok, "announced", c.message.clone())
                     .because(format!("condition {ANNOUNCED}: {}/{}", c.status, c.reason));
                 if !problems.is_empty() {
-                    sev = Severity::Error;
+                    f.severity = Severity::Error;
                     f.title = format!("{} — but {}", c.message, problems.join("; "));
-                    f = f.fix("the other speakers take the IP over within a second once they see the node gone; if they do not, check their logs and heartbeats (UDP 7946)");
+                    f = f.fix(if speakers.is_empty() {
+                        "the condition is stale: nobody answers ARP/NDP for the IP once clients' caches expire; start the speakers (kubectl -n ferrolb-system get daemonset,pods) and they announce it again"
+                    } else {
+                        "the other speakers take the IP over within a second once they see the node gone; if they do not, check their logs and heartbeats (UDP 7946)"
+                    });
                 }
-                f.severity = sev;
                 steps.push(f);
             }
             Some(c) => {
@@ -309,8 +378,40 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
                     "NoPool" => "add the IP to an IPAddressPool",
                     _ => "read the condition's message",
                 };
+                let mut title = c.message.clone();
+                if c.reason == "NoAliveNode" {
+                    // Name the nodes that could announce but have no speaker: for Local, those
+                    // with a ready endpoint; else every node an advertisement selects.
+                    let candidates: Vec<String> = if local {
+                        let mut v: Vec<String> = endpoints(snap, svc, None)
+                            .into_iter()
+                            .filter(|e| e.ready)
+                            .filter_map(|e| e.node)
+                            .collect();
+                        v.sort();
+                        v.dedup();
+                        v
+                    } else {
+                        let mut v: Vec<String> = snap
+                            .l2advs
+                            .iter()
+                            .flat_map(|a| snapshot::selected_nodes(snap, a))
+                            .map(snapshot::name_of)
+                            .collect();
+                        v.sort();
+                        v.dedup();
+                        v
+                    };
+                    let without: Vec<String> = candidates
+                        .into_iter()
+                        .filter(|n| !speaker_ready_on(n))
+                        .collect();
+                    if !without.is_empty() {
+                        title = format!("{title} — no speaker alive on {}", without.join(", "));
+                    }
+                }
                 steps.push(
-                    Finding::new(Severity::Error, "announced", c.message.clone())
+                    Finding::new(Severity::Error, "announced", title)
                         .because(format!("condition {ANNOUNCED}: {}/{}", c.status, c.reason))
                         .fix(fix),
                 );
@@ -470,14 +571,27 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
                 ),
             );
             let bad: Vec<&String> = announcers.iter().filter(|a| !nodes.contains(a)).collect();
+            let bad_published: Vec<&String> = published_nodes
+                .iter()
+                .filter(|a| !nodes.contains(a))
+                .collect();
+            let names = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
             if !bad.is_empty() {
                 f.severity = Severity::Error;
                 f = f
                     .because(format!(
                         "{} announces the IP but has no ready endpoint: kube-proxy there drops the traffic",
-                        bad.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        names(&bad)
                     ))
                     .fix("the speakers move the IP to a node with an endpoint; if the condition stays, check the speakers' logs and whether their view of EndpointSlices is current");
+            } else if !bad_published.is_empty() {
+                f.severity = Severity::Error;
+                f = f
+                    .because(format!(
+                        "{} is published but has no ready endpoint: kube-proxy there drops the traffic",
+                        names(&bad_published)
+                    ))
+                    .fix("the controller publishes only nodes with an endpoint for policy Local; if the status stays, check the controller's log and whether its view of EndpointSlices is current");
             }
             steps.push(f);
         } else {
@@ -495,6 +609,7 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
         external_traffic_policy: etp,
         ips,
         announcers,
+        published_nodes,
         ports: port_maps,
         endpoints: eps,
         steps,
@@ -521,6 +636,9 @@ pub struct RulesOptions {
 pub struct RulesTrace {
     /// `IP:PORT/PROTO`.
     pub destination: String,
+    /// The node whose rules these are taken to be (`--node`, else the announcing or first
+    /// published node), when known.
+    pub node: Option<String>,
     /// The walk, when it could start.
     pub trace: Option<Trace>,
     /// Why it could not.
@@ -567,10 +685,16 @@ pub fn walk_rules(
         return Vec::new();
     };
     let spec = svc.spec.clone().unwrap_or_default();
-    let node = o
-        .node
-        .clone()
-        .or_else(|| report.announcers.first().cloned());
+    // The node the rules come from: as told, else the one the traffic reaches (the announcing
+    // node in L2 mode, the first published node in forwarder mode).
+    let node = o.node.clone().or_else(|| {
+        report
+            .announcers
+            .first()
+            .or(report.published_nodes.first())
+            .cloned()
+    });
+    let forwarder = !report.published_nodes.is_empty();
     let external_local = report.external_traffic_policy == "Local";
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let from_pod = o.from.is_some_and(|s| in_pod_network(snap, s));
@@ -579,11 +703,53 @@ pub fn walk_rules(
     for p in &report.ports {
         let proto = Proto::parse(&p.protocol).unwrap_or(Proto::Tcp);
         // (destination, port, destination is local, endpoints limited to the node)
+        // In forwarder mode the external IPs are node addresses: only the rules' node's own
+        // reach it (and are local there); other nodes' addresses are walked on their rules.
         let mut dests: Vec<(IpAddr, u16, bool, bool)> = report
             .ips
             .iter()
-            .map(|i| (i.ip, p.port, false, external_local && !from_pod))
+            .filter(|i| !forwarder || i.node.is_none() || i.node == node)
+            .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+            .map(|i| (i.ip, p.port, forwarder, external_local && !from_pod))
             .collect();
+        let proxied: Vec<String> = report
+            .ips
+            .iter()
+            .filter(|i| i.ip_mode.as_deref() == Some("Proxy"))
+            .map(|i| format!("{}", std::net::SocketAddr::new(i.ip, p.port)))
+            .collect();
+        if !proxied.is_empty() {
+            let destination = format!("{}/{}", proxied.join(", "), p.protocol);
+            out.push(RulesTrace {
+                destination: destination.clone(),
+                node: node.clone(),
+                trace: None,
+                error: Some("forwarded by the speakers' proxy (ipMode Proxy), not by kube-proxy".into()),
+                findings: vec![Finding::new(
+                    Severity::Info,
+                    "rules-proxy-mode",
+                    format!("{destination}: ipMode Proxy, so kube-proxy's rules do not take it; the speaker on the node forwards it"),
+                )],
+            });
+        }
+        if dests.is_empty() && forwarder {
+            if proxied.is_empty() {
+                let n = node.as_deref().unwrap_or("this node");
+                out.push(RulesTrace {
+                    destination: format!("port {}/{}", p.port, p.protocol),
+                    node: node.clone(),
+                    trace: None,
+                    error: Some(format!("{n} is not published for this Service")),
+                    findings: vec![Finding::new(
+                        Severity::Info,
+                        "rules-node-not-published",
+                        format!("{n} is not published for this Service: no client is sent to its address (published: {})", report.published_nodes.join(", ")),
+                    )
+                    .fix("pass the rules of a published node, with --node")],
+                });
+            }
+            continue;
+        }
         if dests.is_empty()
             && let (Some(np), Some(n)) = (p.node_port, node.as_deref())
         {
@@ -650,6 +816,7 @@ pub fn walk_rules(
                     }
                     out.push(RulesTrace {
                         destination,
+                        node: node.clone(),
                         trace: Some(tr),
                         error: None,
                         findings,
@@ -657,6 +824,7 @@ pub fn walk_rules(
                 }
                 Err(e) => out.push(RulesTrace {
                     destination: destination.clone(),
+                    node: node.clone(),
                     trace: None,
                     error: Some(e.to_string()),
                     findings: vec![Finding::new(
@@ -672,6 +840,7 @@ pub fn walk_rules(
         let destination = skipped.join(", ");
         out.push(RulesTrace {
             destination: destination.clone(),
+            node: node.clone(),
             trace: None,
             error: Some("the rules hold nothing of these destinations' address family".into()),
             findings: vec![
@@ -708,6 +877,16 @@ pub(crate) mod tests {
         serde_json::from_value(v).expect("service")
     }
 
+    pub(crate) fn speaker(node: &str) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("speaker-{node}"), "namespace": "ferrolb-system",
+                         "labels": {"app.kubernetes.io/component": "speaker", "app.kubernetes.io/part-of": "ferrolb"}},
+            "spec": {"nodeName": node, "containers": []},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("pod")
+    }
+
     pub(crate) fn base_snapshot() -> Snapshot {
         let mut s = Snapshot::default();
         s.services.push(svc(json!({
@@ -727,14 +906,16 @@ pub(crate) mod tests {
                 {"addresses": ["192.0.2.2"], "nodeName": "node-1", "conditions": {"ready": true}},
                 {"addresses": ["192.0.2.18"], "nodeName": "node-2", "conditions": {"ready": true}}]
         })).expect("slice"));
-        for n in ["node-1", "node-2"] {
+        for (n, ip) in [("node-1", "198.51.100.11"), ("node-2", "198.51.100.12")] {
             s.nodes.push(
                 serde_json::from_value(json!({
                     "metadata": {"name": n},
-                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                               "addresses": [{"type": "InternalIP", "address": ip}]}
                 }))
                 .expect("node"),
             );
+            s.pods.push(speaker(n));
         }
         s.pools.push(
             serde_json::from_value(json!({
@@ -864,22 +1045,66 @@ pub(crate) mod tests {
         );
 
         let mut s = base_snapshot();
-        s.pods.push(serde_json::from_value(json!({
-            "metadata": {"name": "speaker-a", "namespace": "ferrolb-system",
-                         "labels": {"app.kubernetes.io/component": "speaker", "app.kubernetes.io/part-of": "ferrolb"}},
-            "spec": {"nodeName": "node-1", "containers": []},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
-        })).expect("pod"));
+        s.pods
+            .retain(|p| p.metadata.name.as_deref() != Some("speaker-node-2"));
         let r = report(&s, "default", "web", None).expect("found");
         let f = r
             .steps
             .iter()
             .find(|f| f.check == "announced")
             .expect("announced");
+        assert_eq!(f.severity, Severity::Error);
         assert!(
-            f.title.contains("no speaker alive on node-2"),
+            f.title.ends_with("— but no speaker alive on node-2"),
             "{}",
             f.title
+        );
+
+        // No speaker pod at all: the condition is stale, nobody rewrites it.
+        let mut s = base_snapshot();
+        s.pods.clear();
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "announced")
+            .expect("announced");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.title.contains(
+                "no speaker alive on node-2 (no ferrolb speaker pod runs in the cluster)"
+            ),
+            "{}",
+            f.title
+        );
+        assert!(f.fix.as_deref().is_some_and(|x| x.contains("stale")));
+    }
+
+    #[test]
+    fn no_alive_node_names_the_nodes_without_a_speaker() {
+        let mut s = base_snapshot();
+        s.pods
+            .retain(|p| p.metadata.name.as_deref() != Some("speaker-node-2"));
+        if let Some(eps) = s.slices[0].endpoints.as_mut() {
+            eps.retain(|e| e.node_name.as_deref() == Some("node-2"));
+        }
+        if let Some(st) = s.services[0].status.as_mut()
+            && let Some(cs) = st.conditions.as_mut()
+        {
+            cs[1].status = "False".into();
+            cs[1].reason = "NoAliveNode".into();
+            cs[1].message = "not announced: no eligible speaker is alive".into();
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = r
+            .steps
+            .iter()
+            .find(|f| f.check == "announced")
+            .expect("announced");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.title,
+            "not announced: no eligible speaker is alive — no speaker alive on node-2"
         );
     }
 
@@ -908,29 +1133,94 @@ pub(crate) mod tests {
         );
     }
 
+    /// The base Service moved to a node pool: published on both nodes' InternalIPs.
+    fn forwarder_snapshot(reason: &str, message: &str) -> Snapshot {
+        let mut s = base_snapshot();
+        s.pools.push(
+            serde_json::from_value(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": "nodes"}, "spec": {"nodeAddresses": {}}
+            }))
+            .expect("pool"),
+        );
+        s.services[0] = svc(json!({
+            "metadata": {"name": "web", "namespace": "default",
+                         "annotations": {"ferrolb.io/ip-allocated-from-pool": "nodes"}},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "externalTrafficPolicy": "Local",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.11", "ipMode": "VIP"}, {"ip": "198.51.100.12", "ipMode": "VIP"}]},
+                       "conditions": [
+                         {"type": "ferrolb.io/IPAllocated", "status": "True", "reason": "NodeAddresses", "message": "node pool nodes publishes node addresses (forwarder mode); see condition ferrolb.io/ForwarderReady", "lastTransitionTime": "2026-12-07T08:00:00Z"},
+                         {"type": FORWARDER_READY, "status": "True", "reason": reason, "message": message, "lastTransitionTime": "2026-12-07T08:00:00Z"}]}
+        }));
+        s
+    }
+
     #[test]
     fn forwarder_mode_shows_where_it_is_published() {
-        let mut s = base_snapshot();
-        if let Some(st) = s.services[0].status.as_mut()
-            && let Some(cs) = st.conditions.as_mut()
-        {
-            cs[1].type_ = FORWARDER_READY.into();
-            cs[1].status = "True".into();
-            cs[1].reason = "Published".into();
-            cs[1].message = "published on node-1, node-3 (InternalIP); left out: node-2 (port 443/TCP unavailable: a host process listens on 0.0.0.0:443)".into();
-        }
+        let s = forwarder_snapshot("AllNodes", "published on node-1, node-2 (InternalIP)");
+        let r = report(&s, "default", "web", None).expect("found");
+        assert!(
+            r.steps.iter().all(|f| f.severity == Severity::Ok),
+            "{}",
+            text(&r)
+        );
+        assert_eq!(r.published_nodes, ["node-1", "node-2"]);
+        let ips = r
+            .steps
+            .iter()
+            .find(|f| f.check == "external-ips")
+            .expect("ips");
+        assert_eq!(
+            ips.title,
+            "external IPs: 198.51.100.11 (node-1's InternalIP, node pool nodes), 198.51.100.12 (node-2's InternalIP, node pool nodes)"
+        );
+        assert!(
+            !r.steps.iter().any(|f| f.check == "announced"),
+            "no speaker condition expected"
+        );
+
+        let s = forwarder_snapshot(
+            "PartiallyAvailable",
+            "published on node-1 (InternalIP); left out: node-2 (port 80/TCP unavailable: a host process listens on 0.0.0.0:80 (TCP))",
+        );
         let r = report(&s, "default", "web", None).expect("found");
         let f = r
             .steps
             .iter()
             .find(|f| f.check == "published")
             .expect("published");
-        assert_eq!(f.severity, Severity::Ok);
+        assert_eq!(f.severity, Severity::Warning);
         assert!(f.title.contains("left out: node-2"));
-        assert!(
-            !r.steps.iter().any(|f| f.check == "announced"),
-            "no speaker condition expected"
+    }
+
+    #[test]
+    fn forwarder_rules_are_walked_for_the_rules_node_address_only() {
+        // node-1's rules: its own address is local there and DNATs to its local endpoint.
+        let rules = crate::rules::parse(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-SERVICES -d 198.51.100.11/32 -p tcp -m tcp --dport 80 -j KUBE-EXT-A\n-A KUBE-SERVICES -d 198.51.100.12/32 -p tcp -m tcp --dport 80 -j KUBE-EXT-A\n-A KUBE-EXT-A -j KUBE-SVL-A\n-A KUBE-SVL-A -j KUBE-SEP-B\n-A KUBE-SEP-B -p tcp -j DNAT --to-destination 192.0.2.2:8080\nCOMMIT\n",
+        )
+        .expect("parses");
+        let s = forwarder_snapshot("AllNodes", "published on node-1, node-2 (InternalIP)");
+        let r = report(&s, "default", "web", None).expect("found");
+        let w = walk_rules(
+            &s,
+            &r,
+            &rules,
+            &RulesOptions {
+                node: Some("node-1".into()),
+                ..RulesOptions::default()
+            },
         );
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert_eq!(w[0].destination, "198.51.100.11:80/TCP");
+        let tr = w[0].trace.as_ref().expect("walked");
+        assert_eq!(tr.packet.dst_local, Some(true));
+        assert_eq!(w[0].findings.len(), 1, "{:?}", w[0].findings);
+        assert_eq!(w[0].findings[0].severity, Severity::Ok);
+        // Without --node: the first published node's.
+        let w = walk_rules(&s, &r, &rules, &RulesOptions::default());
+        assert_eq!(w[0].node.as_deref(), Some("node-1"));
     }
 
     #[test]

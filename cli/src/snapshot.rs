@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ferrolb_addresses::{IpRange, parse_pool_entry};
+use ferrolb_crds::bgp::BGPAdvertisement;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
@@ -15,13 +16,16 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+use serde::Serialize;
+
 use crate::walk::check::SliceEndpoint;
 
 /// Label of the chart's speaker pods.
 pub const SPEAKER_COMPONENT: &str = "speaker";
 /// Label excluding a node from load balancers (honoured by the speaker).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
-/// The condition the speaker writes on Services.
+/// The condition the speaker writes on Services (L2 mode). Named here because ferrolb-crds
+/// does not export it; the speaker's own constant is `ANNOUNCED_CONDITION` in its `objects`.
 pub const ANNOUNCED: &str = "ferrolb.io/Announced";
 /// The class ferrolb answers by default.
 pub const DEFAULT_CLASS: &str = "ferrolb.io/lb";
@@ -39,6 +43,8 @@ pub struct Snapshot {
     pub pools: Vec<IPAddressPool>,
     /// ferrolb L2 advertisements.
     pub l2advs: Vec<L2Advertisement>,
+    /// ferrolb BGP advertisements (BGP mode): a pool one covers needs no L2Advertisement.
+    pub bgp_advs: Vec<BGPAdvertisement>,
     /// `networking.k8s.io/v1` ServiceCIDRs.
     pub service_cidrs: Vec<ServiceCIDR>,
     /// `kube-system/kube-proxy`, when present.
@@ -113,6 +119,95 @@ pub fn pool_of(pools: &[IPAddressPool], ip: IpAddr) -> Option<&IPAddressPool> {
     pools
         .iter()
         .find(|p| pool_ranges(p).iter().any(|r| r.contains(ip)))
+}
+
+/// Whether a pool publishes the nodes' own addresses (forwarder mode) instead of addresses of
+/// its own.
+pub fn is_node_pool(p: &IPAddressPool) -> bool {
+    p.spec.node_addresses.is_some()
+}
+
+/// The node that holds `ip` in its status, and the address's type (`InternalIP`,
+/// `ExternalIP`).
+pub fn node_with_address(snap: &Snapshot, ip: IpAddr) -> Option<(String, String)> {
+    snap.nodes.iter().find_map(|n| {
+        n.status
+            .as_ref()?
+            .addresses
+            .as_ref()?
+            .iter()
+            .find(|a| a.address.parse::<IpAddr>().is_ok_and(|a| a == ip))
+            .map(|a| (name_of(n), a.type_.clone()))
+    })
+}
+
+/// Where one of a Service's external IPs comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IpSource {
+    /// The pool: the address pool holding the IP, or the node pool that published it.
+    pub pool: Option<String>,
+    /// Forwarder mode: the node whose own address the IP is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Forwarder mode: the type of that node address (`InternalIP`, `ExternalIP`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_type: Option<String>,
+}
+
+/// Whether the Service's IPs come from a forwarder-mode pool: the controller wrote the
+/// `ForwarderReady` condition, or its `ip-allocated-from-pool` annotation names a node pool.
+pub fn is_forwarded(snap: &Snapshot, svc: &Service) -> bool {
+    service_condition(svc, ferrolb_crds::conditions::FORWARDER_READY).is_some()
+        || allocated_from(svc).is_some_and(|name| {
+            snap.pools
+                .iter()
+                .any(|p| is_node_pool(p) && name_of(p) == name)
+        })
+}
+
+/// The pool the controller says the Service's IPs came from (`ferrolb.io/ip-allocated-from-pool`).
+pub fn allocated_from(svc: &Service) -> Option<&str> {
+    svc.metadata
+        .annotations
+        .as_ref()?
+        .get(ferrolb_crds::annotations::ALLOCATED_FROM_POOL)
+        .map(String::as_str)
+}
+
+/// Where `ip`, one of `svc`'s external IPs, comes from: an address pool's range, or, in
+/// forwarder mode, a node's own address published by a node pool.
+pub fn ip_source(snap: &Snapshot, svc: &Service, ip: IpAddr) -> IpSource {
+    if let Some(p) = pool_of(&snap.pools, ip) {
+        return IpSource {
+            pool: Some(name_of(p)),
+            ..IpSource::default()
+        };
+    }
+    if !is_forwarded(snap, svc) {
+        return IpSource::default();
+    }
+    let (node, address_type) = node_with_address(snap, ip).unzip();
+    IpSource {
+        pool: allocated_from(svc)
+            .filter(|name| snap.pools.iter().any(|p| name_of(p) == *name))
+            .map(str::to_string),
+        node,
+        address_type,
+    }
+}
+
+/// The `ipMode` the Service's status gives `ip` (`VIP`, `Proxy`), when set.
+pub fn ip_mode(svc: &Service, ip: IpAddr) -> Option<&str> {
+    svc.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .find(|i| i.ip.as_deref().and_then(|a| a.parse::<IpAddr>().ok()) == Some(ip))?
+        .ip_mode
+        .as_deref()
 }
 
 /// A pool's name.
@@ -208,15 +303,52 @@ pub fn selected_nodes<'a>(snap: &'a Snapshot, adv: &L2Advertisement) -> Vec<&'a 
         .collect()
 }
 
+/// Nodes a node pool (forwarder mode) may publish: its `nodeSelector` (all nodes without one),
+/// minus nodes labelled to be excluded from load balancers.
+pub fn node_pool_nodes<'a>(snap: &'a Snapshot, pool: &IPAddressPool) -> Vec<&'a Node> {
+    let Some(na) = &pool.spec.node_addresses else {
+        return Vec::new();
+    };
+    snap.nodes
+        .iter()
+        .filter(|n| {
+            !labels(n).contains_key(EXCLUDE_LABEL)
+                && na.node_selector.as_ref().is_none_or(|sel| {
+                    ferrolb_crds::selector::matches(sel, &labels(n)).unwrap_or(false)
+                })
+        })
+        .collect()
+}
+
 /// Whether an L2Advertisement covers a pool (by name, by selector, or all when it names none).
 pub fn adv_covers(adv: &L2Advertisement, pool: &IPAddressPool) -> bool {
-    let s = &adv.spec;
-    if s.ip_address_pools.is_empty() && s.ip_address_pool_selectors.is_empty() {
+    covers(
+        &adv.spec.ip_address_pools,
+        &adv.spec.ip_address_pool_selectors,
+        pool,
+    )
+}
+
+/// Whether a BGPAdvertisement covers a pool (the same rules as for L2).
+pub fn bgp_adv_covers(adv: &BGPAdvertisement, pool: &IPAddressPool) -> bool {
+    covers(
+        &adv.spec.ip_address_pools,
+        &adv.spec.ip_address_pool_selectors,
+        pool,
+    )
+}
+
+fn covers(
+    names: &[String],
+    selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+    pool: &IPAddressPool,
+) -> bool {
+    if names.is_empty() && selectors.is_empty() {
         return true;
     }
     let name = name_of(pool);
-    s.ip_address_pools.contains(&name)
-        || s.ip_address_pool_selectors.iter().any(|sel| {
+    names.contains(&name)
+        || selectors.iter().any(|sel| {
             ferrolb_crds::selector::matches(sel, &pool.metadata.labels.clone().unwrap_or_default())
                 .unwrap_or(false)
         })

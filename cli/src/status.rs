@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::snapshot::{
-    ANNOUNCED, Snapshot, ingress_ips, is_ours, key, name_of, node_ready, pod_node_ready, pool_of,
+    ANNOUNCED, Snapshot, ingress_ips, ip_source, is_ours, key, name_of, node_ready, pod_node_ready,
     service_condition, speaker_pods,
 };
 
@@ -37,9 +37,12 @@ pub struct IpLine {
     pub service: String,
     /// The IP.
     pub ip: String,
-    /// Its pool.
+    /// Its pool (for a node address, the node pool that published it).
     pub pool: Option<String>,
-    /// The `Announced` condition: status and message.
+    /// Forwarder mode: the node whose own address it is.
+    pub node: Option<String>,
+    /// The `Announced` condition (L2), or the `ForwarderReady` condition (forwarder mode):
+    /// status and message.
     pub announced: Option<(String, String)>,
 }
 
@@ -164,12 +167,16 @@ pub fn build(snap: &Snapshot) -> Status {
             });
             continue;
         }
-        let ann = service_condition(s, ANNOUNCED).map(|c| (c.status.clone(), c.message.clone()));
+        let ann = service_condition(s, ANNOUNCED)
+            .or_else(|| service_condition(s, ferrolb_crds::conditions::FORWARDER_READY))
+            .map(|c| (c.status.clone(), c.message.clone()));
         for ip in list {
+            let src = ip_source(snap, s, ip);
             ips.push(IpLine {
                 service: key(s),
                 ip: ip.to_string(),
-                pool: pool_of(&snap.pools, ip).map(name_of),
+                pool: src.pool,
+                node: src.node,
                 announced: ann.clone(),
             });
         }
@@ -279,10 +286,13 @@ pub fn text(s: &Status) -> String {
         let _ = writeln!(o, "  (none)");
     }
     for i in &s.ips {
-        let ann = match &i.announced {
-            Some((st, m)) if st == "True" => m.clone(),
-            Some((_, m)) => format!("NOT ANNOUNCED: {m}"),
-            None => "no announcement condition".into(),
+        let ann = match (&i.announced, &i.node) {
+            (Some((st, m)), None) if st == "True" => m.clone(),
+            (Some((_, m)), None) => format!("NOT ANNOUNCED: {m}"),
+            (Some((st, m)), Some(n)) if st == "True" => format!("{n}'s address; {m}"),
+            (Some((_, m)), Some(n)) => format!("{n}'s address; NOT PUBLISHED: {m}"),
+            (None, Some(n)) => format!("{n}'s address; no ForwarderReady condition"),
+            (None, None) => "no announcement condition".into(),
         };
         let _ = writeln!(
             o,
@@ -353,7 +363,7 @@ pub fn text(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::tests::{base_snapshot, svc};
+    use crate::service::tests::{base_snapshot, speaker, svc};
     use serde_json::json;
 
     #[test]
@@ -366,14 +376,8 @@ mod tests {
         );
         assert_eq!(metric(metrics, "nothing"), None);
         let mut s = base_snapshot();
-        for n in ["node-1", "node-2", "node-3"] {
-            s.pods.push(serde_json::from_value(json!({
-                "metadata": {"name": format!("speaker-{n}"), "namespace": "ferrolb-system",
-                             "labels": {"app.kubernetes.io/component": "speaker", "app.kubernetes.io/part-of": "ferrolb"}},
-                "spec": {"nodeName": n, "containers": []},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]}
-            })).expect("pod"));
-        }
+        // base_snapshot has speakers on node-1 and node-2.
+        s.pods.push(speaker("node-3"));
         s.speaker_metrics
             .insert("speaker-node-1".into(), metrics.into());
         let st = build(&s);
@@ -414,5 +418,41 @@ mod tests {
         let t = text(&st);
         assert!(t.contains("announced by node-2 on eth0"), "{t}");
         assert!(t.contains("shop/big: PoolExhausted"), "{t}");
+    }
+
+    #[test]
+    fn forwarder_ips_name_their_node() {
+        let mut s = base_snapshot();
+        s.pools.push(
+            serde_json::from_value(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": "nodes"}, "spec": {"nodeAddresses": {}}
+            }))
+            .expect("pool"),
+        );
+        s.services.push(svc(json!({
+            "metadata": {"name": "edge", "namespace": "shop",
+                         "annotations": {"ferrolb.io/ip-allocated-from-pool": "nodes"}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.12", "ipMode": "VIP"}]},
+                       "conditions": [{"type": "ferrolb.io/ForwarderReady", "status": "True", "reason": "PartiallyAvailable",
+                                       "message": "published on node-2 (InternalIP); left out: node-1 (not Ready)",
+                                       "lastTransitionTime": "2026-12-07T08:00:00Z"}]}
+        })));
+        let st = build(&s);
+        let edge = st
+            .ips
+            .iter()
+            .find(|i| i.service == "shop/edge")
+            .expect("edge");
+        assert_eq!(edge.pool.as_deref(), Some("nodes"));
+        assert_eq!(edge.node.as_deref(), Some("node-2"));
+        let t = text(&st);
+        assert!(
+            t.contains(
+                "node-2's address; published on node-2 (InternalIP); left out: node-1 (not Ready)"
+            ),
+            "{t}"
+        );
     }
 }

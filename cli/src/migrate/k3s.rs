@@ -7,12 +7,15 @@
 //! `lbpool` label. A node's ExternalIP is published where it has one, else its InternalIP.
 //! Here that becomes one pool per `lbpool` value (selecting those nodes, serving the Services
 //! with that label first) and one default pool, each with `spec.nodeAddresses` (`nodeSelector`,
-//! `addressType: PreferExternalIP`). The forwarder-mode fields follow the design being written
-//! in ferrolb-crds; the pools are emitted as untyped objects so this tool does not pin it.
+//! `addressType: PreferExternalIP`), built from ferrolb-crds' types. (A single pool with
+//! `nodeAddresses.k3sServiceLBLabels: true` honours the same labels at run time; these pools
+//! say it with selectors, the ferrolb way.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use ferrolb_crds::{IPAddressPoolSpec, NodeAddressType, NodeAddresses, ServiceAllocation};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
 use crate::findings::{Finding, Severity};
@@ -44,26 +47,38 @@ pub fn convert(nodes: &[Node], base: &str) -> Converted {
             .filter(|n| enabled(n) && pool.is_none_or(|p| label(n, LB_POOL).as_deref() == Some(p)))
             .count()
     };
-    let mut match_labels = serde_json::Map::new();
+    let mut match_labels = BTreeMap::new();
     if gated {
-        match_labels.insert(ENABLE_LB.into(), json!("true"));
+        match_labels.insert(ENABLE_LB.to_string(), "true".to_string());
     }
-    let pool = |name: &str, labels: serde_json::Map<String, Value>, service: Option<&str>| {
-        let mut spec = json!({"nodeAddresses": {"addressType": "PreferExternalIP"}});
-        if !labels.is_empty() {
-            spec["nodeAddresses"]["nodeSelector"] = json!({"matchLabels": labels});
-        }
-        if let Some(p) = service {
-            spec["serviceAllocation"] = json!({
-                "priority": 0,
-                "serviceSelectors": [{"matchLabels": {LB_POOL: p}}],
-            });
-        }
+    let pool = |name: &str, labels: BTreeMap<String, String>, service: Option<&str>| {
+        let selector = |l: BTreeMap<String, String>| LabelSelector {
+            match_labels: Some(l),
+            ..LabelSelector::default()
+        };
+        let spec = IPAddressPoolSpec {
+            addresses: Vec::new(),
+            node_addresses: Some(NodeAddresses {
+                node_selector: (!labels.is_empty()).then(|| selector(labels)),
+                address_type: NodeAddressType::PreferExternalIP,
+                ..NodeAddresses::default()
+            }),
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            service_allocation: service.map(|p| ServiceAllocation {
+                priority: Some(0),
+                service_selectors: vec![selector(BTreeMap::from([(
+                    LB_POOL.to_string(),
+                    p.to_string(),
+                )]))],
+                ..ServiceAllocation::default()
+            }),
+        };
         json!({
             "apiVersion": API_VERSION,
             "kind": "IPAddressPool",
             "metadata": {"name": name, "labels": {"ferrolb.io/migrated-from": "k3s-servicelb"}},
-            "spec": spec,
+            "spec": serde_json::to_value(spec).unwrap_or(Value::Null),
         })
     };
     out.objects.push(pool(base, match_labels.clone(), None));
@@ -82,7 +97,7 @@ pub fn convert(nodes: &[Node], base: &str) -> Converted {
     ));
     for p in &pools {
         let mut l = match_labels.clone();
-        l.insert(LB_POOL.into(), json!(p));
+        l.insert(LB_POOL.to_string(), p.clone());
         let name = format!("{base}-{p}");
         out.objects.push(pool(&name, l, Some(p)));
         out.notes.push(Finding::new(
@@ -105,8 +120,8 @@ pub fn convert(nodes: &[Node], base: &str) -> Converted {
         );
     }
     out.notes.push(
-        Finding::new(Severity::Info, "k3s-forwarder-mode", "the pools use forwarder mode (spec.nodeAddresses)")
-            .because("forwarder mode is being added to ferrolb; applying needs a version whose IPAddressPool CRD has nodeAddresses"),
+        Finding::new(Severity::Info, "k3s-forwarder-mode", "the pools use forwarder mode (spec.nodeAddresses): the nodes' own addresses, forwarded by kube-proxy")
+            .because("that is what servicelb published; unlike servicelb, externalTrafficPolicy Local keeps the client's address and a port taken on a node is a condition naming the culprit"),
     );
     out
 }

@@ -4,11 +4,12 @@
 //! Community, BFDProfile, BGPPeer; `metallb.io/v1beta2` BGPPeer), namespaced in MetalLB's
 //! namespace, and the legacy ConfigMap format (a `config` key holding `address-pools`, `peers`,
 //! `bgp-communities`, `bfd-profiles`). Writes ferrolb's cluster-scoped `ferrolb.io/v1beta1`
-//! objects with the same field names, without a namespace. IPAddressPool and L2Advertisement
-//! go through ferrolb's CRD types, so a field ferrolb does not have is caught and reported;
-//! the BGP kinds, whose ferrolb types do not exist yet, are written as untyped objects with
-//! MetalLB's field names. A `passwordSecret` keeps its namespace (MetalLB's, when it named none,
-//! since that is where MetalLB looked for it). Everything not carried over is listed with why.
+//! objects with the same field names, without a namespace. Every kind goes through ferrolb's
+//! CRD type (`ferrolb_crds` and `ferrolb_crds::bgp`), so a field ferrolb does not have is
+//! caught and reported, and one it accepts without implementing (`localASN`, `interface`,
+//! `vrf`, BFD echo mode) is named. A `passwordSecret` loses its namespace: ferrolb's speakers
+//! read Secrets in ferrolb's namespace only, and the notes say how to copy it there.
+//! Everything not carried over is listed with why.
 
 use std::collections::BTreeMap;
 
@@ -173,71 +174,108 @@ pub fn convert(objs: &[Value], metallb_ns: &str) -> Converted {
         }
         names.insert(key, meta_ns(o).unwrap_or_default());
         let mut spec = o.get("spec").cloned().unwrap_or_else(|| json!({}));
-        match kind {
-            "IPAddressPool" => {
-                match serde_json::from_value::<ferrolb_crds::IPAddressPoolSpec>(spec.clone()) {
-                    Ok(typed) => {
-                        report_dropped(&spec, &typed, &what, &mut out);
-                        spec = serde_json::to_value(&typed).unwrap_or(spec);
-                    }
-                    Err(e) => {
-                        out.notes.push(
-                            Finding::new(
-                                Severity::Error,
-                                "invalid",
-                                format!("{what}: spec does not read as a pool ({e}); skipped"),
-                            )
-                            .fix("fix the object and convert again"),
-                        );
-                        continue;
-                    }
-                }
-            }
-            "L2Advertisement" => {
-                match serde_json::from_value::<ferrolb_crds::L2AdvertisementSpec>(spec.clone()) {
-                    Ok(typed) => {
-                        report_dropped(&spec, &typed, &what, &mut out);
-                        spec = serde_json::to_value(&typed).unwrap_or(spec);
-                    }
-                    Err(e) => {
-                        out.notes.push(
-                            Finding::new(Severity::Error, "invalid", format!("{what}: spec does not read as an L2Advertisement ({e}); skipped"))
-                                .fix("fix the object and convert again"),
-                        );
-                        continue;
-                    }
-                }
-            }
-            "BGPPeer" => {
-                bgp_peer_spec(
-                    &mut spec,
-                    meta_ns(o).as_deref().unwrap_or(metallb_ns),
-                    &what,
-                    &mut out,
-                );
-                if api == "metallb.io/v1beta1" {
-                    out.notes.push(Finding::new(
-                        Severity::Info,
-                        "bgppeer-v1beta1",
-                        format!("{what}: metallb.io/v1beta1 BGPPeer read with the same field names as v1beta2"),
-                    ));
-                }
-            }
-            _ => {}
-        }
-        if matches!(
-            kind,
-            "BGPPeer" | "BGPAdvertisement" | "Community" | "BFDProfile"
-        ) {
-            out.notes.push(
-                Finding::new(Severity::Info, "bgp-not-yet", format!("{what}: written as ferrolb.io/v1beta1 {kind} with MetalLB's field names"))
-                    .because("ferrolb's BGP mode and its CRDs do not exist yet: applying needs them installed, and what they will honour is not known"),
+        if kind == "BGPPeer" {
+            bgp_peer_spec(
+                &mut spec,
+                meta_ns(o).as_deref().unwrap_or(metallb_ns),
+                &what,
+                &mut out,
             );
+            if api == "metallb.io/v1beta1" {
+                out.notes.push(Finding::new(
+                    Severity::Info,
+                    "bgppeer-v1beta1",
+                    format!("{what}: metallb.io/v1beta1 BGPPeer read with the same field names as v1beta2"),
+                ));
+            }
         }
+        let Some(spec) = typed_spec(kind, spec, &what, &mut out) else {
+            continue;
+        };
         out.objects.push(object(kind, &name, o, spec));
+    }
+    if out.objects.iter().any(|o| {
+        matches!(
+            o.get("kind").and_then(Value::as_str),
+            Some("BGPPeer" | "BGPAdvertisement")
+        )
+    }) {
+        out.notes.push(
+            Finding::new(Severity::Info, "bgp-mode", "BGP objects were converted: they take effect once ferrolb runs in BGP mode")
+                .because("the chart installs BGP mode's watches and RBAC only with bgp.enabled=true")
+                .fix("helm upgrade ferrolb charts/ferrolb -n ferrolb-system --reuse-values --set bgp.enabled=true"),
+        );
     }
     order(&mut out.objects);
     out
+}
+
+/// The spec read through ferrolb's CRD type of `kind` and written back, so a field ferrolb
+/// does not have is reported and dropped, and what ferrolb accepts but does not implement is
+/// said. `None` (with a note) when it does not read as that kind at all.
+fn typed_spec(kind: &str, spec: Value, what: &str, out: &mut Converted) -> Option<Value> {
+    use ferrolb_crds::bgp::{BFDProfileSpec, BGPAdvertisementSpec, BGPPeerSpec, CommunitySpec};
+    fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
+        spec: &Value,
+        what: &str,
+        kind: &str,
+        out: &mut Converted,
+    ) -> Option<(T, Value)> {
+        match serde_json::from_value::<T>(spec.clone()) {
+            Ok(typed) => {
+                report_dropped(spec, &typed, what, out);
+                let v = serde_json::to_value(&typed).ok()?;
+                Some((typed, v))
+            }
+            Err(e) => {
+                out.notes.push(
+                    Finding::new(
+                        Severity::Error,
+                        "invalid",
+                        format!("{what}: spec does not read as a ferrolb {kind} ({e}); skipped"),
+                    )
+                    .fix("fix the object and convert again"),
+                );
+                None
+            }
+        }
+    }
+    let unsupported = |fields: Vec<ferrolb_crds::bgp::Unsupported>, out: &mut Converted| {
+        for u in fields {
+            out.notes.push(
+                Finding::new(
+                    Severity::Warning,
+                    "not-implemented",
+                    format!("{what}: {}", u.describe()),
+                )
+                .because(format!(
+                    "ferrolb accepts {} so MetalLB manifests apply, but does not implement it",
+                    u.as_str()
+                )),
+            );
+        }
+    };
+    match kind {
+        "IPAddressPool" => {
+            through::<ferrolb_crds::IPAddressPoolSpec>(&spec, what, kind, out).map(|(_, v)| v)
+        }
+        "L2Advertisement" => {
+            through::<ferrolb_crds::L2AdvertisementSpec>(&spec, what, kind, out).map(|(_, v)| v)
+        }
+        "BGPPeer" => through::<BGPPeerSpec>(&spec, what, kind, out).map(|(t, v)| {
+            unsupported(t.unsupported(), out);
+            v
+        }),
+        "BGPAdvertisement" => {
+            through::<BGPAdvertisementSpec>(&spec, what, kind, out).map(|(_, v)| v)
+        }
+        "Community" => through::<CommunitySpec>(&spec, what, kind, out).map(|(_, v)| v),
+        "BFDProfile" => through::<BFDProfileSpec>(&spec, what, kind, out).map(|(t, v)| {
+            unsupported(t.unsupported(), out);
+            v
+        }),
+        _ => Some(spec),
+    }
 }
 
 /// Names fields of `raw` that the typed spec dropped.
@@ -264,18 +302,33 @@ fn is_empty_default(v: &Value) -> bool {
 }
 
 /// BGPPeer caveats: the secret's namespace, plain passwords.
+///
+/// MetalLB read `passwordSecret` in its own namespace; ferrolb's speakers may read Secrets in
+/// ferrolb's namespace only, which is the default when the reference names none. So the
+/// namespace is dropped and the user is told to copy the Secret there.
 fn bgp_peer_spec(spec: &mut Value, ns: &str, what: &str, out: &mut Converted) {
     if let Some(ps) = spec
         .get_mut("passwordSecret")
         .and_then(Value::as_object_mut)
-        && !ps.contains_key("namespace")
     {
-        ps.insert("namespace".into(), json!(ns));
-        out.notes.push(Finding::new(
-            Severity::Info,
-            "password-secret",
-            format!("{what}: passwordSecret gets namespace {ns}, where MetalLB read it"),
-        ));
+        let from = ps
+            .remove("namespace")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| ns.to_string());
+        let name = ps
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        out.notes.push(
+            Finding::new(
+                Severity::Warning,
+                "password-secret",
+                format!("{what}: passwordSecret {name} must be in ferrolb's namespace; MetalLB read it in {from}"),
+            )
+            .because("ferrolb's speakers may read Secrets in their own namespace only, the default when passwordSecret names none")
+            .fix(format!("copy it: kubectl -n ferrolb-system create secret generic {name} --type=kubernetes.io/basic-auth --from-literal=password=\"$(kubectl -n {from} get secret {name} -o jsonpath='{{.data.password}}' | base64 -d)\"")),
+        );
     }
     if spec
         .get("password")
@@ -381,17 +434,14 @@ fn legacy(cfg: &str, what: &str, ns: &str, out: &mut Converted) {
             .unwrap_or_else(|| format!("peer-{i}"));
         let pwhat = format!("{what} peers[{i}]");
         bgp_peer_spec(&mut spec, ns, &pwhat, out);
-        out.objects.push(object("BGPPeer", &name, &src, spec));
-        out.notes.push(
-            Finding::new(
+        if let Some(spec) = typed_spec("BGPPeer", spec, &pwhat, out) {
+            out.objects.push(object("BGPPeer", &name, &src, spec));
+            out.notes.push(Finding::new(
                 Severity::Info,
-                "bgp-not-yet",
+                "legacy-peer",
                 format!("{pwhat}: written as BGPPeer {name}"),
-            )
-            .because(
-                "ferrolb's BGP mode and its CRDs do not exist yet: applying needs them installed",
-            ),
-        );
+            ));
+        }
     }
     if let Some(comms) = doc.get("bgp-communities").and_then(|c| c.as_mapping()) {
         let entries: Vec<Value> = comms
@@ -403,12 +453,12 @@ fn legacy(cfg: &str, what: &str, ns: &str, out: &mut Converted) {
                 })
             })
             .collect();
-        out.objects.push(object(
-            "Community",
-            "bgp-communities",
-            &src,
-            json!({ "communities": entries }),
-        ));
+        let cwhat = format!("{what} bgp-communities");
+        if let Some(spec) = typed_spec("Community", json!({ "communities": entries }), &cwhat, out)
+        {
+            out.objects
+                .push(object("Community", "bgp-communities", &src, spec));
+        }
     }
     for (i, p) in doc
         .get("bfd-profiles")
@@ -425,7 +475,10 @@ fn legacy(cfg: &str, what: &str, ns: &str, out: &mut Converted) {
         if let Some(o) = spec.as_object_mut() {
             o.remove("name");
         }
-        out.objects.push(object("BFDProfile", &name, &src, spec));
+        let bwhat = format!("{what} bfd-profiles[{i}]");
+        if let Some(spec) = typed_spec("BFDProfile", spec, &bwhat, out) {
+            out.objects.push(object("BFDProfile", &name, &src, spec));
+        }
     }
     for (i, p) in doc
         .get("address-pools")
@@ -487,12 +540,12 @@ fn legacy(cfg: &str, what: &str, ns: &str, out: &mut Converted) {
                     let mut spec = a.clone();
                     spec["ipAddressPools"] = json!([name]);
                     let aname = if j == 0 { name.clone() } else { format!("{name}-{j}") };
-                    out.objects.push(object("BGPAdvertisement", &aname, &src, spec));
+                    let awhat = format!("{pwhat} bgp-advertisements[{j}]");
+                    if let Some(spec) = typed_spec("BGPAdvertisement", spec, &awhat, out) {
+                        out.objects
+                            .push(object("BGPAdvertisement", &aname, &src, spec));
+                    }
                 }
-                out.notes.push(
-                    Finding::new(Severity::Info, "bgp-not-yet", format!("{pwhat}: protocol bgp written as BGPAdvertisement"))
-                        .because("ferrolb's BGP mode and its CRDs do not exist yet: applying needs them installed"),
-                );
             }
             other => out.notes.push(
                 Finding::new(
@@ -654,14 +707,28 @@ metadata: {name: l2-abc, namespace: metallb-system}
         );
         let peer = &c.objects[4];
         assert_eq!(peer["spec"]["peerASN"], 64501);
-        assert_eq!(
-            peer["spec"]["passwordSecret"]["namespace"],
-            "metallb-system"
+        assert_eq!(peer["spec"]["holdTime"], "90s");
+        assert_eq!(peer["spec"]["passwordSecret"]["name"], "bgp-auth");
+        assert!(
+            peer.pointer("/spec/passwordSecret/namespace").is_none(),
+            "ferrolb reads Secrets in its own namespace: {peer}"
         );
         assert_eq!(c.objects[6]["spec"]["localPref"], 100);
         let checks: Vec<&str> = c.notes.iter().map(|n| n.check.as_str()).collect();
         assert!(checks.contains(&"status-only"), "{checks:?}");
-        assert!(checks.contains(&"bgp-not-yet"));
+        assert!(checks.contains(&"bgp-mode"));
+        let secret = c
+            .notes
+            .iter()
+            .find(|n| n.check == "password-secret")
+            .expect("a note on the secret");
+        assert!(
+            secret
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("kubectl -n metallb-system get secret bgp-auth")),
+            "{secret:?}"
+        );
         assert!(!checks.contains(&"field-dropped"), "{:?}", c.notes);
         // The YAML applies as written: every document parses back.
         let y = yaml(&c.objects);
@@ -689,6 +756,48 @@ metadata: {name: web}
         assert_eq!(c.objects.len(), 1);
         let checks: Vec<&str> = c.notes.iter().map(|n| n.check.as_str()).collect();
         assert_eq!(checks, ["field-dropped", "name-collision", "not-metallb"]);
+    }
+
+    #[test]
+    fn bgp_fields_ferrolb_does_not_implement_are_named() {
+        let y = r#"
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: vrf-peer, namespace: metallb-system}
+spec: {myASN: 64500, peerASN: 64501, peerAddress: 198.51.100.1, vrf: red, connectTime: 5s}
+---
+apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata: {name: echo, namespace: metallb-system}
+spec: {echoMode: true, echoInterval: 50}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: bad, namespace: metallb-system}
+spec: {aggregationLength: "wide"}
+"#;
+        let c = convert(&docs(y), "metallb-system");
+        let kinds: Vec<&str> = c
+            .objects
+            .iter()
+            .filter_map(|o| o["kind"].as_str())
+            .collect();
+        assert_eq!(kinds, ["BFDProfile", "BGPPeer"], "{:?}", c.notes);
+        let titles: Vec<&str> = c
+            .notes
+            .iter()
+            .filter(|n| n.check == "not-implemented")
+            .map(|n| n.title.as_str())
+            .collect();
+        assert_eq!(titles.len(), 2, "{titles:?}");
+        assert!(titles[0].contains("vrf is not implemented"), "{titles:?}");
+        assert!(titles[1].contains("echo mode"), "{titles:?}");
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.check == "invalid" && n.title.contains("BGPAdvertisement"))
+        );
+        assert_eq!(c.objects[1]["spec"]["connectTime"], "5s");
     }
 
     const LEGACY: &str = r#"
