@@ -4,7 +4,7 @@ CARGO ?= cargo
 LAB := target/debug/ferrolb-lab
 
 .PHONY: help setup tools build test unit lab-test chart-test image image-test lint crds \
-        lab-up lab-down demo bench-controller bench-failover clean-labs
+        lab-up lab-down demo bench-controller bench-failover bench-forwarder clean-labs
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,9 +47,13 @@ bench-controller: tools ## Allocator and controller figures for 1k/10k/50k Servi
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_controller
 
-bench-failover: tools build ## Failover time against an oracle, ARP latency against the kernel
+bench-failover: tools build ## Failover time against an oracle and with real speaker pods, ARP latency against the kernel
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_failover
+
+bench-forwarder: tools ## Forwarder mode: create → node addresses, and kube-proxy's path against the direct path
+	$(CARGO) build --release --workspace --bins
+	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_forwarder
 
 .PHONY: bench-bgp
 bench-bgp: tools build ## BGP mode against BIRD: BFD and hold-timer failover, rolling restart, node leaving, SIGSTOP, busy cores

@@ -7,11 +7,12 @@
 //! real nodes. Every read has a timeout and every connection a thread that ends with it.
 //!
 //! ```text
-//! backend [--http PORT] [--tcp PORT] [--udp PORT] [--listen IP] [--name NAME] [--node NODE] [--text TEXT]
+//! backend [--http PORT] [--tcp PORT] [--udp PORT] [--sink PORT] [--listen IP] [--name NAME] [--node NODE] [--text TEXT]
 //! ```
-//! Defaults: HTTP on 8080, TCP and UDP on 9000, all addresses (IPv4 and IPv6), name and node
-//! from `POD_NAME` and `NODE_NAME`. The line is `pod=<name> node=<node> src=<ip>:<port>`, or
-//! `--text` with ` src=...` appended.
+//! Defaults: HTTP on 8080, TCP and UDP on 9000, no sink, all addresses (IPv4 and IPv6), name and
+//! node from `POD_NAME` and `NODE_NAME`. The line is `pod=<name> node=<node> src=<ip>:<port>`,
+//! or `--text` with ` src=...` appended. The sink (for throughput benchmarks) reads and
+//! discards whatever a TCP client sends, then closes.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -33,6 +34,8 @@ pub struct Config {
     pub tcp: Option<u16>,
     /// UDP port: every datagram is answered with the line.
     pub udp: Option<u16>,
+    /// TCP port that reads and discards everything (throughput benchmarks).
+    pub sink: Option<u16>,
     /// The pod's name.
     pub name: String,
     /// The node's name.
@@ -48,6 +51,7 @@ impl Default for Config {
             http: Some(8080),
             tcp: Some(9000),
             udp: Some(9000),
+            sink: None,
             name: std::env::var("POD_NAME").unwrap_or_else(|_| "unknown".into()),
             node: std::env::var("NODE_NAME").unwrap_or_else(|_| "unknown".into()),
             text: None,
@@ -76,6 +80,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, String> {
             "--http" => cfg.http = port(value()?)?,
             "--tcp" => cfg.tcp = port(value()?)?,
             "--udp" => cfg.udp = port(value()?)?,
+            "--sink" => cfg.sink = port(value()?)?,
             "--listen" => {
                 let v = value()?;
                 cfg.listen = v
@@ -115,6 +120,10 @@ pub fn serve(cfg: Config) -> std::io::Result<()> {
         .udp
         .map(|p| UdpSocket::bind((cfg.listen, p)))
         .transpose()?;
+    let sink = cfg
+        .sink
+        .map(|p| TcpListener::bind((cfg.listen, p)))
+        .transpose()?;
     let mut threads = Vec::new();
     if let Some(l) = http {
         let cfg = cfg.clone();
@@ -123,6 +132,10 @@ pub fn serve(cfg: Config) -> std::io::Result<()> {
     if let Some(l) = tcp {
         let cfg = cfg.clone();
         threads.push(std::thread::spawn(move || accept(l, cfg, answer_tcp)));
+    }
+    if let Some(l) = sink {
+        let cfg = cfg.clone();
+        threads.push(std::thread::spawn(move || accept(l, cfg, drain)));
     }
     if let Some(sock) = udp {
         let cfg = cfg.clone();
@@ -165,6 +178,13 @@ fn answer_http(mut stream: TcpStream, peer: SocketAddr, cfg: &Config) {
 
 fn answer_tcp(mut stream: TcpStream, peer: SocketAddr, cfg: &Config) {
     let _ = stream.write_all(line(cfg, peer).as_bytes());
+}
+
+/// Reads until the client closes (or goes quiet for the read timeout), discarding.
+fn drain(mut stream: TcpStream, _peer: SocketAddr, _cfg: &Config) {
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let mut buf = vec![0u8; 64 * 1024];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 fn answer_udp(sock: UdpSocket, cfg: Config) {
