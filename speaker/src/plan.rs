@@ -87,6 +87,9 @@ pub struct PlanConfig {
     pub ignore_classless: bool,
     /// This node's name (whose interfaces the plan resolves).
     pub self_node: String,
+    /// BGP mode runs (`--bgp`): a Service no L2Advertisement covers at all is BGP's, not left
+    /// unannounced, so L2 writes no condition about it (BGP mode reports in BGPSessionState).
+    pub bgp: bool,
 }
 
 /// Why an IP of a Service is not announced. `as_str()` is the condition reason and metric label.
@@ -140,6 +143,8 @@ pub enum Unplanned {
     /// Its pool publishes node addresses (forwarder mode): kube-proxy forwards them on the
     /// nodes that own them; answering ARP/NDP for them would steal other nodes' addresses.
     NodePool,
+    /// With BGP mode on, no L2Advertisement covers any of its IPs: it is BGP's to announce.
+    NotLayer2,
 }
 
 impl Unplanned {
@@ -150,6 +155,7 @@ impl Unplanned {
             Self::OtherClass => "OtherClass",
             Self::NoIps => "NoIPs",
             Self::NodePool => "NodePool",
+            Self::NotLayer2 => "NotLayer2",
         }
     }
 
@@ -160,6 +166,9 @@ impl Unplanned {
             Self::OtherClass => "the Service's loadBalancerClass is not ferrolb's",
             Self::NoIps => "the Service has no load-balancer IP",
             Self::NodePool => "the Service is published on node addresses (forwarder mode)",
+            Self::NotLayer2 => {
+                "no L2Advertisement covers the Service; BGP mode announces it (see BGPSessionState)"
+            }
         }
     }
 
@@ -464,6 +473,7 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
             .get(key.as_str())
             .cloned()
             .unwrap_or_default();
+        let mut uncovered = 0usize;
         for &ip in &svc.ips {
             let Some((pool, pool_info)) = pool_of(snap, svc, ip) else {
                 sp.not_announced.insert(ip, NotAnnounced::NoPool);
@@ -478,6 +488,7 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
                 })
                 .collect();
             if covering.is_empty() {
+                uncovered += 1;
                 sp.not_announced.insert(ip, NotAnnounced::NoL2Advertisement);
                 continue;
             }
@@ -508,6 +519,20 @@ pub fn compute(snap: &Snapshot, cfg: &PlanConfig) -> Plan {
                 continue;
             }
             per_ip.entry(ip).or_default().push((key.clone(), eligible));
+        }
+        if cfg.bgp && uncovered == svc.ips.len() {
+            // BGP's, not L2's: no condition of L2's, and one left from L2 days goes.
+            if svc.announced.as_ref().is_some_and(|c| c.by_speaker) {
+                stale.insert(
+                    key.clone(),
+                    Stale {
+                        why: Unplanned::NotLayer2,
+                        uid: svc.uid.clone(),
+                        observed: svc.announced.clone(),
+                    },
+                );
+            }
+            continue;
         }
         services.insert(key.clone(), sp);
     }
@@ -649,6 +674,7 @@ mod tests {
             lb_class: "ferrolb.io/lb".into(),
             ignore_classless: false,
             self_node: "n1".into(),
+            bgp: false,
         }
     }
 
@@ -1065,7 +1091,8 @@ mod tests {
         let web = s.services.get_mut("ns/web").expect("web");
         web.pools = vec!["edge".into()];
         web.ips = vec![ip("198.51.100.11")];
-        web.announced = Some(ours);
+        web.announced = Some(ours.clone());
+        web.ports = vec![("TCP".into(), 443), ("UDP".into(), 443)];
         let p = compute(&s, &cfg());
         assert!(
             p.ips.is_empty(),
@@ -1075,6 +1102,36 @@ mod tests {
         assert_eq!(
             p.stale.get("ns/web").map(|x| x.why),
             Some(Unplanned::NodePool)
+        );
+        // ...and this node's speaker checks its ports, unless the pool does not select it.
+        assert_eq!(
+            p.forwarded_ports,
+            BTreeSet::from([("TCP".to_string(), 443), ("UDP".to_string(), 443)])
+        );
+        s.pools.get_mut("edge").expect("edge").node_selector = Some(Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("zone".to_string(), "b".to_string())])),
+            ..Default::default()
+        }));
+        assert!(
+            compute(&s, &cfg()).forwarded_ports.is_empty(),
+            "n1 is in zone a"
+        );
+
+        // With BGP mode on, a Service no L2Advertisement covers is BGP's: L2 writes no
+        // condition about it, and removes one it wrote before.
+        let mut s = base();
+        s.l2advs.clear();
+        s.services.get_mut("ns/web").expect("web").announced = Some(ours);
+        let plain = compute(&s, &cfg());
+        assert!(
+            plain.services.contains_key("ns/web"),
+            "without BGP: L2 says why not"
+        );
+        let p = compute(&s, &PlanConfig { bgp: true, ..cfg() });
+        assert!(!p.services.contains_key("ns/web"));
+        assert_eq!(
+            p.stale.get("ns/web").map(|x| x.why),
+            Some(Unplanned::NotLayer2)
         );
     }
 }

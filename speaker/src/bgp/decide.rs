@@ -480,6 +480,7 @@ mod tests {
                 lb_class: "ferrolb.io/lb".into(),
                 ignore_classless: false,
                 self_node: "n1".into(),
+                bgp: true,
             },
             withdraw_on_cordon: false,
             restart_time: 120,
