@@ -362,7 +362,11 @@ fn ipvs_anywhere_refuses_everything() {
     let o = one(&w, svc("shop/web", 1, 80));
     assert_eq!(o.reason, Reason::AllNodes);
     assert_eq!(o.ip_mode, "Proxy");
-    assert!(o.message.contains("forwarded by the speakers"), "{}", o.message);
+    assert!(
+        o.message.contains("forwarded by the speakers"),
+        "{}",
+        o.message
+    );
 }
 
 #[test]
