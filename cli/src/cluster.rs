@@ -201,9 +201,31 @@ pub async fn snapshot(client: &Client, scope: &Scope) -> Result<Snapshot, Cluste
         .await;
         s.pods.extend(pods);
     }
-    let targets: Vec<(String, String, i32)> = crate::snapshot::speaker_pods(&s)
+    let gaps = &mut s.gaps;
+    if whole {
+        s.events = list_or_gap(
+            Api::<Event>::all(client.clone()),
+            &ListParams::default().limit(EVENT_LIMIT),
+            "Events",
+            gaps,
+        )
+        .await;
+        s.events.retain(|e| {
+            e.reporting_controller
+                .as_deref()
+                .is_some_and(|c| c.starts_with("ferrolb"))
+        });
+    }
+    Ok(s)
+}
+
+/// Reads each speaker pod's metrics through the API server's pod proxy into
+/// [`Snapshot::speaker_metrics`] (`status` shows membership from them; it needs `get` on
+/// `pods/proxy`). A speaker that does not answer is recorded in [`Snapshot::gaps`]. Only
+/// `status` calls this: `doctor` and `trace` must not depend on a pod answering.
+pub async fn speaker_metrics(client: &Client, s: &mut Snapshot) {
+    let targets: Vec<(String, String, i32)> = crate::snapshot::speaker_pods(s)
         .into_iter()
-        .filter(|_| whole)
         .filter_map(|p| {
             let port = p
                 .spec
@@ -237,22 +259,6 @@ pub async fn snapshot(client: &Client, scope: &Scope) -> Result<Snapshot, Cluste
             )),
         }
     }
-    let gaps = &mut s.gaps;
-    if whole {
-        s.events = list_or_gap(
-            Api::<Event>::all(client.clone()),
-            &ListParams::default().limit(EVENT_LIMIT),
-            "Events",
-            gaps,
-        )
-        .await;
-        s.events.retain(|e| {
-            e.reporting_controller
-                .as_deref()
-                .is_some_and(|c| c.starts_with("ferrolb"))
-        });
-    }
-    Ok(s)
 }
 
 /// MetalLB's CRs and legacy ConfigMap in `ns`, as JSON, and what could not be read.

@@ -290,7 +290,8 @@ fn trace_offline(t: &TraceArgs) -> anyhow::Result<i32> {
 
 async fn status_cmd(a: StatusArgs) -> anyhow::Result<i32> {
     let client = cluster::client().await?;
-    let snap = cluster::snapshot(&client, &Scope::All).await?;
+    let mut snap = cluster::snapshot(&client, &Scope::All).await?;
+    cluster::speaker_metrics(&client, &mut snap).await;
     let st = status::build(&snap);
     match a.output {
         Output::Json => outln!("{}", serde_json::to_string_pretty(&st)?),
