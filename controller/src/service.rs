@@ -4,6 +4,7 @@
 //! Pure: Kubernetes objects in, plain data out. Bad annotations become a [`RequestError`] that the
 //! core turns into a condition on the Service; nothing here panics on user input.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,6 +17,36 @@ use crate::strmap::StrMap;
 
 /// `namespace/name`, shared (not copied) between the core's index and its work sets.
 pub type SvcKey = Arc<str>;
+
+/// A short text that nearly every Service fills with one of a few values (an IP family, a
+/// family policy, an `ipMode`, a condition's status or ferrolb's reason): those values are
+/// borrowed from [`WORDS`], so they cost no allocation per Service; any other is copied.
+pub type Word = Cow<'static, str>;
+
+/// The values [`word`] shares instead of copying.
+pub const WORDS: &[&str] = &[
+    "IPv4",
+    "IPv6",
+    "SingleStack",
+    "PreferDualStack",
+    "RequireDualStack",
+    "VIP",
+    "Proxy",
+    "True",
+    "False",
+    "Unknown",
+    "Allocated",
+    "NotInAnyPool",
+    "NodeAddresses",
+];
+
+/// `text` as a [`Word`]: borrowed when it is one of [`WORDS`], else copied.
+pub fn word(text: &str) -> Word {
+    WORDS
+        .iter()
+        .find(|w| **w == text)
+        .map_or_else(|| Cow::Owned(text.to_owned()), |w| Cow::Borrowed(*w))
+}
 
 /// The parts of a Service the controller needs. Keeping a projection rather than the object, with
 /// boxed strings and slices (no spare capacity) and compact maps, keeps memory near a few hundred
@@ -42,18 +73,19 @@ pub struct ServiceView {
     pub labels: StrMap,
     /// `(protocol, port)` pairs, for sharing.
     pub ports: Box<[(Protocol, u16)]>,
-    /// Canonical `k=v,k=v` of `spec.selector`, for sharing under `externalTrafficPolicy: Local`.
+    /// Canonical `k=v,k=v` of `spec.selector`, for sharing under `externalTrafficPolicy: Local`;
+    /// empty under `Cluster`, where nothing reads it.
     pub selector: Box<str>,
     /// `externalTrafficPolicy: Local`.
     pub etp_local: bool,
     /// `spec.ipFamilies`, as the API server defaulted them.
     pub ip_families: Box<[Box<str>]>,
     /// `spec.ipFamilyPolicy`.
-    pub ip_family_policy: Option<Box<str>>,
+    pub ip_family_policy: Option<Word>,
     /// IPs published in `status.loadBalancer.ingress` (unparsable entries are kept as text).
     pub ingress: Box<[Box<str>]>,
     /// The `ipMode` every ingress entry says (`None`: they differ, or one has none).
-    pub ingress_mode: Option<Box<str>>,
+    pub ingress_mode: Option<Word>,
     /// Our condition, if the Service carries it. Boxed: Services that are not ours have none.
     pub condition: Option<Box<ObservedCondition>>,
     /// Our `ferrolb.io/ForwarderReady` condition (forwarder mode), if the Service carries it.
@@ -72,9 +104,9 @@ pub struct ServiceView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedCondition {
     /// `True`, `False` or `Unknown`.
-    pub status: Box<str>,
+    pub status: Word,
     /// CamelCase reason.
-    pub reason: Box<str>,
+    pub reason: Word,
     /// Human-readable message.
     pub message: Box<str>,
     /// When the status last changed.
@@ -104,15 +136,15 @@ impl ServiceView {
             .all(|i| i.ip_mode.as_deref() == first_mode)
             .then_some(first_mode)
             .flatten()
-            .map(Box::from);
+            .map(word);
         let observed = |type_: &str| {
             status
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
                 .map(|c| {
                     Box::new(ObservedCondition {
-                        status: c.status.as_str().into(),
-                        reason: c.reason.as_str().into(),
+                        status: word(&c.status),
+                        reason: word(&c.reason),
                         message: c.message.as_str().into(),
                         last_transition_time: c.last_transition_time.clone(),
                     })
@@ -156,8 +188,10 @@ impl ServiceView {
             .flatten()
             .filter_map(|a| a.parse().ok())
             .collect();
+        let etp_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
         let selector = spec
             .and_then(|s| s.selector.as_ref())
+            .filter(|_| etp_local)
             .into_iter()
             .flatten()
             .map(|(k, v)| format!("{k}={v}"))
@@ -180,14 +214,14 @@ impl ServiceView {
             labels: meta.labels.as_ref().map(StrMap::from).unwrap_or_default(),
             ports,
             selector,
-            etp_local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            etp_local,
             ip_families: spec
                 .and_then(|s| s.ip_families.as_ref())
                 .into_iter()
                 .flatten()
                 .map(|f| Box::from(f.as_str()))
                 .collect(),
-            ip_family_policy: text(spec.and_then(|s| s.ip_family_policy.as_ref())),
+            ip_family_policy: spec.and_then(|s| s.ip_family_policy.as_deref()).map(word),
             ingress,
             ingress_mode,
             condition,
@@ -630,6 +664,34 @@ mod tests {
         spec.ip_family_policy = Some("SingleStack".into());
         let b = build_request(&svc(&[], spec)).expect("valid");
         assert_eq!(b.request.families, FamilyPolicy::Single(Family::V6));
+    }
+
+    #[test]
+    fn common_words_are_shared_and_others_copied() {
+        for w in WORDS {
+            assert!(matches!(word(w), Cow::Borrowed(b) if b == *w));
+        }
+        assert!(matches!(word("ThirdStack"), Cow::Owned(o) if o == "ThirdStack"));
+        let mut spec = lb();
+        spec.ip_family_policy = Some("SingleStack".into());
+        let v = svc(&[], spec);
+        assert!(matches!(
+            v.ip_family_policy,
+            Some(Cow::Borrowed("SingleStack"))
+        ));
+    }
+
+    #[test]
+    fn the_selector_is_kept_only_under_local_policy() {
+        let mut spec = lb();
+        spec.selector = Some([("app".to_string(), "web".to_string())].into());
+        assert_eq!(
+            &*svc(&[], spec.clone()).selector,
+            "",
+            "Cluster: nothing reads it"
+        );
+        spec.external_traffic_policy = Some("Local".into());
+        assert_eq!(&*svc(&[], spec).selector, "app=web");
     }
 
     #[test]
