@@ -216,10 +216,13 @@ pub fn build(snap: &Snapshot) -> Status {
         .map(|e| {
             let r = e.regarding.clone().unwrap_or_default();
             Change {
+                // A repeated event is folded into a series: its last occurrence is the
+                // series's, not the first one's eventTime.
                 time: e
-                    .event_time
+                    .series
                     .as_ref()
-                    .map(|t| t.0.to_string())
+                    .map(|s| s.last_observed_time.0.to_string())
+                    .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
                     .or_else(|| {
                         e.deprecated_last_timestamp
                             .as_ref()
@@ -260,10 +263,17 @@ pub fn text(s: &Status) -> String {
     if s.pools.is_empty() {
         let _ = writeln!(o, "  (none)");
     }
+    let name_width = s.pools.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let addr_width = s
+        .pools
+        .iter()
+        .map(|p| p.addresses.join(",").len())
+        .max()
+        .unwrap_or(0);
     for p in &s.pools {
         let _ = writeln!(
             o,
-            "  {}  {}  assigned {}  available {}",
+            "  {:<name_width$}  {:<addr_width$}  assigned {}  available {}",
             p.name,
             p.addresses.join(","),
             if p.assigned.is_empty() {
@@ -288,7 +298,10 @@ pub fn text(s: &Status) -> String {
     for i in &s.ips {
         let ann = match (&i.announced, &i.node) {
             (Some((st, m)), None) if st == "True" => m.clone(),
-            (Some((_, m)), None) => format!("NOT ANNOUNCED: {m}"),
+            (Some((_, m)), None) => format!(
+                "NOT ANNOUNCED: {}",
+                m.strip_prefix("not announced: ").unwrap_or(m)
+            ),
             (Some((st, m)), Some(n)) if st == "True" => format!("{n}'s address; {m}"),
             (Some((_, m)), Some(n)) => format!("{n}'s address; NOT PUBLISHED: {m}"),
             (None, Some(n)) => format!("{n}'s address; no ForwarderReady condition"),
@@ -409,6 +422,25 @@ mod tests {
             }))
             .expect("event"),
         );
+        // The same note again, folded into a series: it counts as its last occurrence.
+        s.events.push(
+            serde_json::from_value(json!({
+                "metadata": {"name": "e0", "namespace": "default"},
+                "eventTime": "2026-12-07T07:00:00.000000Z",
+                "series": {"count": 2, "lastObservedTime": "2026-12-07T08:05:00.000000Z"},
+                "reportingController": "ferrolb-speaker", "reportingInstance": "node-1",
+                "action": "Announce", "reason": "Announced", "note": "announced by node-1 on eth0",
+                "regarding": {"kind": "Service", "namespace": "default", "name": "web"}
+            }))
+            .expect("event"),
+        );
+        let st = build(&s);
+        assert_eq!(
+            st.changes[0].note, "announced by node-1 on eth0",
+            "{:?}",
+            st.changes
+        );
+        s.events.pop();
         let st = build(&s);
         assert_eq!(st.ips.len(), 1);
         assert_eq!(st.ips[0].pool.as_deref(), Some("default"));
