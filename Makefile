@@ -55,6 +55,15 @@ bench-forwarder: tools ## Forwarder mode: create → node addresses, and kube-pr
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_forwarder
 
+.PHONY: plugin
+plugin: ## Static release kubectl-ferrolb in target/x86_64-unknown-linux-gnu/release/ (copy it onto PATH; `kubectl ferrolb` finds it)
+	RUSTFLAGS="$$RUSTFLAGS -C target-feature=+crt-static" $(CARGO) build --release \
+		--target x86_64-unknown-linux-gnu -p ferrolb-cli --bin kubectl-ferrolb
+	@if readelf -lW target/x86_64-unknown-linux-gnu/release/kubectl-ferrolb | grep -q 'program interpreter'; then \
+		echo "kubectl-ferrolb is not static" >&2; exit 1; fi
+	@echo "built target/x86_64-unknown-linux-gnu/release/kubectl-ferrolb (static); install it with:"
+	@echo "  install -m 0755 target/x86_64-unknown-linux-gnu/release/kubectl-ferrolb /usr/local/bin/"
+
 .PHONY: bench-bgp
 bench-bgp: tools build ## BGP mode against BIRD: BFD and hold-timer failover, rolling restart, node leaving, SIGSTOP, busy cores
 	$(CARGO) build --release --workspace --bins
