@@ -3,17 +3,24 @@
 //!
 //! Owns only the representation. A `BTreeMap<String, String>` costs a 544-byte leaf node plus one
 //! allocation per key and per value, per Service, even for two labels; this map keeps every key and
-//! value in one string and their boundaries in one slice, sorted by key, so two labels cost two
-//! small allocations and lookups are a binary search. It is built once per watch event and never
-//! edited in place. It must not interpret keys or values.
+//! value, sorted by key, in one string separated by NULs, so a Service's labels cost one small
+//! allocation. Labels never hold a NUL (the API server allows letters, digits and `-_./` only);
+//! should a key or value hold one anyway, the map keeps their boundaries in a slice beside the
+//! string instead. Lookups scan the few pairs a Service has. It is built once per watch event and
+//! never edited in place. It must not interpret keys or values.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use ferrolb_crds::selector::Labels;
 
-/// Sorted, duplicate-free `(key, value)` pairs. `text` is `k0 v0 k1 v1 …` concatenated, `ends[2i]`
-/// is where key `i` ends and `ends[2i + 1]` where its value ends. Equal maps have equal fields.
+/// Separates keys and values in [`StrMap`]'s text.
+const SEP: char = '\0';
+
+/// Sorted, duplicate-free `(key, value)` pairs. With `ends` empty, `text` is `k0 NUL v0 NUL k1 NUL
+/// v1 …` (empty for no pair); otherwise (a NUL in some key or value) `text` is `k0 v0 k1 v1 …`
+/// concatenated, `ends[2i]` is where key `i` ends and `ends[2i + 1]` where its value ends. The
+/// form follows from the pairs alone, so equal maps have equal fields.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct StrMap {
     text: Box<str>,
@@ -33,7 +40,26 @@ impl StrMap {
                 _ => unique.push((k, v)),
             }
         }
-        let mut text = String::with_capacity(unique.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let bytes: usize = unique.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if !unique
+            .iter()
+            .any(|(k, v)| k.contains(SEP) || v.contains(SEP))
+        {
+            let mut text = String::with_capacity(bytes + 2 * unique.len());
+            for (i, (k, v)) in unique.into_iter().enumerate() {
+                if i > 0 {
+                    text.push(SEP);
+                }
+                text.push_str(k);
+                text.push(SEP);
+                text.push_str(v);
+            }
+            return StrMap {
+                text: text.into_boxed_str(),
+                ends: Box::default(),
+            };
+        }
+        let mut text = String::with_capacity(bytes);
         let mut ends = Vec::with_capacity(unique.len() * 2);
         for (k, v) in unique {
             text.push_str(k);
@@ -47,18 +73,35 @@ impl StrMap {
         }
     }
 
+    /// Whether `text` holds NUL-separated pairs (rather than boundaries in `ends`).
+    fn separated(&self) -> bool {
+        self.ends.is_empty()
+    }
+
     /// Number of pairs.
     pub fn len(&self) -> usize {
-        self.ends.len() / 2
+        match self.separated() {
+            true if self.text.is_empty() => 0,
+            true => self.text.matches(SEP).count().div_ceil(2),
+            false => self.ends.len() / 2,
+        }
     }
 
     /// Whether there are no pairs.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.text.is_empty() && self.ends.is_empty()
     }
 
-    /// The value of `key`. O(log n).
+    /// The value of `key`: a scan of the separated form (a Service has a few labels), a
+    /// binary search of the other.
     pub fn get(&self, key: &str) -> Option<&str> {
+        if self.separated() {
+            return self
+                .iter()
+                .take_while(|(k, _)| *k <= key)
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v);
+        }
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -79,11 +122,18 @@ impl StrMap {
 
     /// The pairs, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        (0..self.len()).map(|i| self.pair(i))
+        let mut parts = (self.separated() && !self.text.is_empty()).then(|| self.text.split(SEP));
+        let mut bounded = 0..if self.separated() { 0 } else { self.len() };
+        std::iter::from_fn(move || match parts.as_mut() {
+            // The separated form always has an even number of parts.
+            Some(p) => Some((p.next()?, p.next()?)),
+            None => bounded.next().map(|i| self.pair(i)),
+        })
     }
 
-    /// Pair `i` (< `len()`). The bounds come from construction and always fall on the joins
-    /// between the strings pushed, so the slicing cannot fail; `get` keeps that free of panics.
+    /// Pair `i` (< `len()`) of the form with boundaries. The bounds come from construction and
+    /// always fall on the joins between the strings pushed, so the slicing cannot fail; `get`
+    /// keeps that free of panics.
     fn pair(&self, i: usize) -> (&str, &str) {
         let start = match i {
             0 => 0,
@@ -140,7 +190,12 @@ mod tests {
             ],
             &[("ferrolb.io/ip-allocated-from-pool", "blue"), ("a", "ü/é")],
         ];
-        for pairs in cases {
+        let with_nul: [&[(&str, &str)]; 3] = [
+            &[("note", "a\0b")],
+            &[("a", ""), ("b\0", "x"), ("c", "\0")],
+            &[("", "")],
+        ];
+        for pairs in cases.into_iter().chain(with_nul) {
             let m = map(pairs);
             let s = StrMap::from(&m);
             assert_eq!(s.len(), m.len());
@@ -159,6 +214,20 @@ mod tests {
                 assert_eq!(s.get(absent), m.get(absent).map(String::as_str), "{absent}");
             }
         }
+    }
+
+    #[test]
+    fn labels_cost_one_allocation_and_a_nul_keeps_boundaries() {
+        let labels = StrMap::from_pairs([("tier", "web"), ("app", "shop")]);
+        assert_eq!(
+            (&*labels.text, labels.ends.len()),
+            ("app\0shop\0tier\0web", 0)
+        );
+        let odd = StrMap::from_pairs([("app", "a\0b")]);
+        assert_eq!((&*odd.text, &*odd.ends), ("appa\0b", &[3, 6][..]));
+        assert_eq!(odd.get("app"), Some("a\0b"));
+        assert_ne!(StrMap::from_pairs([("", "")]), StrMap::default());
+        assert_eq!(StrMap::from_pairs([("", "")]).len(), 1);
     }
 
     #[test]
