@@ -29,8 +29,9 @@ pub(crate) fn retransmit_limit(mult: u32, members: usize) -> u32 {
 enum Key {
     /// Alive, Dead or Left about a member: only the newest is worth spreading.
     Live(String),
-    /// One accuser's suspicion of a member (confirmations from distinct accusers all count).
-    Suspect(String, String),
+    /// A suspicion of a member: one is enough to spread (confirmations travel directly between
+    /// accusers, see [`super::Membership`]), so a crowd of accusers does not multiply it.
+    Suspect(String),
     /// One version of a member's record.
     Delta(String, u32),
 }
@@ -40,7 +41,7 @@ fn key(item: &Item) -> Option<Key> {
         Item::Alive { name, .. } | Item::Dead { name, .. } | Item::Left { name, .. } => {
             Some(Key::Live(name.clone()))
         }
-        Item::Suspect { name, accuser, .. } => Some(Key::Suspect(name.clone(), accuser.clone())),
+        Item::Suspect { name, .. } => Some(Key::Suspect(name.clone())),
         Item::Delta(d) => Some(Key::Delta(d.name.clone(), d.state_version)),
         // Whole records travel by anti-entropy only: they are large and rarely news.
         Item::State(_) => None,
@@ -90,16 +91,8 @@ impl Queue {
         self.remove(&key);
         match &key {
             Key::Live(name) => {
-                // Liveness news makes every suspicion of the same member old news.
-                let stale: Vec<Key> = self
-                    .index
-                    .range(Key::Suspect(name.clone(), String::new())..)
-                    .take_while(|(k, _)| matches!(k, Key::Suspect(n, _) if n == name))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in stale {
-                    self.remove(&k);
-                }
+                // Liveness news makes a suspicion of the same member old news.
+                self.remove(&Key::Suspect(name.clone()));
             }
             Key::Delta(name, _) => {
                 let deltas = self
@@ -252,7 +245,9 @@ mod tests {
         let mut q = Queue::default();
         q.push(suspect("a", "b"));
         q.push(suspect("a", "c"));
-        assert_eq!(q.len(), 2);
+        // One suspicion per member spreads, the latest.
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.take(1_000, 10, 5), vec![suspect("a", "c")]);
         q.push(alive("a", 2));
         assert_eq!(q.take(1_000, 10, 5), vec![alive("a", 2)]);
     }

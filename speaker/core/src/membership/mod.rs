@@ -21,14 +21,17 @@
 //!
 //! # SWIM with Lifeguard
 //!
-//! Every protocol period `T` (`interval`) a member pings one other member. Periods alternate
-//! between the member's successor on a ring (members ordered by a hash of their names) and
-//! the next member of its own shuffled round-robin list. If no Ack comes within the ping
-//! timeout it asks `k` random members to ping the target (PingReq); each answers with the
-//! target's Ack or, at its own timeout, a Nack. With no Ack by the probe timeout the prober
-//! *accuses* the target: the target becomes Suspect (still alive for the election: its claims
-//! still count, no IP moves), the suspicion is gossiped, sent straight to the target and to
-//! the target's ring predecessor, and the accuser pings the suspect again every period.
+//! Every protocol period `T` (`interval`) a member pings one other member. Periods cycle through
+//! the member's first and second successors on a ring (members ordered by a hash of their
+//! names; members it already accuses are skipped, so the ring closes over a dead one at once)
+//! and the next member of its own shuffled round-robin list. So each member is watched by its
+//! two ring predecessors, each every third period, and by random probers on top. If no Ack
+//! comes within the ping timeout the prober asks `k` random members to ping the target
+//! (PingReq); each answers with the target's Ack or, at its own timeout, a Nack. With no Ack by
+//! the probe timeout the prober *accuses* the target: the target becomes Suspect (still alive
+//! for the election: its claims still count, no IP moves), the suspicion is gossiped, sent
+//! straight to the target, to the target's ring predecessor and to the accusers known, and the
+//! accuser pings the suspect again every period.
 //!
 //! A suspect refutes by raising its incarnation: it learns of the suspicion from any packet
 //! (items about a member are put first in packets to it), answers every accuser it knows of
@@ -79,9 +82,11 @@
 //! datagrams.
 //!
 //! - *Traffic.* A member sends one Ping per period and answers on average one (each member is
-//!   the target of one probe per period on average): ≈ 80 packets/s sent and 80 received, plus
-//!   5 bucket-hash packets/s, whatever the cluster size. The legacy protocol sends
-//!   `40 · (n − 1)` packets/s: 360 at 10 members, 39,960 at 1,000.
+//!   the target of one probe per period on average): 80 packets/s sent and 80 received, plus
+//!   5 bucket-hash requests/s, whatever the cluster size; an idle packet is about 40 bytes of
+//!   payload, a bucket-hash request about 300. The legacy protocol sends `40 · (n − 1)`
+//!   packets/s: 360 at 10 members, 39,960 at 1,000. Events cost extra, bounded per event: a
+//!   death costs its declarer one datagram per member, a refutation one per accuser.
 //! - *No false death from a 300 ms stall.* A suspicion starts at the earliest one probe timeout
 //!   (25 ms) after the unanswered Ping left, and an accuser waits at least `suspicion_min`
 //!   (325 ms): nobody can declare a member dead before 350 ms of silence toward the Ping that
@@ -89,11 +94,12 @@
 //!   the suspicion that was sent to it, and answers every accuser directly (one packet each):
 //!   50 ms of margin for two one-way latencies and its own catch-up work.
 //!   [`Config::declare_after`] is this bound (350 ms); the shell's own stall check must use it.
-//! - *Failover p99 ≤ 500 ms.* After a death the ring predecessor probes the dead member within
-//!   2T = 50 ms (the random probes of others arrive at about one per period on top); it accuses
-//!   25 ms later; with no confirmation it waits 400 ms (so at most 50 + 25 + 400 = 475 ms), and
-//!   with the usual two or three confirmations from random probers 341..325 ms (≈ 400 ms). Dead
-//!   goes to every member directly: one more one-way latency.
+//! - *Failover p99 ≤ 500 ms.* After a death, each of its two ring predecessors probes it within
+//!   3T = 75 ms (both running: about 38 ms on average; one stalled or dead: the other still
+//!   within 75 ms; random probers arrive on top). The probe fails 25 ms later with, normally,
+//!   `k` Nacks, so `C = K` and the accuser waits `min` = 325 ms: dead within
+//!   75 + 25 + 325 = 425 ms. With a single confirmation it waits 362 ms (462 ms). Dead goes to
+//!   every member directly, so the next announcer of each IP knows one one-way latency later.
 //! - *Refutation beats gossip.* Gossip of an item reaches all of 1,000 members in ≈ 6–10
 //!   periods (150–250 ms), too slow to race a 325 ms timer after a 300 ms stall; hence the
 //!   direct answer to accusers, the per-period re-ping, and the rule that only accusers declare.
@@ -786,7 +792,7 @@ impl Membership {
                 incarnation: self.peers[idx].rec.map_or(0, |r| r.incarnation),
             };
             let mut out = Vec::new();
-            self.apply_item(item, now, &mut out);
+            self.apply_item(item, Some(idx), now, &mut out);
             return out;
         }
         let mut events = Vec::new();

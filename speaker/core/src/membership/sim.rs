@@ -142,6 +142,37 @@ pub struct Sim {
     traffic: Vec<Traffic>,
     generation: u64,
     spins: u64,
+    /// Whether to count sent datagrams by kind (costs a decode per datagram).
+    pub classify: bool,
+    by_kind: std::collections::BTreeMap<&'static str, (u64, u64)>,
+}
+
+/// The kind of a datagram, for [`Sim::traffic_by_kind`].
+fn kind_of(bytes: &[u8]) -> &'static str {
+    use super::codec::{Body, Datagram, Item};
+    match super::codec::decode(bytes) {
+        Ok(Datagram::Packet(p)) => match p.body {
+            Body::Ping { .. } => "ping",
+            Body::Ack { .. } => "ack",
+            Body::PingReq { .. } => "ping-req",
+            Body::Nack { .. } => "nack",
+            Body::Notice => match p.items.first() {
+                Some(Item::Dead { .. }) => "notice dead",
+                Some(Item::Suspect { .. }) => "notice suspect",
+                Some(Item::Alive { .. }) => "notice alive",
+                Some(Item::Left { .. }) => "notice left",
+                Some(Item::Delta(_)) => "notice delta",
+                Some(Item::State(_)) => "notice state",
+                None => "notice",
+            },
+            Body::SyncReq { ref hashes } if hashes.is_empty() => "sync-req bulk",
+            Body::SyncReq { .. } => "sync-req",
+            Body::SyncDigest { .. } => "sync-digest",
+            Body::SyncPull { .. } => "sync-pull",
+        },
+        Ok(Datagram::Legacy(_)) => "v2 heartbeat",
+        Err(_) => "invalid",
+    }
 }
 
 /// Name of member `i`.
@@ -198,6 +229,8 @@ impl Sim {
             traffic: vec![Traffic::default(); n],
             generation: 1_000,
             spins: 0,
+            classify: false,
+            by_kind: std::collections::BTreeMap::new(),
         };
         for i in 0..n {
             let m = sim.fresh(i);
@@ -291,6 +324,13 @@ impl Sim {
         for t in &mut self.traffic {
             *t = Traffic::default();
         }
+        self.by_kind.clear();
+    }
+
+    /// Datagrams and payload bytes sent by all members, by kind, since the last reset (only
+    /// while [`Sim::classify`] is set).
+    pub fn traffic_by_kind(&self) -> &std::collections::BTreeMap<&'static str, (u64, u64)> {
+        &self.by_kind
     }
 
     /// Sets the IPs member `i` claims at each tick (with [`Claims::Static`]).
@@ -397,6 +437,12 @@ impl Sim {
                     let t = &mut self.traffic[from];
                     t.sent_packets += 1;
                     t.sent_bytes += bytes.len() as u64;
+                    if self.classify {
+                        let kind = kind_of(&bytes);
+                        let e = self.by_kind.entry(kind).or_default();
+                        e.0 += 1;
+                        e.1 += bytes.len() as u64;
+                    }
                     if self.blocked.contains(&(from, to)) {
                         continue;
                     }

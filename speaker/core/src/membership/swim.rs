@@ -501,7 +501,7 @@ impl Membership {
         }
         self.peers[idx].last_direct = Some(now);
         for item in packet.items {
-            self.apply_item(item, now, &mut out);
+            self.apply_item(item, Some(idx), now, &mut out);
         }
         if self.left {
             if matches!(packet.body, Body::Ping { .. }) {
@@ -583,7 +583,14 @@ impl Membership {
     }
 
     /// Applies one piggybacked or notified item.
-    pub(super) fn apply_item(&mut self, item: Item, now: Instant, out: &mut Vec<Action>) {
+    /// `from` is the peer the item came from when it came in one of its packets.
+    pub(super) fn apply_item(
+        &mut self,
+        item: Item,
+        from: Option<usize>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         if item.subject() == self.name {
             self.about_me(item, now, out);
             return;
@@ -627,14 +634,21 @@ impl Membership {
                 };
                 let accuser = accuser.clone();
                 match self.merge(idx, r, Some(&accuser), now, out) {
-                    Merge::Changed | Merge::Confirmed => self.swim.queue.push(item),
-                    Merge::Stale | Merge::Same => self.help_refute(idx, &r, &accuser, out),
+                    Merge::Changed => self.swim.queue.push(item),
+                    Merge::Confirmed => {}
+                    // Only when the accuser itself tells us: every member relaying its old
+                    // suspicion by gossip answering it would make a crowd.
+                    Merge::Stale | Merge::Same
+                        if from.is_some_and(|f| self.peers[f].name == accuser) =>
+                    {
+                        self.help_refute(idx, &r, &accuser, out)
+                    }
+                    Merge::Stale | Merge::Same => {}
                 }
             }
             Item::Dead {
                 generation,
                 incarnation,
-                declarer,
                 ..
             } => {
                 let r = Record {
@@ -643,10 +657,9 @@ impl Membership {
                     status: Status::Dead,
                     version: 0,
                 };
-                let declarer = declarer.clone();
-                match self.merge(idx, r, None, now, out) {
-                    Merge::Changed => self.swim.queue.push(item),
-                    _ => self.help_refute(idx, &r, &declarer, out),
+                // A stale Dead needs no help: the member itself refutes to its declarer.
+                if self.merge(idx, r, None, now, out) == Merge::Changed {
+                    self.swim.queue.push(item);
                 }
             }
             Item::Left {
@@ -1149,8 +1162,15 @@ impl Membership {
     /// Alternates the ring successor and the shuffled round-robin (see the module docs).
     fn choose_target(&mut self) -> Option<usize> {
         self.swim.probes_started += 1;
-        if self.swim.probes_started.is_multiple_of(2)
-            && let Some(i) = self.ring_successor()
+        // Periods cycle: first ring successor, second ring successor, round-robin. Every
+        // member is so watched by its two ring predecessors, each every third period.
+        let ring = match self.swim.probes_started % 3 {
+            0 => Some(0),
+            1 => Some(1),
+            _ => None,
+        };
+        if let Some(nth) = ring
+            && let Some(i) = self.ring_successor(nth)
         {
             return Some(i);
         }
@@ -1179,20 +1199,24 @@ impl Membership {
         None
     }
 
-    fn ring_successor(&self) -> Option<usize> {
+    /// The `nth` (from 0) live member after this speaker on the ring.
+    fn ring_successor(&self, nth: usize) -> Option<usize> {
         let start = self
             .ring
             .partition_point(|&i| self.peers[i].key <= self.my_key);
         let n = self.ring.len();
-        (0..n).map(|k| self.ring[(start + k) % n]).find(|&i| {
-            // A member this speaker accuses is re-pinged anyway; the ring watch moves on to the
-            // next one, which has lost its own watcher if the accused is dead.
-            let p = &self.peers[i];
-            !p.speaks_legacy()
-                && !p.accused()
-                && p.rec
-                    .is_some_and(|r| matches!(r.status, Status::Alive | Status::Suspect))
-        })
+        (0..n)
+            .map(|k| self.ring[(start + k) % n])
+            .filter(|&i| {
+                // A member this speaker accuses is re-pinged anyway; the ring watch moves on to the
+                // next one, which has lost its own watcher if the accused is dead.
+                let p = &self.peers[i];
+                !p.speaks_legacy()
+                    && !p.accused()
+                    && p.rec
+                        .is_some_and(|r| matches!(r.status, Status::Alive | Status::Suspect))
+            })
+            .nth(nth)
     }
 
     /// The earliest SWIM deadline.

@@ -115,8 +115,18 @@ impl Membership {
             }
         }
         if let Some(i) = partner {
-            // A joiner asks for everything (empty hashes): see `on_sync_req`.
-            let hashes = if joining {
+            // A joiner that lacks the records of a quarter of its peers asks for everything
+            // (empty hashes, see `on_sync_req`); once it has most, the bucket hashes find the
+            // rest at a fraction of the cost.
+            let unknown = if joining {
+                self.peers
+                    .iter()
+                    .filter(|p| p.rec.is_none() && !p.speaks_legacy())
+                    .count()
+            } else {
+                0
+            };
+            let hashes = if joining && unknown * 4 >= self.peers.len() {
                 Vec::new()
             } else {
                 self.buckets.to_vec()
@@ -249,7 +259,7 @@ impl Membership {
                                 declarer: self.peers[idx].name.clone(),
                             }
                         };
-                        self.apply_item(item, now, out);
+                        self.apply_item(item, None, now, out);
                     }
                     Status::Alive if e.generation > self.generation => {
                         self.apply_item(
@@ -259,6 +269,7 @@ impl Membership {
                                 incarnation: e.incarnation,
                                 state_version: e.state_version,
                             },
+                            None,
                             now,
                             out,
                         );
