@@ -174,6 +174,36 @@ fn stalls_up_to_300_ms_and_slow_links_are_not_death() {
 }
 
 #[test]
+fn local_health_rises_when_this_member_is_slow_and_recovers() {
+    let mut s = sim_with(5, 13);
+    s.run_until(ms(1_000));
+    assert_eq!(s.member(0).health(), 0);
+    let before = s.member(0).swim_stats();
+    // Stalled twice for 300 ms: its ticks come late and it has to refute suspicions.
+    s.stall(0, ms(300));
+    s.run_for(ms(320));
+    let stalled = s.member(0).health();
+    s.stall(0, ms(300));
+    s.run_for(ms(301));
+    assert!(
+        s.member(0).health() >= stalled.max(1),
+        "{}",
+        s.member(0).health()
+    );
+    let after = s.member(0).swim_stats();
+    assert!(after.late_ticks > before.late_ticks);
+    assert!(after.refutations > before.refutations);
+    // While unhealthy it probes less often: timeouts and period scale by 1 + score.
+    let probes = after.probes;
+    s.run_for(ms(100));
+    assert!(s.member(0).swim_stats().probes - probes < 4);
+    // Healthy again, every successful probe lowers the score back to zero.
+    s.run_for(ms(3_000));
+    assert_eq!(s.member(0).health(), 0);
+    assert!(any_timeout(&s).is_empty());
+}
+
+#[test]
 fn indirect_probes_keep_a_member_alive_when_one_path_is_silent() {
     let mut s = sim_with(3, 5);
     s.run_until(ms(500));

@@ -177,7 +177,8 @@ pub struct Config {
     pub indirect_probes: usize,
     /// SWIM: shortest suspicion before an accuser declares death. Default 325 ms.
     pub suspicion_min: Duration,
-    /// SWIM: suspicion of an accuser without confirmations. Default 400 ms.
+    /// SWIM: the suspicion formula's value at no confirmation (an accuser alone never declares;
+    /// with one of `K` = 3 confirmations it waits 362 ms). Default 400 ms.
     pub suspicion_max: Duration,
     /// SWIM: confirmations that bring the suspicion down to `suspicion_min` (`K`). Default 3.
     pub suspicion_confirmations: u32,
@@ -185,7 +186,8 @@ pub struct Config {
     pub retransmit_mult: u32,
     /// SWIM: highest local-health score; timeouts scale by up to `1 + max_health`. Default 8.
     pub max_health: u32,
-    /// SWIM: largest datagram sent, at least [`codec::MIN_DATAGRAM`]. Default 1,200 bytes.
+    /// SWIM: largest datagram sent; raised to [`codec::MIN_DATAGRAM`] if smaller (a full delta
+    /// or record part must fit). Default 1,200 bytes.
     pub max_datagram: usize,
     /// SWIM: anti-entropy period once settled. Default 200 ms.
     pub sync_interval: Duration,
@@ -207,8 +209,8 @@ impl Config {
         }
     }
 
-    /// Lifeguard's dynamic suspicion timeout of an accuser that knows of `confirmations` other
-    /// accusers, in a cluster of `members` live members:
+    /// Lifeguard's dynamic suspicion timeout of an accuser with `confirmations` (other accusers
+    /// it heard of, helpers that Nacked its probe), in a cluster of `members` live members:
     /// `max(min, max − (max − min) · ln(C + 1) / ln(K + 1))` with
     /// `K = min(suspicion_confirmations, members − 2)` (`min` when `K` is 0).
     pub fn suspicion_timeout(&self, confirmations: usize, members: usize) -> Duration {
@@ -551,6 +553,8 @@ impl Membership {
         seed: u64,
     ) -> Self {
         let name = self_name.into();
+        let mut config = config;
+        config.max_datagram = config.max_datagram.max(codec::MIN_DATAGRAM);
         let mut m = Self {
             my_key: rng::name_hash(&name),
             name,
@@ -864,6 +868,8 @@ impl Membership {
         if self.left {
             return Vec::new();
         }
+        // The earliest deadline pending before this tick: how late the shell is.
+        let due = self.next_timeout();
         let mut actions = Vec::new();
         let limit = match self.config.protocol {
             Protocol::Legacy => MAX_CLAIMS,
@@ -898,7 +904,7 @@ impl Membership {
         actions.extend(events.into_iter().map(Action::Event));
         if self.config.protocol == Protocol::Swim {
             self.advertise(now, &mut actions);
-            self.swim_tick(now, &mut actions);
+            self.swim_tick(now, due, &mut actions);
         }
         if self.sends_legacy() && now >= self.next_legacy {
             self.legacy_heartbeats(now, &mut actions);
@@ -915,7 +921,6 @@ impl Membership {
             };
         }
         if self.config.protocol == Protocol::Swim {
-            self.swim.expect_by = Some(self.next_timeout());
             self.latch_settled();
         }
         actions

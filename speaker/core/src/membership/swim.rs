@@ -61,8 +61,6 @@ pub(crate) struct Swim {
     helping: Vec<Help>,
     pub(crate) next_sync: Instant,
     pub(crate) queue: Queue,
-    /// When the shell was expected to tick next (for the missed-deadline health signal).
-    pub(crate) expect_by: Option<Instant>,
     /// Accusers already told of the current incarnation.
     refuted_to: Vec<String>,
     /// Members that left recently, and until when they get our deltas directly.
@@ -91,7 +89,6 @@ impl Swim {
             helping: Vec::new(),
             next_sync: now,
             queue: Queue::default(),
-            expect_by: None,
             refuted_to: Vec::new(),
             leavers: Vec::new(),
             accusing: Vec::new(),
@@ -857,12 +854,11 @@ impl Membership {
         });
     }
 
-    /// The SWIM part of [`Membership::tick`].
-    pub(super) fn swim_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if let Some(by) = self.swim.expect_by
-            && now > by + self.config.interval
-        {
-            // This speaker did not run when it should have: it is the slow one.
+    /// The SWIM part of [`Membership::tick`]; `due` is the earliest deadline that was pending.
+    pub(super) fn swim_tick(&mut self, now: Instant, due: Instant, out: &mut Vec<Action>) {
+        if now > due + self.config.interval {
+            // A deadline passed more than a period ago without a tick: this speaker did not
+            // run when it should have, it is the slow one.
             self.raise_health(1);
             self.swim.stats.late_ticks += 1;
         }
