@@ -246,6 +246,10 @@ pub enum Kind {
 /// How many kinds of object the core watches.
 const KINDS: usize = 8;
 
+/// Entries of the in-flight table kept allocated however few writes are in flight (a few
+/// hundred kilobytes at most).
+const IN_FLIGHT_KEPT: usize = 1024;
+
 fn camel(reason: &str) -> String {
     reason
         .split('_')
@@ -810,6 +814,13 @@ impl Core {
             }
         }
         actions.append(&mut self.fwd.events);
+        // A burst of writes (a first start among many Services, a pool edit) leaves the
+        // in-flight table at its peak size once the echoes have emptied it: give that back.
+        let cap = self.in_flight.capacity();
+        if cap > IN_FLIGHT_KEPT && self.in_flight.len() * 4 < cap {
+            self.in_flight
+                .shrink_to((self.in_flight.len() * 2).max(IN_FLIGHT_KEPT));
+        }
         actions
     }
 
@@ -1615,6 +1626,33 @@ mod tests {
             } if n == name => Some(ingress.iter().map(|i| i.to_string()).collect()),
             _ => None,
         })
+    }
+
+    #[test]
+    fn the_in_flight_table_shrinks_after_a_burst() {
+        let mut c = cluster();
+        c.upsert_pool(pool(json!({"addresses": ["203.0.113.0/20"]}), "blue"));
+        for i in 0..3000 {
+            c.upsert_service(service(&format!("s{i}"), i, "blue", json!({})));
+        }
+        let actions = c.reconcile(&now());
+        assert_eq!(ingress(&actions, "s2999").map(|i| i.len()), Some(1));
+        assert_eq!(
+            c.in_flight.len(),
+            3000,
+            "every status write awaits its echo"
+        );
+        let peak = c.in_flight.capacity();
+        for i in 0..3000 {
+            c.delete_service(&format!("shop/s{i}"));
+        }
+        c.reconcile(&now());
+        assert!(c.in_flight.is_empty());
+        assert!(
+            c.in_flight.capacity() <= 2 * IN_FLIGHT_KEPT && c.in_flight.capacity() < peak,
+            "{} of {peak} kept",
+            c.in_flight.capacity()
+        );
     }
 
     #[test]
