@@ -12,7 +12,8 @@
 //! Bounded: at most [`PROBES`] probes per size, each with a 10 s deadline; Service creation stops
 //! at the time budget (`FERROLB_BENCH_MINUTES`, default 150) and the rate reached is reported.
 //! `FERROLB_BENCH_SIZES=1000,10000` picks other sizes; `FERROLB_BENCH_MASSIF=50000` runs massif
-//! at that size (default 50000, `0` skips it).
+//! at that size (default 50000, `0` skips it); `FERROLB_BENCH_WRAP` runs every controller under a
+//! profiler (see [`start_controller`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
@@ -343,8 +344,15 @@ fn start_controller(
     log: &str,
 ) -> anyhow::Result<LabProcess> {
     let bin = binary("ferrolb-controller");
+    // For finding where memory goes: every controller of the run under a profiler, e.g.
+    // FERROLB_BENCH_WRAP="valgrind --tool=massif --massif-out-file=/tmp/massif.%p" (the VmRSS
+    // figures are then the profiler's).
+    let wrap_env = std::env::var("FERROLB_BENCH_WRAP").unwrap_or_default();
     let mut argv: Vec<&str> = vec!["env"];
     argv.extend(malloc_env());
+    if wrapper.is_empty() {
+        argv.extend(wrap_env.split_whitespace());
+    }
     argv.extend(wrapper);
     argv.extend([
         bin.as_str(),
