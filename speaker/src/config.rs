@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ferrolb_runtime::CommonArgs;
+use ferrolb_speaker_core::membership;
 
 /// Why a flag value is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +30,16 @@ pub enum ConfigError {
         interval: Duration,
         /// Failure-detection silence.
         dead_after: Duration,
+    },
+    /// The suspicion is too short for the probe period.
+    #[error(
+        "--suspicion-timeout ({suspicion:?}) must be at least four times --heartbeat-interval ({interval:?})"
+    )]
+    Suspicion {
+        /// Probe period.
+        interval: Duration,
+        /// Shortest suspicion.
+        suspicion: Duration,
     },
     /// A rate or burst of zero.
     #[error("--{0} must be at least 1")]
@@ -76,15 +87,35 @@ pub struct Args {
     #[arg(long, env = "FERROLB_INTERFACES", value_delimiter = ',')]
     pub interfaces: Vec<String>,
 
-    /// UDP port of the speakers' heartbeats.
+    /// UDP port of the speakers' membership (SWIM probes and gossip, legacy heartbeats).
     #[arg(long, env = "FERROLB_MEMBERLIST_PORT", default_value_t = 7946)]
     pub memberlist_port: u16,
 
-    /// Heartbeat period (e.g. 25ms).
+    /// Membership protocol: `swim` (probes one peer per period, gossip; per-node traffic does
+    /// not grow with the cluster) or `legacy` (heartbeats to every peer, for a cluster where
+    /// some speakers predate SWIM and the old rule is wanted everywhere). A SWIM speaker also
+    /// talks to legacy peers in their protocol.
+    #[arg(
+        long,
+        env = "FERROLB_MEMBERSHIP_PROTOCOL",
+        value_enum,
+        default_value = "swim"
+    )]
+    pub membership_protocol: MembershipProtocol,
+
+    /// Membership period (e.g. 25ms): SWIM's probe period, and the heartbeat period toward
+    /// legacy peers.
     #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "25ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// Silence after which a speaker is declared dead (e.g. 200ms).
+    /// SWIM: shortest suspicion before a peer whose probe failed is declared dead (e.g.
+    /// 325ms); a death is detected within about this plus 100 ms, and a live speaker stalled
+    /// for less than this plus the probe timeout is never declared dead.
+    #[arg(long, env = "FERROLB_SUSPICION_TIMEOUT", default_value = "325ms", value_parser = parse_duration)]
+    pub suspicion_timeout: Duration,
+
+    /// Legacy rule: silence after which a speaker judged by heartbeats is declared dead (e.g.
+    /// 200ms). With SWIM it applies only to peers that speak the legacy protocol.
     #[arg(long, env = "FERROLB_DEAD_AFTER", default_value = "200ms", value_parser = parse_duration)]
     pub dead_after: Duration,
 
@@ -114,7 +145,42 @@ pub struct Args {
     pub forwarder_deny_ports: String,
 }
 
+/// `--membership-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MembershipProtocol {
+    /// SWIM with Lifeguard (version 3).
+    Swim,
+    /// Heartbeats to every peer (version 2).
+    Legacy,
+}
+
 impl Args {
+    /// The membership configuration the flags ask for. SWIM keeps the core's defaults except
+    /// the period (its probe and ping timeouts shrink with a period shorter than they are),
+    /// the suspicion (its upper end keeps its distance above the lower one) and the legacy
+    /// rule's `dead_after`.
+    pub fn membership_config(&self) -> membership::Config {
+        let interval = self.heartbeat_interval;
+        match self.membership_protocol {
+            MembershipProtocol::Legacy => membership::Config::new(interval, self.dead_after),
+            MembershipProtocol::Swim => {
+                let d = membership::Config::default();
+                let probe_timeout = d.probe_timeout.min(interval);
+                let spread = d.suspicion_max.saturating_sub(d.suspicion_min);
+                membership::Config {
+                    interval,
+                    dead_after: self.dead_after,
+                    probe_timeout,
+                    ping_timeout: d.ping_timeout.min(probe_timeout * 2 / 5),
+                    suspicion_min: self.suspicion_timeout,
+                    suspicion_max: self.suspicion_timeout + spread,
+                    sync_interval: d.sync_interval.max(interval),
+                    ..d
+                }
+            }
+        }
+    }
+
     /// The node name: the flag, else `NODE_NAME` (what the chart's downward API sets).
     pub fn node_name(&self) -> Result<String, ConfigError> {
         self.node_name
@@ -131,6 +197,14 @@ impl Args {
             return Err(ConfigError::Timing {
                 interval: self.heartbeat_interval,
                 dead_after: self.dead_after,
+            });
+        }
+        if self.membership_protocol == MembershipProtocol::Swim
+            && self.suspicion_timeout < self.heartbeat_interval.saturating_mul(4)
+        {
+            return Err(ConfigError::Suspicion {
+                interval: self.heartbeat_interval,
+                suspicion: self.suspicion_timeout,
             });
         }
         if self.garp_burst == 0 {
@@ -186,6 +260,8 @@ mod tests {
         assert_eq!(a.memberlist_port, 7946);
         assert_eq!(a.heartbeat_interval, Duration::from_millis(25));
         assert_eq!(a.dead_after, Duration::from_millis(200));
+        assert_eq!(a.membership_protocol, MembershipProtocol::Swim);
+        assert_eq!(a.suspicion_timeout, Duration::from_millis(325));
         assert_eq!(a.garp_burst, 3);
         assert_eq!(a.garp_rate, 200);
         assert_eq!(a.metrics_addr.port(), 7473);
@@ -227,5 +303,72 @@ mod tests {
         let z = Args::try_parse_from(["ferrolb-speaker", "--node-name=n1", "--garp-rate=0"])
             .expect("parses");
         assert_eq!(z.validate(), Err(ConfigError::Zero("garp-rate")));
+    }
+
+    #[test]
+    fn default_membership_is_the_cores_swim() {
+        let a = Args::try_parse_from(["ferrolb-speaker", "--node-name=n1"]).expect("parses");
+        let c = a.membership_config();
+        // The legacy rule of legacy peers keeps the flag's value.
+        let d = membership::Config {
+            dead_after: a.dead_after,
+            ..Default::default()
+        };
+        assert_eq!(c, d);
+        assert_eq!(c.declare_after(), Duration::from_millis(350));
+    }
+
+    #[test]
+    fn membership_flags_map_onto_the_core() {
+        let a = Args::try_parse_from([
+            "ferrolb-speaker",
+            "--node-name=n1",
+            "--heartbeat-interval=50ms",
+            "--dead-after=400ms",
+            "--suspicion-timeout=500ms",
+        ])
+        .expect("parses");
+        assert_eq!(a.validate(), Ok(()));
+        let c = a.membership_config();
+        assert_eq!(c.protocol, membership::Protocol::Swim);
+        assert_eq!(c.interval, Duration::from_millis(50));
+        assert_eq!(c.dead_after, Duration::from_millis(400));
+        assert_eq!(c.suspicion_min, Duration::from_millis(500));
+        assert_eq!(c.suspicion_max, Duration::from_millis(575));
+        assert_eq!(c.declare_after(), Duration::from_millis(525));
+        // A short period shrinks the probe timeouts inside it.
+        let fast = Args::try_parse_from([
+            "ferrolb-speaker",
+            "--node-name=n1",
+            "--heartbeat-interval=10ms",
+            "--dead-after=100ms",
+        ])
+        .expect("parses")
+        .membership_config();
+        assert_eq!(fast.probe_timeout, Duration::from_millis(10));
+        assert_eq!(fast.ping_timeout, Duration::from_millis(4));
+        assert!(fast.ping_timeout < fast.probe_timeout && fast.probe_timeout <= fast.interval);
+        let legacy = Args::try_parse_from([
+            "ferrolb-speaker",
+            "--node-name=n1",
+            "--membership-protocol=legacy",
+        ])
+        .expect("parses")
+        .membership_config();
+        assert_eq!(
+            legacy,
+            membership::Config::new(Duration::from_millis(25), Duration::from_millis(200))
+        );
+        let short = Args::try_parse_from([
+            "ferrolb-speaker",
+            "--node-name=n1",
+            "--heartbeat-interval=100ms",
+            "--suspicion-timeout=300ms",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            short.validate(),
+            Err(ConfigError::Suspicion { .. })
+        ));
     }
 }

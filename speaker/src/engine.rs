@@ -1,16 +1,20 @@
-//! The speaker's engine: the one task that owns membership and drives the modes.
+//! The speaker's engine: the one task that holds the membership handle and drives the modes.
 //!
-//! Owns the [`Heartbeats`] (membership over UDP), the last published plan, the settled state
-//! (membership settled and no recent stall), and the L2 mode's [`Announcer`], which it drives
-//! through a narrow interface: the plan and the membership go in, the claims come back out for
-//! the heartbeats. The engine decides nothing about IPs itself: the modes do, from the shared
-//! plan ([`crate::plan`]) and the membership view ([`crate::membership::MemberView`]). It never
-//! talks to the API server: plans arrive on a watch channel and status writes and Node events
-//! leave on an mpsc channel, so an API outage changes nothing here.
+//! Owns the [`Heartbeats`] handle (membership itself runs on its own thread, see
+//! [`crate::membership`]), the last published plan, the last membership [`Snapshot`], the
+//! settled state (membership settled and no stall being waited out), and the L2 mode's
+//! [`Announcer`], which it drives through a narrow interface: the plan and the membership go
+//! in, the claims come back out for membership. The engine decides nothing about IPs itself:
+//! the modes do, from the shared plan ([`crate::plan`]) and the membership view
+//! ([`crate::membership::MemberView`]). It never talks to the API server: plans arrive on a
+//! watch channel and status writes and Node events leave on an mpsc channel, so an API outage
+//! changes nothing here.
 //!
-//! The loop wakes for a datagram, a plan or interface change, a takeover frame due, a receive
-//! thread's report, or at least every [`TICK`], so a peer's death is noticed within
-//! `dead_after + TICK`.
+//! The loop sleeps until something happens: a new membership snapshot, a plan or interface
+//! change, a receive thread's report, a failed status write, or the next deadline of its own
+//! (a takeover frame due, a status write's retry, the end of a quiet period), and at most
+//! [`HOUSEKEEPING`]. There is no fixed tick: failure detection is membership's, on its own
+//! thread, so an idle speaker costs next to nothing here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,15 +24,16 @@ use ferrolb_speaker_core::membership;
 use tokio::sync::{mpsc, watch};
 
 use crate::l2::{Announcer, L2Config, L2Event};
-use crate::membership::{Heartbeats, MembershipError};
+use crate::membership::{Heartbeats, MembershipError, Snapshot};
 use crate::metrics as m;
 use crate::netif::IfaceTable;
 use crate::objects::SvcKey;
 use crate::status::Request;
 use crate::watch::Published;
 
-/// Longest sleep of the loop: the resolution of failure detection beyond `dead_after`.
-pub const TICK: Duration = Duration::from_millis(5);
+/// Longest sleep of the loop without any event or deadline: a bound on how late a deadline the
+/// modes did not report (they report every one they know of) can be acted on.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Longest graceful hand-over after SIGTERM.
 pub const MAX_GRACE: Duration = Duration::from_secs(2);
 
@@ -39,7 +44,7 @@ pub struct EngineConfig {
     pub node: String,
     /// `--memberlist-port`.
     pub port: u16,
-    /// Heartbeat timing.
+    /// Membership protocol and timing.
     pub membership: membership::Config,
     /// The L2 mode's flags.
     pub l2: L2Config,
@@ -65,20 +70,23 @@ struct Engine {
     metrics: Metrics,
     health: Health,
     heartbeats: Heartbeats,
+    /// The membership thread's last snapshot.
+    members: Arc<Snapshot>,
     published: Option<Arc<Published>>,
     l2: Announcer,
     settled: bool,
-    /// After a stall: not announcing until then (see `stall_check`).
+    /// After a stall: not announcing until then (see [`Engine::on_members`]).
     quiet_until: Option<Instant>,
 }
 
 impl Engine {
-    /// Recomputes who announces what and carries it out, through each mode.
+    /// Recomputes who announces what and carries it out, through each mode, then tells
+    /// membership what this node now claims.
     fn decide(&mut self, now: Instant) {
         if self.quiet_until.is_some_and(|t| now >= t) {
             self.quiet_until = None;
         }
-        let settled = self.heartbeats.settled(now) && self.quiet_until.is_none();
+        let settled = self.members.settled && self.quiet_until.is_none();
         if settled != self.settled {
             self.settled = settled;
             self.metrics.set(
@@ -88,26 +96,28 @@ impl Engine {
                 if settled { 1.0 } else { 0.0 },
             );
             if settled {
-                tracing::info!(alive = ?self.heartbeats.alive(), "membership settled; announcing");
+                tracing::info!(alive = ?self.members.view.alive, "membership settled; announcing");
             }
         }
         let Some(published) = self.published.clone() else {
             return;
         };
+        let members = self.members.clone();
         self.l2
-            .decide(now, &published, &mut self.heartbeats, settled);
+            .decide(now, &published, &mut self.heartbeats, &members, settled);
+        self.heartbeats.set_claims(self.l2.claims());
         self.metrics.set(
             m::PEERS_ALIVE,
             m::PEERS_ALIVE_HELP,
             &[],
-            self.heartbeats.alive().len().saturating_sub(1) as f64,
+            self.members.view.alive.len().saturating_sub(1) as f64,
         );
     }
 
     /// A new plan from the watches.
     fn on_plan(&mut self, p: Option<Arc<Published>>) {
         if let Some(p) = &p {
-            self.heartbeats.set_peers(&p.peers, Instant::now());
+            self.heartbeats.set_peers(&p.peers);
             if !p.node_known && self.published.as_ref().is_none_or(|o| o.node_known) {
                 tracing::warn!(node = %self.cfg.node, "no Node object with this name; this speaker is not eligible anywhere");
             }
@@ -116,23 +126,38 @@ impl Engine {
         self.published = p;
     }
 
-    /// After a stall longer than `dead_after` (frozen or starved), peers have declared this
-    /// speaker dead and taken its IPs: give them up before the next heartbeat says otherwise,
-    /// and stay quiet until peers' claims are heard again, so the resumed speaker does not
-    /// snatch back (a second fail-over) what was just failed over.
-    fn stall_check(&mut self, last_turn: Instant, now: Instant) {
-        let gap = now.saturating_duration_since(last_turn);
-        if gap <= self.cfg.membership.dead_after {
-            return;
+    /// A new membership snapshot. Returns whether a decision is needed (the local health and
+    /// the suspects alone change nothing here).
+    ///
+    /// After a stall of the membership thread longer than peers need to declare this speaker
+    /// dead, they may have taken its IPs over: give them up at once (membership already stopped
+    /// advertising them) and stay quiet until peers' claims are heard again, so the resumed
+    /// speaker does not snatch back (a second fail-over) what was just failed over.
+    fn on_members(&mut self, s: Arc<Snapshot>, now: Instant) -> bool {
+        if s.stalls > self.members.stalls {
+            self.l2.give_up();
+            let cfg = self.heartbeats.config();
+            self.quiet_until = Some(now + cfg.declare_after() + cfg.interval);
+            self.heartbeats.acknowledge_stall(s.stalls);
         }
-        tracing::warn!(
-            stalled_ms = gap.as_millis() as u64,
-            ips = self.l2.claims().len(),
-            "this speaker was stalled longer than dead_after; giving up its IPs and rejoining"
-        );
-        self.l2.give_up();
-        self.quiet_until =
-            Some(now + self.cfg.membership.dead_after + self.cfg.membership.interval);
+        let old = std::mem::replace(&mut self.members, s);
+        let s = &self.members;
+        old.view != s.view
+            || old.settled != s.settled
+            || old.stalls != s.stalls
+            || old.left != s.left
+    }
+
+    /// When the loop must wake without any event.
+    fn next_wakeup(&self, now: Instant) -> Instant {
+        let mut wake = now + HOUSEKEEPING;
+        if let Some(t) = self.l2.next_wakeup(now) {
+            wake = wake.min(t);
+        }
+        if let Some(t) = self.quiet_until {
+            wake = wake.min(t);
+        }
+        wake
     }
 }
 
@@ -144,50 +169,39 @@ pub async fn run(
     health: Health,
 ) -> Result<(), MembershipError> {
     let start = Instant::now();
-    let heartbeats = Heartbeats::bind(
-        cfg.node.clone(),
-        cfg.port,
-        cfg.membership,
-        metrics.clone(),
-        start,
-    )
-    .await?;
+    let heartbeats =
+        Heartbeats::spawn(cfg.node.clone(), cfg.port, cfg.membership, metrics.clone())?;
+    let mut members_rx = heartbeats.subscribe();
     let (l2, mut l2_rx) = Announcer::new(
         cfg.node.clone(),
         cfg.l2.clone(),
         &cfg.membership,
+        heartbeats.beat(),
         metrics.clone(),
         ch.status.clone(),
         ch.ifaces.borrow().clone(),
         start,
     );
+    let members = members_rx.borrow_and_update().clone();
     let mut st = Engine {
         cfg,
         metrics,
         health,
         heartbeats,
+        members,
         published: None,
         l2,
         settled: false,
         quiet_until: None,
     };
     st.metrics.set(m::SETTLED, m::SETTLED_HELP, &[], 0.0);
-    let mut buf = vec![0u8; 65_536];
-    let mut last_turn = Instant::now();
     loop {
-        let now = Instant::now();
-        st.stall_check(last_turn, now);
-        st.l2.beat();
-        last_turn = now;
-        let mut wake = st.heartbeats.next_timeout().min(now + TICK);
-        if let Some(p) = st.l2.next_wakeup(now) {
-            wake = wake.min(p);
-        }
+        let wake = st.next_wakeup(Instant::now());
+        let mut decide = true;
         tokio::select! {
-            r = st.heartbeats.recv(&mut buf) => {
-                if let Ok((n, from)) = r {
-                    st.heartbeats.on_datagram(buf.get(..n).unwrap_or_default(), from, Instant::now());
-                }
+            Ok(()) = members_rx.changed() => {
+                let s = members_rx.borrow_and_update().clone();
+                decide = st.on_members(s, Instant::now());
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
             Ok(()) = ch.plans.changed() => {
@@ -206,24 +220,24 @@ pub async fn run(
                 }
             }
         }
-        let now = Instant::now();
-        st.stall_check(last_turn, now);
-        st.l2.beat();
-        last_turn = now;
-        let claims: Vec<_> = st.l2.claims().iter().copied().collect();
-        st.heartbeats.tick(now, &claims).await;
-        st.decide(now);
+        if decide {
+            st.decide(Instant::now());
+        }
     }
-    hand_over(&mut st, &mut buf, &mut l2_rx).await;
+    hand_over(&mut st, &mut members_rx, &mut l2_rx).await;
     Ok(())
 }
 
 /// Graceful hand-over: tell peers we leave (they take over at once), keep answering ARP/NDP
-/// until their heartbeats claim every IP we announced (or no peer is alive to take them), for
-/// at least three heartbeat intervals and at most [`MAX_GRACE`].
-async fn hand_over(st: &mut Engine, buf: &mut [u8], l2_rx: &mut mpsc::UnboundedReceiver<L2Event>) {
+/// until their claims cover every IP we announced (or no peer is alive to take them), for at
+/// least three membership intervals and at most [`MAX_GRACE`].
+async fn hand_over(
+    st: &mut Engine,
+    members_rx: &mut watch::Receiver<Arc<Snapshot>>,
+    l2_rx: &mut mpsc::UnboundedReceiver<L2Event>,
+) {
     let started = Instant::now();
-    st.heartbeats.leave().await;
+    st.heartbeats.leave();
     st.health.set_ready(false);
     let mine = st.l2.claims().clone();
     tracing::info!(
@@ -238,24 +252,29 @@ async fn hand_over(st: &mut Engine, buf: &mut [u8], l2_rx: &mut mpsc::UnboundedR
             tracing::warn!("hand-over grace over before every IP was claimed elsewhere");
             break;
         }
-        let alive = st.heartbeats.alive();
-        let taken = mine
-            .iter()
-            .all(|ip| alive.iter().any(|n| st.heartbeats.claims(n).contains(ip)));
-        if elapsed >= min && (taken || alive.is_empty()) {
+        let s = members_rx.borrow_and_update().clone();
+        // Until membership has carried the leave out, its view still counts this node alive,
+        // claiming its own IPs.
+        let taken = s.left
+            && mine.iter().all(|ip| {
+                s.view
+                    .alive
+                    .iter()
+                    .any(|n| s.view.claims.get(n).is_some_and(|c| c.contains(ip)))
+            });
+        if elapsed >= min && s.left && (taken || s.view.alive.is_empty()) {
             break;
         }
+        let wake = if elapsed < min {
+            started + min
+        } else {
+            started + MAX_GRACE
+        };
         tokio::select! {
-            r = st.heartbeats.recv(buf) => {
-                if let Ok((n, from)) = r {
-                    st.heartbeats.on_datagram(buf.get(..n).unwrap_or_default(), from, Instant::now());
-                }
-            }
+            Ok(()) = members_rx.changed() => {}
             Some(ev) = l2_rx.recv() => st.l2.on_event(ev, Instant::now()),
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        // Liveness still advances (peers that die meanwhile stop counting); nothing is sent.
-        st.heartbeats.tick_silently(Instant::now());
     }
     tracing::info!(
         after_ms = started.elapsed().as_millis() as u64,

@@ -78,3 +78,37 @@ pub const SETTLED_HELP: &str = "1 once membership has settled and the speaker ma
 pub const IPS_WITHOUT_INTERFACE: &str = "ferrolb_speaker_ips_without_interface";
 /// Help of [`IPS_WITHOUT_INTERFACE`].
 pub const IPS_WITHOUT_INTERFACE_HELP: &str = "LoadBalancer IPs this node is eligible for but cannot announce: no wanted interface is present, up and allowed by --interfaces";
+/// Counter: membership datagrams, by direction (sent, received) and kind (ping, ack, ping_req,
+/// nack, notice, sync_req, sync_digest, sync_pull, heartbeat, leave, other).
+pub const MEMBERSHIP_PACKETS: &str = "ferrolb_speaker_membership_packets_total";
+/// Help of [`MEMBERSHIP_PACKETS`].
+pub const MEMBERSHIP_PACKETS_HELP: &str = "Membership UDP datagrams, by direction and kind";
+/// Counter: membership UDP payload bytes, by direction and kind.
+pub const MEMBERSHIP_BYTES: &str = "ferrolb_speaker_membership_bytes_total";
+/// Help of [`MEMBERSHIP_BYTES`].
+pub const MEMBERSHIP_BYTES_HELP: &str = "Membership UDP payload bytes, by direction and kind";
+/// Gauge: the local health score (Lifeguard): 0 is healthy; timeouts scale by 1 + score.
+pub const MEMBERSHIP_HEALTH: &str = "ferrolb_speaker_membership_local_health";
+/// Help of [`MEMBERSHIP_HEALTH`].
+pub const MEMBERSHIP_HEALTH_HELP: &str =
+    "Local health score (0 healthy; probe interval and timeouts scale by 1 + score)";
+/// Gauge: peers currently suspected (still alive for the election).
+pub const MEMBERSHIP_SUSPECTS: &str = "ferrolb_speaker_membership_suspects";
+/// Help of [`MEMBERSHIP_SUSPECTS`].
+pub const MEMBERSHIP_SUSPECTS_HELP: &str = "Peers currently suspected by membership";
+/// Counter: peers this speaker itself declared dead (its suspicion expired unrefuted).
+pub const MEMBERSHIP_DECLARED_DEAD: &str = "ferrolb_speaker_membership_declared_dead_total";
+/// Help of [`MEMBERSHIP_DECLARED_DEAD`].
+pub const MEMBERSHIP_DECLARED_DEAD_HELP: &str =
+    "Peers this speaker declared dead after an unrefuted, confirmed suspicion";
+/// Counter: what the SWIM machinery did, by event (probes, indirect_probes, accusations,
+/// refutations, late_ticks, syncs, pulls, legacy_heartbeats).
+pub const MEMBERSHIP_SWIM: &str = "ferrolb_speaker_membership_swim_events_total";
+/// Help of [`MEMBERSHIP_SWIM`].
+pub const MEMBERSHIP_SWIM_HELP: &str = "SWIM membership activity, by event";
+/// Counter: stalls of the membership thread longer than peers need to declare this speaker
+/// dead (each gives up this speaker's IPs).
+pub const MEMBERSHIP_STALLS: &str = "ferrolb_speaker_membership_stalls_total";
+/// Help of [`MEMBERSHIP_STALLS`].
+pub const MEMBERSHIP_STALLS_HELP: &str =
+    "Stalls of the membership thread long enough for peers to declare this speaker dead";

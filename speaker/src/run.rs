@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ferrolb_runtime::{self as runtime, Health, Metrics};
-use ferrolb_speaker_core::membership;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Args;
@@ -125,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         EngineConfig {
             node,
             port: args.memberlist_port,
-            membership: membership::Config::new(args.heartbeat_interval, args.dead_after),
+            membership: args.membership_config(),
             l2: L2Config {
                 garp_burst: args.garp_burst,
                 garp_rate: args.garp_rate,

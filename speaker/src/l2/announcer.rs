@@ -5,9 +5,10 @@
 //! where, the packet [`Ports`], the [`Pacer`], the [`StatusTracker`], the interfaces this node
 //! cannot use, and the ports that failed to open. Every decision is delegated to the pure
 //! modules ([`super::decide`], [`super::interfaces`], `speaker-core`'s election); this module
-//! carries them out. It runs inside the engine's task, which owns membership and calls it
-//! through a narrow interface ([`Announcer::decide`], [`Announcer::on_event`], ...), so nothing
-//! is shared but the answer sets of the receive threads. It never talks to the API server:
+//! carries them out. It runs inside the engine's task, which holds the membership handle and
+//! calls it through a narrow interface ([`Announcer::decide`], [`Announcer::on_event`], ...), so
+//! nothing is shared but the answer sets of the receive threads and the membership [`Beat`]
+//! they check. It never talks to the API server:
 //! status writes and Node events leave on the status task's channel.
 //!
 //! Each decision resolves, per IP, the interfaces to announce on and which this node lacks: the
@@ -25,8 +26,8 @@ use tokio::sync::mpsc;
 use super::decide::{self, StatusTracker, Unusable};
 use super::interfaces::{interface_usable, resolve_interfaces};
 use super::pacer::Pacer;
-use super::packet::{EngineBeat, L2Event, Ports};
-use crate::membership::Heartbeats;
+use super::packet::{L2Event, Ports};
+use crate::membership::{Beat, Heartbeats, Snapshot};
 use crate::metrics as m;
 use crate::netif::{Iface, IfaceTable};
 use crate::status::Request;
@@ -53,8 +54,6 @@ pub struct Announcer {
     cfg: L2Config,
     metrics: Metrics,
     status: mpsc::UnboundedSender<Request>,
-    /// Checked by the receive threads before every answer; beaten by the engine's loop.
-    beat: EngineBeat,
     table: IfaceTable,
     /// The interface table has arrived: until then every interface looks missing, and saying
     /// so (to peers, in events) would be false.
@@ -76,32 +75,29 @@ pub struct Announcer {
 
 impl Announcer {
     /// An announcer that announces nothing yet. `heartbeat` gives the pacing of takeover
-    /// repeats (one interval apart) and how long the receive threads trust their answer sets
-    /// without a [`Self::beat`]; `table` is the interface table as known at start (not yet
-    /// trusted, see [`Self::on_interfaces`]). Receive threads report on the returned channel,
-    /// whose events go back to [`Self::on_event`].
+    /// repeats (one interval apart); the receive threads answer only while `beat` is fresh
+    /// (see [`Beat`]); `table` is the interface table as known at start (not yet trusted, see
+    /// [`Self::on_interfaces`]). Receive threads report on the returned channel, whose events
+    /// go back to [`Self::on_event`].
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node: String,
         cfg: L2Config,
         heartbeat: &membership::Config,
+        beat: Beat,
         metrics: Metrics,
         status: mpsc::UnboundedSender<Request>,
         table: IfaceTable,
         start: Instant,
     ) -> (Announcer, mpsc::UnboundedReceiver<L2Event>) {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        // Answers are trusted for half the failure-detection time: peers cannot have taken over
-        // within that, so a speaker that was frozen longer stops answering before anyone notices.
-        let beat = EngineBeat::new(heartbeat.dead_after / 2);
-        beat.beat();
         let announcer = Announcer {
             pacer: Pacer::new(cfg.garp_rate, cfg.garp_burst, heartbeat.interval, start),
-            ports: Ports::new(metrics.clone(), events_tx, beat.clone()),
+            ports: Ports::new(metrics.clone(), events_tx, beat),
             node,
             cfg,
             metrics,
             status,
-            beat,
             table,
             table_known: false,
             owned: BTreeSet::new(),
@@ -113,11 +109,6 @@ impl Announcer {
             broken: BTreeMap::new(),
         };
         (announcer, events_rx)
-    }
-
-    /// The engine is alive now (see [`EngineBeat`]).
-    pub fn beat(&self) {
-        self.beat.beat();
     }
 
     /// A new interface table from rtnetlink.
@@ -133,9 +124,17 @@ impl Announcer {
         &self.owned
     }
 
-    /// When the next takeover frame is due, if any.
+    /// When a decision is next due without any event: a takeover frame, a status write's
+    /// retry or trust running out, an interface whose port failed coming back into use.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        self.pacer.next_wakeup(now)
+        [
+            self.pacer.next_wakeup(now),
+            self.tracker.next_due(now),
+            self.broken.values().filter(|t| **t > now).min().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A status write for `svc` failed: back off before writing it again.
@@ -145,13 +144,14 @@ impl Announcer {
 
     /// Recomputes ownership and carries out the changes: ports and answer sets, takeover
     /// announcements, and the status writes this node is responsible for. Gives `heartbeats`
-    /// the IPs this node cannot place and reads the membership view from it. Announces only
-    /// when `settled`.
+    /// the IPs this node cannot place and reads the membership view from `members` through it.
+    /// Announces only when `settled`.
     pub fn decide(
         &mut self,
         now: Instant,
         published: &Published,
         heartbeats: &mut Heartbeats,
+        members: &Snapshot,
         settled: bool,
     ) {
         self.broken.retain(|_, until| *until > now);
@@ -218,7 +218,7 @@ impl Announcer {
             &[],
             without_interface as f64,
         );
-        let view = heartbeats.view(now);
+        let view = heartbeats.view(members);
         let node = self.node.clone();
         let owners = decide::owners(plan, &view, &node, |ip| {
             settled && placement.get(&ip).is_some_and(|v| !v.is_empty())
@@ -319,8 +319,8 @@ impl Announcer {
         }
     }
 
-    /// After a stall (see the engine): gives up every IP at once, before the next heartbeat
-    /// says otherwise, and closes the ports.
+    /// After a stall (see [`crate::membership`]): gives up every IP at once and closes the
+    /// ports.
     pub fn give_up(&mut self) {
         for ip in std::mem::take(&mut self.owned) {
             self.pacer.cancel(ip);

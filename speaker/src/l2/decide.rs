@@ -527,6 +527,21 @@ impl StatusTracker {
         out
     }
 
+    /// The next instant after `now` at which [`StatusTracker::writes`] or
+    /// [`StatusTracker::removals`] may act without any new input: a backoff ending, or a write
+    /// in flight losing the trust it gets. Instants already past are left out: they changed
+    /// nothing at the last call and change nothing by themselves.
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        let retries = self.retry.values().map(|(at, _)| *at);
+        let written = self.written.values().map(|(_, at, _)| *at + WRITE_TRUST);
+        let removing = self.removing.values().map(|(at, _)| *at + WRITE_TRUST);
+        retries
+            .chain(written)
+            .chain(removing)
+            .filter(|t| *t > now)
+            .min()
+    }
+
     /// A write failed: forget it and back off before the next try.
     pub fn failed(&mut self, svc: &str, now: Instant) {
         self.written.remove(svc);

@@ -27,6 +27,7 @@ use socket2::Socket;
 use tokio::sync::mpsc;
 
 use super::rawsock;
+use crate::membership::Beat;
 use crate::metrics as m;
 use crate::netif::Iface;
 
@@ -84,48 +85,6 @@ pub enum L2Event {
     },
 }
 
-/// The engine's proof of life, checked by the receive threads before every answer.
-///
-/// Why: if the engine stalls (the process was frozen with SIGSTOP, or starved), peers declare
-/// this speaker dead and take its IPs over; when it resumes, its receive threads would answer
-/// requests queued in the socket with a stale answer set before the engine has caught up,
-/// poisoning clients' caches. So threads answer only while the engine has run within
-/// `max_silence`.
-#[derive(Debug, Clone)]
-pub struct EngineBeat {
-    base: std::time::Instant,
-    last_ms: Arc<std::sync::atomic::AtomicU64>,
-    max_silence: Duration,
-}
-
-impl EngineBeat {
-    /// A beat that counts as stale after `max_silence` without [`Self::beat`].
-    pub fn new(max_silence: Duration) -> EngineBeat {
-        EngineBeat {
-            base: std::time::Instant::now(),
-            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            max_silence,
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// The engine is alive now.
-    pub fn beat(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Release);
-    }
-
-    /// Whether the engine ran recently enough for its answer sets to be trusted.
-    pub fn fresh(&self) -> bool {
-        let silence = self
-            .now_ms()
-            .saturating_sub(self.last_ms.load(Ordering::Acquire));
-        u128::from(silence) <= self.max_silence.as_millis()
-    }
-}
-
 /// The addresses a port answers for.
 #[derive(Debug, Default)]
 struct Answering {
@@ -175,7 +134,7 @@ pub struct Ports {
     ports: BTreeMap<String, Port>,
     metrics: Metrics,
     events: mpsc::UnboundedSender<L2Event>,
-    beat: EngineBeat,
+    beat: Beat,
 }
 
 impl std::fmt::Debug for Ports {
@@ -219,7 +178,7 @@ struct Receiver {
     stop: Arc<AtomicBool>,
     metrics: Metrics,
     events: mpsc::UnboundedSender<L2Event>,
-    beat: EngineBeat,
+    beat: Beat,
 }
 
 impl Receiver {
@@ -257,6 +216,8 @@ impl Receiver {
         if interesting(frame) != Some(true) {
             return;
         }
+        // Membership did not run recently, or stalled and the engine has not given the IPs up
+        // yet: peers may have taken them over (the label predates the membership thread).
         if !self.beat.fresh() {
             self.metrics.inc(
                 m::FRAMES_IGNORED,
@@ -346,11 +307,7 @@ fn solicited_node_socket() -> Option<UdpSocket> {
 
 impl Ports {
     /// No ports yet; receive threads report on `events`.
-    pub fn new(
-        metrics: Metrics,
-        events: mpsc::UnboundedSender<L2Event>,
-        beat: EngineBeat,
-    ) -> Ports {
+    pub fn new(metrics: Metrics, events: mpsc::UnboundedSender<L2Event>, beat: Beat) -> Ports {
         Ports {
             beat,
             ports: BTreeMap::new(),
