@@ -406,7 +406,7 @@ struct Peer {
     key: u64,
     /// Alive as last reported to the shell (an Up with no Down since).
     reported: bool,
-    /// Set while the peer speaks version 1/2 (see [`Membership::speaks_legacy`]).
+    /// Set while the peer speaks version 1/2 (see [`Peer::speaks_legacy`]).
     legacy: Option<Box<LegacyState>>,
     rec: Option<Record>,
     data: PeerData,
@@ -1026,6 +1026,11 @@ impl Membership {
         {
             return true;
         }
+        self.all_known()
+    }
+
+    /// Whether every peer's record is known: the condition to settle before `join_grace`.
+    pub fn knows_every_peer(&self) -> bool {
         self.all_known()
     }
 

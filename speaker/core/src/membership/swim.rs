@@ -390,7 +390,10 @@ impl Membership {
                     DownReason::Restarted,
                 )));
             }
-            p.data.reset(incoming.generation);
+            // Deltas may have come ahead of the record (see `apply_delta`): keep them.
+            if p.data.generation != incoming.generation {
+                p.data.reset(incoming.generation);
+            }
             self.swim.behind.remove(&name);
         }
         let p = &mut self.peers[idx];

@@ -414,18 +414,25 @@ impl Membership {
     }
 
     /// Applies a delta of peer `idx`'s record; true when it was news (to be gossiped on).
+    ///
+    /// A delta may arrive before the member's liveness record (at a mass start, deltas and
+    /// records spread at once): it is kept against the delta's generation, and the record,
+    /// when it comes with that generation, finds it.
     pub(super) fn apply_delta(&mut self, idx: usize, d: &Delta, now: Instant) -> bool {
-        let Some(mut r) = self.peers[idx].rec else {
-            return false;
-        };
-        if d.generation != r.generation {
+        let rec = self.peers[idx].rec;
+        let generation = rec.map_or(d.generation, |r| r.generation);
+        if d.generation != generation
+            || rec.is_none() && d.generation < self.peers[idx].data.generation
+        {
             return false;
         }
-        if self.peers[idx].data.generation != r.generation {
-            self.peers[idx].data.reset(r.generation);
+        if self.peers[idx].data.generation != generation {
+            self.peers[idx].data.reset(generation);
         }
         let outcome = self.peers[idx].data.apply_delta(d);
-        if d.state_version > r.version {
+        if let Some(mut r) = rec
+            && d.state_version > r.version
+        {
             r.version = d.state_version;
             self.set_rec(idx, Some(r));
         }
@@ -435,17 +442,20 @@ impl Membership {
 
     /// Stores a part of peer `idx`'s whole record.
     pub(super) fn apply_part(&mut self, idx: usize, part: &StatePart, now: Instant) {
-        let Some(mut r) = self.peers[idx].rec else {
-            return;
-        };
-        if part.generation != r.generation {
+        let rec = self.peers[idx].rec;
+        let generation = rec.map_or(part.generation, |r| r.generation);
+        if part.generation != generation
+            || rec.is_none() && part.generation < self.peers[idx].data.generation
+        {
             return;
         }
-        if self.peers[idx].data.generation != r.generation {
-            self.peers[idx].data.reset(r.generation);
+        if self.peers[idx].data.generation != generation {
+            self.peers[idx].data.reset(generation);
         }
         let _ = self.peers[idx].data.apply_part(part);
-        if part.state_version > r.version {
+        if let Some(mut r) = rec
+            && part.state_version > r.version
+        {
             r.version = part.state_version;
             self.set_rec(idx, Some(r));
         }
