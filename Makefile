@@ -43,7 +43,7 @@ clean-labs: ## Tear down every lab whose owner is gone
 demo: tools build ## The whole story on this machine: real nodes, the chart's pods, a Service with an IP answering from a pod
 	@tests/demo.sh
 
-bench-controller: tools ## Allocator and controller figures for 1k/10k/50k Services
+bench-controller: tools ## Allocator and controller figures at 1k/10k/50k/100k Services: create → IP, restart, RSS and writes (about 2 h on two busy cores; FERROLB_BENCH_SIZES=1000,10000 for a short run)
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_controller
 
