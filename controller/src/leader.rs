@@ -36,10 +36,27 @@ pub enum Decision {
 }
 
 /// Decides from a Lease's spec and how long this replica has seen it unchanged (on its own
-/// clock; see [`Observed`]). Pure.
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> Decision {
+/// clock; see [`Observed`]), `own_duration` being the term this replica would write. Pure.
+///
+/// A missing Lease is created only once it has been missing for a whole term: the chart creates
+/// the Lease, and Helm creates kinds it does not order (Lease among them) after the Deployment,
+/// so a replica that started fast and created it first would fail `helm install` with
+/// "already exists". Without the chart, the first term of a fresh install is `own_duration`
+/// longer.
+pub fn decide(
+    spec: Option<&LeaseSpec>,
+    me: &str,
+    unchanged_for: Duration,
+    own_duration: Duration,
+) -> Decision {
     let Some(spec) = spec else {
-        return Decision::Acquire;
+        return if unchanged_for >= own_duration {
+            Decision::Acquire
+        } else {
+            Decision::Follow {
+                holder: String::new(),
+            }
+        };
     };
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == me {
@@ -187,8 +204,13 @@ async fn step(
     };
     let spec = current.as_ref().and_then(|l| l.spec.as_ref());
     let unchanged_for = observed.see(spec, Instant::now());
-    let decision = decide(spec, me, unchanged_for);
+    let own_duration = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let decision = decide(spec, me, unchanged_for, own_duration);
     let Some(mut lease) = current else {
+        if decision != Decision::Acquire {
+            tracing::debug!(lease = %name, waited = ?unchanged_for, "no Lease yet; waiting a term for the chart to create it");
+            return Outcome::Follows;
+        }
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -309,25 +331,37 @@ mod tests {
         let secs = Duration::from_secs;
         let far_past = Timestamp::UNIX_EPOCH;
         let far_future = Timestamp::from_second(4_000_000_000).expect("valid");
-        assert_eq!(decide(None, "a", secs(0)), Decision::Acquire);
+        // A missing Lease is the chart's to create first; after a whole term without one, ours.
         assert_eq!(
-            decide(Some(&spec(Some("a"), 1, 4, far_past)), "a", secs(0)),
+            decide(None, "a", secs(3), secs(4)),
+            Decision::Follow {
+                holder: String::new()
+            }
+        );
+        assert_eq!(decide(None, "a", secs(4), secs(4)), Decision::Acquire);
+        assert_eq!(
+            decide(
+                Some(&spec(Some("a"), 1, 4, far_past)),
+                "a",
+                secs(0),
+                secs(4)
+            ),
             Decision::Renew
         );
         // The holder's renewTime says nothing: a skewed clock far ahead or behind changes nothing.
         for t in [far_past, far_future] {
             assert_eq!(
-                decide(Some(&spec(Some("b"), 0, 4, t)), "a", secs(3)),
+                decide(Some(&spec(Some("b"), 0, 4, t)), "a", secs(3), secs(4)),
                 Decision::Follow { holder: "b".into() }
             );
             assert_eq!(
-                decide(Some(&spec(Some("b"), 0, 4, t)), "a", secs(4)),
+                decide(Some(&spec(Some("b"), 0, 4, t)), "a", secs(4), secs(4)),
                 Decision::Acquire,
                 "unchanged for a whole term"
             );
         }
         assert_eq!(
-            decide(Some(&spec(None, 0, 4, far_past)), "a", secs(0)),
+            decide(Some(&spec(None, 0, 4, far_past)), "a", secs(0), secs(4)),
             Decision::Acquire,
             "released"
         );
