@@ -3,14 +3,18 @@
 # it as an OCI archive to target/image/ferrolb.oci.tar, tagged ghcr.io/ferrolb/ferrolb:<version>,
 # the version being the Cargo workspace's (which is also the chart's appVersion and default tag).
 #
-# Steps: release-build both binaries statically (glibc, +crt-static: no shared library is needed
-# at run time, so the image can be FROM scratch), check that they are static and answer
-# --version, stage them as the build context, build with buildah on vfs storage kept under
-# target/image (no daemon, no registry, nothing run inside the image), push to an OCI archive.
+# Steps: release-build the three binaries statically (glibc, +crt-static: no shared library is
+# needed at run time, so the image can be FROM scratch) — the controller, the speaker and the
+# kubectl plugin kubectl-ferrolb, so one image carries the plugin of the same version (copy it
+# out with `kubectl cp` or `crane export`; `make plugin` builds it alone) — check that they are
+# static and answer --version, stage them as the build context, build with buildah on vfs
+# storage kept under target/image (no daemon, no registry, nothing run inside the image), push
+# to an OCI archive. The static kubectl-ferrolb stays in target/x86_64-unknown-linux-gnu/release/.
 #
 # Environment:
-#   FERROLB_BIN_DIR  use ferrolb-controller and ferrolb-speaker from this directory instead of
-#                    building them (CI that already built them; pipeline tests with stand-ins)
+#   FERROLB_BIN_DIR  use ferrolb-controller, ferrolb-speaker and kubectl-ferrolb from this
+#                    directory instead of building them (CI that already built them; pipeline
+#                    tests with stand-ins)
 #   IMAGE_REPOSITORY default ghcr.io/ferrolb/ferrolb
 #   CARGO            default cargo
 # Needs root for buildah (installs Debian's buildah when it is missing).
@@ -29,7 +33,7 @@ image="$repository:$version"
 target=x86_64-unknown-linux-gnu
 out=$repo/target/image
 archive=$out/ferrolb.oci.tar
-binaries=(ferrolb-controller ferrolb-speaker)
+binaries=(ferrolb-controller ferrolb-speaker kubectl-ferrolb)
 
 # --- 1. The binaries ----------------------------------------------------------------------
 if [[ -n "${FERROLB_BIN_DIR:-}" ]]; then
@@ -41,7 +45,8 @@ else
     # The explicit --target keeps these objects apart from the ordinary target/release and lets
     # build scripts and proc macros (built for the host, not the target) stay dynamic.
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        "${CARGO:-cargo}" build --release --target "$target" -p ferrolb-controller -p ferrolb-speaker
+        "${CARGO:-cargo}" build --release --target "$target" -p ferrolb-controller -p ferrolb-speaker \
+        -p ferrolb-cli
 fi
 
 for bin in "${binaries[@]}"; do

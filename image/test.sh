@@ -2,9 +2,10 @@
 # Checks the OCI archive written by image/build.sh without a container runtime (none can run
 # here): unpacks the archive and its layers with tar, reads index, manifest and config with
 # python3's json, and checks the reference, the digests, the size bound, the non-root user and
-# entrypoint, that the filesystem holds the two binaries and nothing else (so no shell and no
-# package manager), and runs both binaries' --version from the unpacked root filesystem:
-# with chroot as the image's user when they are static, else through the loader packaged in it.
+# entrypoint, that the filesystem holds the three binaries (controller, speaker and the kubectl
+# plugin kubectl-ferrolb) and nothing else (so no shell and no package manager), and runs each
+# one's --version from the unpacked root filesystem: with chroot as the image's user when they
+# are static, else through the loader packaged in it.
 #
 # Usage: image/test.sh [ARCHIVE]   (default target/image/ferrolb.oci.tar)
 # Prints one line per check and "N passed, M failed" last; exits non-zero on any failure.
@@ -15,7 +16,7 @@ archive=${1:-$repo/target/image/ferrolb.oci.tar}
 max_bytes=$((40 * 1024 * 1024))
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
 want_ref="ghcr.io/ferrolb/ferrolb:$version"
-binaries=(ferrolb-controller ferrolb-speaker)
+binaries=(ferrolb-controller ferrolb-speaker kubectl-ferrolb)
 
 # shellcheck source=../tests/lib/checks.sh
 source "$repo/tests/lib/checks.sh"
@@ -154,7 +155,7 @@ expected=$(printf '/%s\n' "${binaries[@]}" | sort)
 if [[ "$files" == "$expected" ]]; then
     ok "the filesystem holds exactly $(tr '\n' ' ' <<<"$expected")"
 else
-    bad "the filesystem holds exactly the two binaries" "$(diff <(echo "$expected") <(echo "$files"))"
+    bad "the filesystem holds exactly ${#binaries[@]} binaries" "$(diff <(echo "$expected") <(echo "$files"))"
 fi
 found=$(cd "$rootfs" && find . \( -name sh -o -name bash -o -name ash -o -name dash -o -name busybox \
     -o -name apt -o -name apt-get -o -name dpkg -o -name apk -o -name yum -o -name dnf -o -name rpm \
@@ -204,5 +205,24 @@ for bin in "${binaries[@]}"; do
         bad "$bin --version from the image ($how) prints the version $version" "exit $rc: $out"
     fi
 done
+
+# The plugin is a kubectl plugin, not an entrypoint: it must still run from the image and know
+# its commands (kubectl runs `kubectl-ferrolb` found on PATH for `kubectl ferrolb`).
+plugin=$rootfs/kubectl-ferrolb
+if [[ -x "$plugin" ]] && ! readelf -lW "$plugin" | grep -q 'Requesting program interpreter'; then
+    if [[ $(id -u) -eq 0 ]]; then
+        out=$(timeout 20 chroot --userspec=65532:65532 "$rootfs" /kubectl-ferrolb --help 2>&1)
+    else
+        out=$(timeout 20 "$plugin" --help 2>&1)
+    fi
+    rc=$?
+    if [[ $rc -eq 0 && "$out" == *"kubectl ferrolb"* && "$out" == *trace* && "$out" == *status* && "$out" == *doctor* && "$out" == *migrate* ]]; then
+        ok "kubectl-ferrolb --help from the image names trace, status, doctor and migrate"
+    else
+        bad "kubectl-ferrolb --help from the image names its commands" "exit $rc: $out"
+    fi
+else
+    bad "kubectl-ferrolb in the image is a static executable"
+fi
 
 finish
