@@ -223,6 +223,10 @@ impl Announcer {
         let owners = decide::owners(plan, &view, &node, |ip| {
             settled && placement.get(&ip).is_some_and(|v| !v.is_empty())
         });
+        // Who writes conditions: the same from every node's view (see `decide`).
+        let writers = decide::writers(plan, &view, &node, |ip| {
+            settled && placement.get(&ip).is_some_and(|v| !v.is_empty())
+        });
         let mine = decide::mine(&owners, &node);
         let (acquired, released) = decide::diff(&self.owned, &mine);
         let placed: BTreeMap<IpAddr, Vec<String>> = mine
@@ -294,7 +298,7 @@ impl Announcer {
         );
         self.send_due(now);
         if settled {
-            let desired = decide::desired_conditions(plan, &owners, &view, &node, &self.placed);
+            let desired = decide::desired_conditions(plan, &writers, &view, &node, &self.placed);
             for w in self.tracker.writes(&desired, plan, now) {
                 let _ = self.status.send(Request::Condition(w));
             }

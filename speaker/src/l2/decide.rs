@@ -9,9 +9,13 @@
 //!
 //! Exactly one speaker is *responsible* for a Service's `ferrolb.io/Announced` condition: the
 //! announcer of the Service's first announced IP (in `status.loadBalancer.ingress` order), or,
-//! when no IP of it is announced, the alive speaker with the smallest name. Every speaker
-//! computes the same answer from the same view, so there is one writer, and it writes only when
-//! the published condition differs from the desired one: zero writes in steady state.
+//! when no IP of it is announced, the alive speaker with the smallest name. The announcer here
+//! is the one [`writers`] computes: [`owners`] without its exception for young claimants, which
+//! depends on what the computing node claims itself. Every speaker thus computes the same answer
+//! from the same view, so there is one writer, and it writes only when the published condition
+//! differs from the desired one: zero writes in steady state. (When a partition heals, both
+//! sides claim the IP and each sees the other as young for a moment: both keep answering, but
+//! only the one that will keep the IP writes, instead of the two overwriting each other.)
 //!
 //! # Nodes that cannot announce
 //!
@@ -62,6 +66,28 @@ pub fn owners(
     self_node: &str,
     self_capable: impl Fn(IpAddr) -> bool,
 ) -> BTreeMap<IpAddr, Option<String>> {
+    elect(plan, view, self_node, self_capable, true)
+}
+
+/// The owners every node agrees on from the same view: [`owners`] with every young claim
+/// honoured, so what this node claims itself changes nothing. The writers of Service conditions
+/// are computed from these (see the module docs).
+pub fn writers(
+    plan: &Plan,
+    view: &MemberView,
+    self_node: &str,
+    self_capable: impl Fn(IpAddr) -> bool,
+) -> BTreeMap<IpAddr, Option<String>> {
+    elect(plan, view, self_node, self_capable, false)
+}
+
+fn elect(
+    plan: &Plan,
+    view: &MemberView,
+    self_node: &str,
+    self_capable: impl Fn(IpAddr) -> bool,
+    keep_against_young: bool,
+) -> BTreeMap<IpAddr, Option<String>> {
     plan.ips
         .iter()
         .map(|(&ip, p)| {
@@ -77,7 +103,8 @@ pub fn owners(
                     }
                 })
                 .collect();
-            let i_claim = view.claims.get(self_node).is_some_and(|c| c.contains(&ip));
+            let i_claim =
+                keep_against_young && view.claims.get(self_node).is_some_and(|c| c.contains(&ip));
             let owner = election::owner(ip, candidates.iter().copied(), |n| {
                 view.claims.get(n).is_some_and(|c| c.contains(&ip))
                     && !(i_claim && n != self_node && view.young.contains(n))
@@ -600,6 +627,45 @@ mod tests {
     }
 
     #[test]
+    fn after_a_partition_heals_only_the_keeper_writes_the_condition() {
+        let a = ip("198.51.100.70");
+        let order = election::preference(a, &["n1", "n2"]);
+        let (best, second) = (order[0], order[1]);
+        let p = plan_one("198.51.100.70", &["n1", "n2"]);
+        let both = [(best, "198.51.100.70"), (second, "198.51.100.70")];
+        // Each side announced alone; now each sees the other come back, young, claiming it.
+        let mut at_best = view(&["n1", "n2"], &both);
+        at_best.young = set(&[second]);
+        let mut at_second = view(&["n1", "n2"], &both);
+        at_second.young = set(&[best]);
+        // Both keep answering for the moment...
+        assert_eq!(
+            owners(&p, &at_best, best, |_| true)[&a].as_deref(),
+            Some(best)
+        );
+        assert_eq!(
+            owners(&p, &at_second, second, |_| true)[&a].as_deref(),
+            Some(second)
+        );
+        // ...but both name the same writer: the one that keeps the IP.
+        let w_best = writers(&p, &at_best, best, |_| true);
+        let w_second = writers(&p, &at_second, second, |_| true);
+        assert_eq!(w_best, w_second);
+        assert_eq!(w_best[&a].as_deref(), Some(best));
+        let none = BTreeMap::new();
+        let d_best = desired_conditions(&p, &w_best, &at_best, best, &none);
+        let d_second = desired_conditions(&p, &w_second, &at_second, second, &none);
+        assert_eq!(d_best.len(), 1);
+        assert!(d_second.is_empty(), "{d_second:?}");
+        // Without young peers, writers and owners agree.
+        let plain = view(&["n1", "n2"], &both);
+        assert_eq!(
+            writers(&p, &plain, second, |_| true),
+            owners(&p, &plain, second, |_| true)
+        );
+    }
+
+    #[test]
     fn every_node_computes_the_same_owner() {
         let p = plan_one("198.51.100.70", &["n1", "n2", "n3"]);
         let v = view(&["n1", "n2", "n3"], &[]);
@@ -766,6 +832,7 @@ mod tests {
             reason: "Announced".into(),
             message: "announced by n1 on eth0".into(),
             by_speaker: true,
+            ..Default::default()
         });
         for s in 2..100 {
             assert!(t.writes(&d, &p, t0 + Duration::from_secs(s)).is_empty());
@@ -801,9 +868,49 @@ mod tests {
             reason: "Announced".into(),
             message: "announced by n2".into(),
             by_speaker: true,
+            ..Default::default()
         });
         assert_eq!(t.writes(&d, &p, t0 + Duration::from_millis(50)).len(), 1);
         assert!(t.writes(&d, &p, t0 + Duration::from_millis(60)).is_empty());
+    }
+
+    #[test]
+    fn a_write_overtaken_by_a_late_copy_of_what_was_published_is_repeated() {
+        // After a healed partition two speakers write within milliseconds: ours ("n1") is sent
+        // while "n2" is published, and the other speaker's late write of "n2" lands after ours.
+        // The content is what it was when we wrote; only the resourceVersion tells.
+        let mut p = plan_one("198.51.100.70", &["n1", "n2"]);
+        let published = |rv: &str| ObservedCondition {
+            status: "True".into(),
+            reason: "Announced".into(),
+            message: "announced by n2".into(),
+            by_speaker: true,
+            resource_version: Some(rv.into()),
+        };
+        p.services.get_mut("ns/web").expect("web").observed = Some(published("10"));
+        let d: BTreeMap<SvcKey, Desired> = [(
+            "ns/web".to_string(),
+            Desired {
+                announced: true,
+                reason: Reason::Announced,
+                message: "announced by n1".into(),
+            },
+        )]
+        .into();
+        let t0 = Instant::now();
+        let mut t = StatusTracker::default();
+        assert_eq!(t.writes(&d, &p, t0).len(), 1);
+        assert!(
+            t.writes(&d, &p, t0 + Duration::from_millis(5)).is_empty(),
+            "in flight while nothing newer is published"
+        );
+        p.services.get_mut("ns/web").expect("web").observed = Some(published("12"));
+        assert_eq!(
+            t.writes(&d, &p, t0 + Duration::from_millis(20)).len(),
+            1,
+            "repeated at once, not after the 30 s trust"
+        );
+        assert!(t.writes(&d, &p, t0 + Duration::from_millis(30)).is_empty());
     }
 
     #[test]
@@ -856,6 +963,7 @@ mod tests {
             reason: "Announced".into(),
             message: "announced by n1 on eth0".into(),
             by_speaker: true,
+            ..Default::default()
         });
         let mut v = view(&all, &[]);
         unable(&mut v, &all, "198.51.100.70");
@@ -1022,6 +1130,7 @@ mod tests {
                     reason: "Announced".into(),
                     message: "announced by n2 on eth0".into(),
                     by_speaker: true,
+                    ..Default::default()
                 }),
             },
         );
@@ -1111,6 +1220,7 @@ mod tests {
                 reason: "Announced".into(),
                 message: "announced by n3 on eth0".into(),
                 by_speaker: true,
+                ..Default::default()
             });
         }
         assert_eq!(t.removals(&stale, &p, t0 + Duration::from_secs(3)).len(), 1);
