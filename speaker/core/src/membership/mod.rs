@@ -68,12 +68,17 @@
 //! exceeds `max_datagram` bytes.
 //!
 //! **Records and anti-entropy.** A member's claims and unable IPs form a versioned record;
-//! changes travel as deltas (see `state`). Every `sync_interval` (every period while not
-//! settled) a member sends one random member the hashes of 64 buckets of records; the other
-//! answers with its digest entries for the buckets that differ, the first pulls whole records it
-//! lacks, and pushes back newer liveness it holds. A member more than four periods behind a peer's
-//! record pulls it from that peer. A joiner thus learns every member's record in a handful of
-//! periods, and nothing in steady state is larger than one bucket-hash packet.
+//! changes travel as deltas of at most 32 addresses (see `state`), gossiped like liveness news
+//! and kept even when they arrive before the member's liveness record. Every `sync_interval`
+//! (every period while not settled) a member sends one random member the hashes of 64 buckets
+//! of liveness records (about 300 bytes); the other answers only if a bucket differs, with its
+//! digest entries for those buckets (at most two datagrams), the first pulls the whole records
+//! it lacks (at most 24 members per pull, answered in at most eight datagrams of 32-address
+//! parts) and pushes back newer liveness it holds. A joiner that lacks a quarter of the records
+//! asks for the whole digest instead (at most 32 datagrams, and a member answers at most one
+//! such request per period). A member more than four periods behind a peer's record pulls it
+//! from that peer. Measured in the simulator: 1,000 members started at once each know every
+//! record 0.9 s later.
 //!
 //! # Timings (defaults) and the arithmetic behind them
 //!
