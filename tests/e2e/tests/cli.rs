@@ -480,10 +480,13 @@ async fn split_matches_reality(env: &Env) -> anyhow::Result<String> {
             *answered.entry(pod.to_string()).or_default() += 1;
         }
     }
+    // The split is of the connections that were answered. A few may fail on a busy machine (a
+    // speaker taking over mid-run resets handshakes in flight); more than 1% is a fault of its
+    // own.
     let n: usize = answered.values().sum();
     ensure!(
-        n == CONNECTIONS,
-        "{n} of {CONNECTIONS} connections answered in {took:?}: {answered:?}"
+        n * 100 >= CONNECTIONS * 99,
+        "only {n} of {CONNECTIONS} connections answered in {took:?}: {answered:?}"
     );
     let mut chi2 = 0.0;
     let mut lines = Vec::new();
@@ -492,8 +495,8 @@ async fn split_matches_reality(env: &Env) -> anyhow::Result<String> {
             anyhow!("the walk sends traffic to {ip}, which is no web pod: {pods:?}")
         })?;
         let seen = answered.get(pod).copied().unwrap_or(0) as f64;
-        let want = share * CONNECTIONS as f64;
-        let sigma = (CONNECTIONS as f64 * share * (1.0 - share)).sqrt();
+        let want = share * n as f64;
+        let sigma = (n as f64 * share * (1.0 - share)).sqrt();
         chi2 += (seen - want).powi(2) / want;
         lines.push(format!(
             "{ip} ({pod}): predicted {:.1}% = {want:.0}, seen {seen} ({:+.1}σ)",
@@ -511,7 +514,7 @@ async fn split_matches_reality(env: &Env) -> anyhow::Result<String> {
         "answers from pods the walk did not predict: {answered:?}"
     );
     Ok(format!(
-        "{} rules of {node}; {CONNECTIONS} connections in {:.1} s; {}; chi-square {chi2:.2} (2 degrees of freedom; 13.8 is p = 0.001)",
+        "{} rules of {node}; {n} of {CONNECTIONS} connections answered in {:.1} s; {}; chi-square {chi2:.2} (2 degrees of freedom; 13.8 is p = 0.001)",
         match env.mode {
             ProxyMode::Nftables => "nftables",
             _ => "iptables",
