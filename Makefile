@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 LAB := target/debug/ferrolb-lab
 
-.PHONY: help setup tools build test unit lab-test chart-test image image-test lint crds \
+.PHONY: help setup tools build test unit lab-test chart-test image image-test lint crds bench-speaker bench-membership \
         lab-up lab-down demo bench-controller bench-failover bench-forwarder clean-labs
 
 help: ## This list
@@ -54,6 +54,13 @@ bench-failover: tools build ## Failover time against an oracle and with real spe
 bench-forwarder: tools ## Forwarder mode: create → node addresses, and kube-proxy's path against the direct path
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_forwarder
+
+bench-speaker: tools build ## Speaker cost: CPU idle and under a 200k pps flood, ARP/NDP latency against the kernel, membership traffic and failover at 3 and 50 nodes
+	$(CARGO) build --release --workspace --bins
+	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_speaker
+
+bench-membership: ## The membership core simulated at 10/100/1,000 members (virtual time, fixed seed; about 2 min): traffic, detection, false positives
+	$(CARGO) run --release -p ferrolb-speaker-core --example membership_bench
 
 .PHONY: plugin
 plugin: ## Static release kubectl-ferrolb in target/x86_64-unknown-linux-gnu/release/ (copy it onto PATH; `kubectl ferrolb` finds it)
