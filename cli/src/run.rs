@@ -219,6 +219,7 @@ async fn trace(t: TraceArgs) -> anyhow::Result<i32> {
                     report
                         .announcers
                         .first()
+                        .or(report.advertisers.first())
                         .or(report.published_nodes.first())
                         .map_or("the announcing node", String::as_str),
                     ns

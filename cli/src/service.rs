@@ -15,8 +15,8 @@ use crate::rules::{Family, Net, Proto, Ruleset};
 use ferrolb_crds::conditions::FORWARDER_READY;
 
 use crate::snapshot::{
-    self, ANNOUNCED, Snapshot, endpoints, ingress_ips, ip_mode, ip_source, is_ours, node_ready,
-    service_condition, speaker_pods,
+    self, ANNOUNCED, BgpSessionView, BgpView, Snapshot, adv_covers, endpoints, ingress_ips,
+    ip_mode, ip_source, is_ours, node_ready, pool_of, service_condition, speaker_pods,
 };
 use crate::walk::check::SliceEndpoint;
 use crate::walk::{self, Origin, Packet, Trace, WalkOptions};
@@ -72,6 +72,12 @@ pub struct ServiceReport {
     pub announcers: Vec<String>,
     /// Forwarder mode: the nodes whose addresses are published, in the status's order.
     pub published_nodes: Vec<String>,
+    /// BGP mode: the nodes announcing any of the IPs on at least one session (from the
+    /// BGPSessionStates).
+    pub advertisers: Vec<String>,
+    /// BGP mode: per external IP whose pool a BGPAdvertisement covers, the advertisements, the
+    /// sessions the speakers report and whether each announces the IP.
+    pub bgp: Vec<BgpView>,
     /// Ports.
     pub ports: Vec<PortMap>,
     /// Endpoints (for the first traced port).
@@ -328,8 +334,26 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
             );
         }
     }
+    // BGP mode: the IPs whose pool a BGPAdvertisement covers. The L2 step is left out when
+    // BGP alone covers every IP (the speakers write no L2 condition then, or, without --bgp, one
+    // saying no L2Advertisement covers the pool), unless an L2 condition says it is announced.
+    let bgp: Vec<BgpView> = if forwarder.is_none() {
+        ips.iter()
+            .filter_map(|i| snapshot::bgp_view(snap, svc, i.ip))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let l2_covers = |ip: IpAddr| {
+        pool_of(&snap.pools, ip).is_some_and(|p| snap.l2advs.iter().any(|a| adv_covers(a, p)))
+    };
+    let bgp_only = |ip: IpAddr| bgp.iter().any(|v| v.ip == ip) && !l2_covers(ip);
+    let l2_step = !ips.is_empty()
+        && forwarder.is_none()
+        && (ips.iter().any(|i| !bgp_only(i.ip))
+            || service_condition(svc, ANNOUNCED).is_some_and(|c| c.status == "True"));
     let mut announcers = Vec::new();
-    if !ips.is_empty() && forwarder.is_none() {
+    if l2_step {
         let speakers = speaker_pods(snap);
         let speaker_ready_on = |node: &str| {
             speakers.iter().any(|p| {
@@ -419,8 +443,54 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
             None => steps.push(
                 Finding::new(Severity::Error, "announced", "no node announces the IPs")
                     .because(format!("no speaker wrote the {ANNOUNCED} condition"))
-                    .fix("check that the speaker DaemonSet runs (kubectl -n ferrolb-system get pods) and that an L2Advertisement covers the pool"),
+                    .fix("check that the speaker DaemonSet runs (kubectl -n ferrolb-system get pods) and that an L2Advertisement or a BGPAdvertisement covers the pool"),
             ),
+        }
+    }
+    // Serving endpoints by node: BGP speakers announce for policy Local from nodes with one.
+    let all_eps = endpoints(snap, svc, None);
+    let mut serving_nodes: Vec<String> = all_eps
+        .iter()
+        .filter(|e| e.ready || e.serving)
+        .filter_map(|e| e.node.clone())
+        .collect();
+    serving_nodes.sort();
+    serving_nodes.dedup();
+    for v in &bgp {
+        steps.push(bgp_finding(
+            snap,
+            v,
+            local,
+            &serving_nodes,
+            all_eps.iter().any(|e| e.ready || e.serving),
+        ));
+    }
+    let mut advertisers: Vec<String> = bgp
+        .iter()
+        .flat_map(|v| v.advertising_nodes.iter().cloned())
+        .collect();
+    advertisers.sort();
+    advertisers.dedup();
+    if forwarder.is_none()
+        && bgp.len() < ips.len()
+        && let Some(why) = &snap.bgp_unread.advertisements
+    {
+        let uncovered = ips.iter().any(|i| !l2_covers(i.ip));
+        if uncovered {
+            steps.push(if why == "not installed" {
+                Finding::new(
+                    Severity::Info,
+                    "bgp-advertised",
+                    "BGP mode's kinds are not installed: only L2 announcement was checked",
+                )
+            } else {
+                Finding::new(
+                    Severity::Warning,
+                    "bgp-advertised",
+                    format!("BGPAdvertisements could not be read ({why}): whether BGP announces the IPs was not checked"),
+                )
+                .fix("read them with a user allowed to list bgpadvertisements.ferrolb.io (and bgpsessionstates)")
+            });
         }
     }
 
@@ -575,23 +645,66 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
                 .iter()
                 .filter(|a| !nodes.contains(a))
                 .collect();
+            // BGP: every advertising node should hold a serving endpoint (kube-proxy there
+            // drops the rest), and every node with a ready endpoint should advertise.
+            let bad_bgp: Vec<&String> = advertisers
+                .iter()
+                .filter(|a| !serving_nodes.contains(a))
+                .collect();
+            let silent_bgp: Vec<&String> = if bgp.is_empty() {
+                Vec::new()
+            } else {
+                nodes.iter().filter(|n| !advertisers.contains(n)).collect()
+            };
             let names = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            // (severity, why, what to do), composed so L2 and BGP problems both show.
+            let mut why: Vec<String> = Vec::new();
+            let mut fixes: Vec<&str> = Vec::new();
+            if !bgp.is_empty() {
+                why.push(format!(
+                    "advertised over BGP by {}",
+                    if advertisers.is_empty() {
+                        "no node".to_string()
+                    } else {
+                        advertisers.join(", ")
+                    }
+                ));
+            }
+            if !bad_bgp.is_empty() {
+                f.severity = Severity::Error;
+                why.push(format!(
+                    "{} advertises the IP over BGP but has no ready endpoint: the router sends it traffic that kube-proxy there drops",
+                    names(&bad_bgp)
+                ));
+                fixes.push("the speakers withdraw the route from nodes without a serving endpoint; if it stays, check that node's speaker log and whether its view of EndpointSlices is current");
+            } else if !silent_bgp.is_empty() && !advertisers.is_empty() {
+                f.severity = Severity::Warning;
+                why.push(format!(
+                    "{} has a ready endpoint but does not advertise the IP over BGP: its endpoints get no traffic from outside",
+                    names(&silent_bgp)
+                ));
+                fixes.push("see the BGP step above: that node's sessions, and whether the BGPAdvertisement's nodeSelectors select it");
+            }
             if !bad.is_empty() {
                 f.severity = Severity::Error;
-                f = f
-                    .because(format!(
-                        "{} announces the IP but has no ready endpoint: kube-proxy there drops the traffic",
-                        names(&bad)
-                    ))
-                    .fix("the speakers move the IP to a node with an endpoint; if the condition stays, check the speakers' logs and whether their view of EndpointSlices is current");
+                why.push(format!(
+                    "{} announces the IP but has no ready endpoint: kube-proxy there drops the traffic",
+                    names(&bad)
+                ));
+                fixes.push("the speakers move the IP to a node with an endpoint; if the condition stays, check the speakers' logs and whether their view of EndpointSlices is current");
             } else if !bad_published.is_empty() {
                 f.severity = Severity::Error;
-                f = f
-                    .because(format!(
-                        "{} is published but has no ready endpoint: kube-proxy there drops the traffic",
-                        names(&bad_published)
-                    ))
-                    .fix("the controller publishes only nodes with an endpoint for policy Local; if the status stays, check the controller's log and whether its view of EndpointSlices is current");
+                why.push(format!(
+                    "{} is published but has no ready endpoint: kube-proxy there drops the traffic",
+                    names(&bad_published)
+                ));
+                fixes.push("the controller publishes only nodes with an endpoint for policy Local; if the status stays, check the controller's log and whether its view of EndpointSlices is current");
+            }
+            if !why.is_empty() {
+                f = f.because(why.join("; "));
+            }
+            if !fixes.is_empty() {
+                f = f.fix(fixes.join("; "));
             }
             steps.push(f);
         } else {
@@ -610,10 +723,271 @@ pub fn report(snap: &Snapshot, ns: &str, name: &str, port: Option<&str>) -> Opti
         ips,
         announcers,
         published_nodes,
+        advertisers,
+        bgp,
         ports: port_maps,
         endpoints: eps,
         steps,
     })
+}
+
+fn session_words(s: &BgpSessionView) -> String {
+    let mut t = format!(
+        "{} → {}: {}, BFD {}",
+        s.node, s.peer, s.bgp_state, s.bfd_state
+    );
+    if let Some(e) = &s.last_error {
+        t.push_str(&format!(" (last error: {e})"));
+    }
+    t
+}
+
+fn quoted_list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The BGP step for one IP: who announces it over which sessions, or why nobody does, from
+/// the BGPSessionStates the speakers write. `serving_nodes`: nodes with a ready or serving
+/// endpoint; `any_serving`: the Service has a ready or serving endpoint anywhere.
+fn bgp_finding(
+    snap: &Snapshot,
+    v: &BgpView,
+    local: bool,
+    serving_nodes: &[String],
+    any_serving: bool,
+) -> Finding {
+    const CHECK: &str = "bgp-advertised";
+    let ip = v.ip;
+    let advs = format!(
+        "BGPAdvertisement {} covers its pool",
+        v.advertisements.join(", ")
+    );
+    // The nodes expected to announce: those the advertisements select, and for policy Local
+    // only those with a serving endpoint; none while the Service has no serving endpoint.
+    let expected: Vec<String> = v
+        .selected_nodes
+        .iter()
+        .filter(|n| {
+            if local {
+                serving_nodes.contains(n)
+            } else {
+                any_serving
+            }
+        })
+        .cloned()
+        .collect();
+    if v.sessions.is_empty() {
+        if let Some(why) = &snap.bgp_unread.sessions {
+            return Finding::new(
+                Severity::Warning,
+                CHECK,
+                format!("{ip}: whether it is advertised over BGP is unknown: BGPSessionStates could not be read ({why})"),
+            )
+            .because(advs)
+            .fix("read them with a user allowed to list bgpsessionstates.ferrolb.io: kubectl get bgpsessionstates");
+        }
+        if snap.bgp_sessions.is_empty() {
+            if snap.bgp_peers.is_empty() && snap.bgp_unread.peers.is_none() {
+                return Finding::new(
+                    Severity::Error,
+                    CHECK,
+                    format!("{ip} not advertised over BGP: no BGPPeer exists"),
+                )
+                .because(format!(
+                    "{advs}, but the speakers have no router to announce it to"
+                ))
+                .fix("create a BGPPeer for your router (see docs/bgp.md)");
+            }
+            return Finding::new(
+                Severity::Error,
+                CHECK,
+                format!("{ip} not advertised over BGP: no BGPSessionState exists"),
+            )
+            .because(format!("{advs}; speakers running with --bgp write one BGPSessionState per node and BGPPeer, and none has: the speakers do not run in BGP mode, or no BGPPeer selects any node"))
+            .fix("turn BGP mode on (helm upgrade ferrolb charts/ferrolb -n ferrolb-system --reuse-values --set bgp.enabled=true) and check the BGPPeers' nodeSelectors");
+        }
+        let mut others: Vec<String> = snap
+            .bgp_sessions
+            .iter()
+            .filter_map(|s| s.status.as_ref().map(|st| st.peer.clone()))
+            .collect();
+        others.sort();
+        others.dedup();
+        return Finding::new(
+            Severity::Error,
+            CHECK,
+            format!(
+                "{ip} not advertised over BGP: no session with peer {}",
+                v.peers.join(", ")
+            ),
+        )
+        .because(format!(
+            "{advs} and announces to {} only; the speakers report sessions with {}",
+            v.peers.join(", "),
+            others.join(", ")
+        ))
+        .fix("fix the BGPAdvertisement's peers, or the BGPPeers' names and nodeSelectors");
+    }
+    let established: Vec<&BgpSessionView> = v.sessions.iter().filter(|s| s.established()).collect();
+    if established.is_empty() {
+        return Finding::new(
+            Severity::Error,
+            CHECK,
+            format!("{ip} not advertised over BGP: no session is Established"),
+        )
+        .because(
+            v.sessions
+                .iter()
+                .map(session_words)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .fix("check the router's side (it must accept the nodes' addresses with the right AS numbers and MD5 password) and that the nodes reach peerAddress:port; each session's lastError says what failed (kubectl get bgpsessionstates)");
+    }
+    let refused: Vec<String> = v
+        .sessions
+        .iter()
+        .filter_map(|s| {
+            s.not_announced
+                .as_ref()
+                .map(|w| format!("{} → {} does not announce {w}", s.node, s.peer))
+        })
+        .collect();
+    let refused_fix = "the reason is the speaker's: for an address family the router did not negotiate, set dualStackAddressFamily on the BGPPeer or peer over the IP's family; for a missing next hop, give the node an address of that family on the way to the router";
+    if v.advertising_nodes.is_empty() {
+        if !refused.is_empty() {
+            return Finding::new(
+                Severity::Error,
+                CHECK,
+                format!("{ip} not advertised over BGP: {}", refused.join("; ")),
+            )
+            .because(advs)
+            .fix(refused_fix);
+        }
+        let truncated: Vec<String> = established
+            .iter()
+            .filter(|s| s.truncated)
+            .map(|s| format!("{} → {}", s.node, s.peer))
+            .collect();
+        if !truncated.is_empty() {
+            return Finding::new(
+                Severity::Warning,
+                CHECK,
+                format!("{ip}: whether it is advertised over BGP is unknown"),
+            )
+            .because(format!(
+                    "a BGPSessionState lists at most 64 prefixes, and the full lists of {} do not hold it",
+                    truncated.join(", ")
+                ))
+            .fix("ask the router: e.g. `birdc show route for IP` or `show ip bgp IP`");
+        }
+        let why = if !any_serving {
+            "the Service has no serving endpoint, so no speaker announces it".to_string()
+        } else if v.selected_nodes.is_empty() {
+            "the BGPAdvertisements' nodeSelectors select no node (or only nodes labelled node.kubernetes.io/exclude-from-external-load-balancers)".to_string()
+        } else if expected.is_empty() {
+            format!(
+                "policy Local: the nodes with a serving endpoint ({}) are not among those the BGPAdvertisements select ({})",
+                quoted_list(serving_nodes),
+                quoted_list(&v.selected_nodes)
+            )
+        } else {
+            format!(
+                "{} should announce it and have Established sessions, yet none lists a prefix holding it ({})",
+                expected.join(", "),
+                established
+                    .iter()
+                    .map(|s| session_words(s))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
+        return Finding::new(
+            Severity::Error,
+            CHECK,
+            format!("{ip} not advertised over BGP: no session announces it"),
+        )
+        .because(format!("{advs}; {why}"))
+        .fix(if !any_serving {
+            "make the Service's pods ready"
+        } else if expected.is_empty() {
+            "fix the BGPAdvertisement's nodeSelectors, or run the pods on nodes it selects"
+        } else {
+            "check those nodes' speaker logs, and whether their network is marked unavailable (NetworkUnavailable) or they are leaving (cordoned with --bgp-withdraw-on-cordon, out-of-service)"
+        });
+    }
+    // Announced somewhere: who, to which peer, in which state.
+    let mut groups: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    for s in v.sessions.iter().filter(|s| s.announced.is_some()) {
+        groups
+            .entry((s.peer.clone(), s.bgp_state.clone(), s.bfd_state.clone()))
+            .or_default()
+            .push(s.node.clone());
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|((peer, st, bfd), nodes)| {
+            format!("by {} to {peer} ({st}, BFD {bfd})", nodes.join(", "))
+        })
+        .collect();
+    let mut f = Finding::new(
+        Severity::Ok,
+        CHECK,
+        format!("{ip} advertised over BGP {}", parts.join("; ")),
+    );
+    let mut problems = refused;
+    for s in &v.sessions {
+        if s.announced.is_some() || s.not_announced.is_some() || !expected.contains(&s.node) {
+            continue;
+        }
+        if !s.established() {
+            problems.push(format!(
+                "{} is down, so the router gets no route from {}",
+                session_words(s),
+                s.node
+            ));
+        } else if !s.truncated {
+            problems.push(format!(
+                "{} → {} is Established but does not announce it",
+                s.node, s.peer
+            ));
+        }
+    }
+    for n in &expected {
+        if !v.sessions.iter().any(|s| &s.node == n) {
+            problems.push(format!(
+                "{n} should announce it but has no session{} (a BGPPeer's nodeSelectors leave it out, or its speaker does not run with --bgp)",
+                if v.peers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {}", v.peers.join(", "))
+                }
+            ));
+        }
+    }
+    if problems.is_empty() {
+        let mut prefixes: Vec<&str> = v
+            .sessions
+            .iter()
+            .filter_map(|s| s.announced.as_deref())
+            .collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        f = f.because(format!(
+            "{advs}; the BGPSessionStates list {} as announced",
+            prefixes.join(", ")
+        ));
+    } else {
+        f.severity = Severity::Warning;
+        f = f.because(problems.join("; ")).fix(
+            "each session's state and lastError: kubectl get bgpsessionstates; the nodes that do announce keep the IP reachable meanwhile",
+        );
+    }
+    f
 }
 
 /// How to walk a node's rules for a Service.
@@ -691,6 +1065,7 @@ pub fn walk_rules(
         report
             .announcers
             .first()
+            .or(report.advertisers.first())
             .or(report.published_nodes.first())
             .cloned()
     });
@@ -1283,5 +1658,461 @@ pub(crate) mod tests {
             2
         );
         assert!(expected_for_node(&r.endpoints, true, None).is_empty());
+    }
+
+    // ---- BGP mode ----
+
+    pub(crate) fn session_state(
+        node: &str,
+        peer: &str,
+        bgp: &str,
+        bfd: &str,
+        advertised: &[&str],
+        not_advertised: &[&str],
+    ) -> ferrolb_crds::bgp::BGPSessionState {
+        serde_json::from_value(json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPSessionState",
+            "metadata": {"name": format!("{node}-{peer}")},
+            "spec": {},
+            "status": {"node": node, "peer": peer, "bgpState": bgp, "bfdState": bfd,
+                       "prefixesAdvertised": advertised.len(), "advertised": advertised,
+                       "notAdvertised": not_advertised, "flaps": 0}
+        }))
+        .expect("session state")
+    }
+
+    /// The base Service's pool covered by a BGPAdvertisement only, as speakers run with --bgp
+    /// leave it: no Announced condition; node-1 and node-2 announce it to `tor`.
+    pub(crate) fn bgp_snapshot() -> Snapshot {
+        let mut s = base_snapshot();
+        if let Some(st) = s.services[0].status.as_mut()
+            && let Some(cs) = st.conditions.as_mut()
+        {
+            cs.retain(|c| c.type_ != ANNOUNCED);
+        }
+        s.bgp_advs.push(
+            serde_json::from_value(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement",
+                "metadata": {"name": "bgp"}, "spec": {"ipAddressPools": ["default"]}
+            }))
+            .expect("bgp adv"),
+        );
+        s.bgp_peers.push(
+            serde_json::from_value(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPPeer",
+                "metadata": {"name": "tor"},
+                "spec": {"myASN": 64512, "peerASN": 64513, "peerAddress": "198.51.100.1"}
+            }))
+            .expect("bgp peer"),
+        );
+        for n in ["node-1", "node-2"] {
+            s.bgp_sessions.push(session_state(
+                n,
+                "tor",
+                "Established",
+                "Up",
+                &["198.51.100.100/32"],
+                &[],
+            ));
+        }
+        s
+    }
+
+    fn step<'a>(r: &'a ServiceReport, check: &str) -> &'a Finding {
+        r.steps
+            .iter()
+            .find(|f| f.check == check)
+            .unwrap_or_else(|| panic!("no {check} step in\n{}", text(r)))
+    }
+
+    #[test]
+    fn a_bgp_only_pool_reads_advertised_not_an_l2_error() {
+        let r = report(&bgp_snapshot(), "default", "web", None).expect("found");
+        assert!(
+            r.steps.iter().all(|f| f.severity == Severity::Ok),
+            "{}",
+            text(&r)
+        );
+        assert!(
+            !r.steps.iter().any(|f| f.check == "announced"),
+            "no L2 step for a pool only BGP covers:\n{}",
+            text(&r)
+        );
+        assert_eq!(
+            step(&r, "bgp-advertised").title,
+            "198.51.100.100 advertised over BGP by node-1, node-2 to tor (Established, BFD Up)"
+        );
+        assert_eq!(r.advertisers, ["node-1", "node-2"]);
+        assert!(
+            step(&r, "traffic-policy")
+                .explanation
+                .contains("advertised over BGP by node-1, node-2"),
+            "{}",
+            text(&r)
+        );
+
+        // Speakers without --bgp write this condition for the same Service: it is not the
+        // answer when BGP covers the pool.
+        let mut s = bgp_snapshot();
+        if let Some(st) = s.services[0].status.as_mut()
+            && let Some(cs) = st.conditions.as_mut()
+        {
+            cs.push(
+                serde_json::from_value(json!({
+                "type": ANNOUNCED, "status": "False", "reason": "NoL2Advertisement",
+                "message": "not announced: no L2Advertisement covers its pool and the Service",
+                "lastTransitionTime": "2026-12-07T08:00:00Z"}))
+                .expect("condition"),
+            );
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        assert!(
+            !r.steps.iter().any(|f| f.check == "announced"),
+            "{}",
+            text(&r)
+        );
+        assert_eq!(step(&r, "bgp-advertised").severity, Severity::Ok);
+    }
+
+    #[test]
+    fn bgp_without_any_session_state_or_peer_says_so() {
+        let mut s = bgp_snapshot();
+        s.bgp_sessions.clear();
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.title,
+            "198.51.100.100 not advertised over BGP: no BGPSessionState exists"
+        );
+        assert!(
+            f.explanation
+                .contains("BGPAdvertisement bgp covers its pool")
+        );
+        assert!(
+            f.fix
+                .as_deref()
+                .is_some_and(|x| x.contains("bgp.enabled=true")),
+            "{f:?}"
+        );
+        assert!(r.advertisers.is_empty());
+
+        s.bgp_peers.clear();
+        let r = report(&s, "default", "web", None).expect("found");
+        assert_eq!(
+            step(&r, "bgp-advertised").title,
+            "198.51.100.100 not advertised over BGP: no BGPPeer exists"
+        );
+
+        // Sessions that could not be read: unknown, not broken.
+        let mut s = bgp_snapshot();
+        s.bgp_sessions.clear();
+        s.bgp_unread.sessions = Some("forbidden: no list".into());
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.title
+                .contains("BGPSessionStates could not be read (forbidden: no list)")
+        );
+    }
+
+    #[test]
+    fn bgp_with_no_session_established_names_each_and_its_error() {
+        let mut s = bgp_snapshot();
+        s.bgp_sessions = vec![
+            session_state("node-1", "tor", "Connect", "Down", &[], &[]),
+            session_state("node-2", "tor", "Active", "Down", &[], &[]),
+        ];
+        if let Some(st) = s.bgp_sessions[0].status.as_mut() {
+            st.last_error = Some("TCP connect to 198.51.100.1:179 timed out".into());
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.title,
+            "198.51.100.100 not advertised over BGP: no session is Established"
+        );
+        assert_eq!(
+            f.explanation,
+            "node-1 → tor: Connect, BFD Down (last error: TCP connect to 198.51.100.1:179 timed out); node-2 → tor: Active, BFD Down"
+        );
+    }
+
+    #[test]
+    fn bgp_not_announced_gives_the_speakers_reason() {
+        let mut s = bgp_snapshot();
+        for st in s.bgp_sessions.iter_mut().filter_map(|x| x.status.as_mut()) {
+            st.advertised.clear();
+            st.prefixes_advertised = 0;
+            st.not_advertised = vec!["198.51.100.100/32: family_not_negotiated".into()];
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.title,
+            "198.51.100.100 not advertised over BGP: node-1 → tor does not announce 198.51.100.100/32: the router did not negotiate the address family; node-2 → tor does not announce 198.51.100.100/32: the router did not negotiate the address family"
+        );
+        assert!(
+            f.fix
+                .as_deref()
+                .is_some_and(|x| x.contains("dualStackAddressFamily"))
+        );
+
+        // One node announces, the other does not: a warning naming it, the reason kept.
+        let mut s = bgp_snapshot();
+        if let Some(st) = s.bgp_sessions[1].status.as_mut() {
+            st.advertised.clear();
+            st.not_advertised =
+                vec!["198.51.100.100/32: family not carried on this session (set dualStackAddressFamily)".into()];
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Warning, "{}", text(&r));
+        assert_eq!(
+            f.title,
+            "198.51.100.100 advertised over BGP by node-1 to tor (Established, BFD Up)"
+        );
+        assert!(
+            f.explanation.contains(
+                "node-2 → tor does not announce 198.51.100.100/32: family not carried on this session (set dualStackAddressFamily)"
+            ),
+            "{}",
+            f.explanation
+        );
+    }
+
+    #[test]
+    fn bgp_and_l2_both_covering_give_both_lines() {
+        let mut s = base_snapshot();
+        s.l2advs.push(
+            serde_json::from_value(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+                "metadata": {"name": "l2"}, "spec": {}
+            }))
+            .expect("l2 adv"),
+        );
+        let b = bgp_snapshot();
+        s.bgp_advs = b.bgp_advs;
+        s.bgp_peers = b.bgp_peers;
+        s.bgp_sessions = b.bgp_sessions;
+        let r = report(&s, "default", "web", None).expect("found");
+        assert!(
+            r.steps.iter().all(|f| f.severity == Severity::Ok),
+            "{}",
+            text(&r)
+        );
+        assert_eq!(step(&r, "announced").title, "announced by node-2 on eth0");
+        assert_eq!(
+            step(&r, "bgp-advertised").title,
+            "198.51.100.100 advertised over BGP by node-1, node-2 to tor (Established, BFD Up)"
+        );
+        assert_eq!(r.announcers, ["node-2"]);
+        assert_eq!(r.advertisers, ["node-1", "node-2"]);
+    }
+
+    #[test]
+    fn bgp_local_policy_compares_advertisers_with_endpoint_nodes() {
+        // node-2 lost its endpoint but still advertises: the router sends it traffic it drops.
+        let mut s = bgp_snapshot();
+        if let Some(eps) = s.slices[0].endpoints.as_mut() {
+            eps.retain(|e| e.node_name.as_deref() == Some("node-1"));
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let tp = step(&r, "traffic-policy");
+        assert_eq!(tp.severity, Severity::Error, "{}", text(&r));
+        assert!(
+            tp.explanation.contains(
+                "node-2 advertises the IP over BGP but has no ready endpoint: the router sends it traffic that kube-proxy there drops"
+            ),
+            "{}",
+            tp.explanation
+        );
+
+        // node-2 has an endpoint and an Established session, but does not announce the IP.
+        let mut s = bgp_snapshot();
+        if let Some(st) = s.bgp_sessions[1].status.as_mut() {
+            st.advertised.clear();
+            st.prefixes_advertised = 0;
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Warning, "{}", text(&r));
+        assert!(
+            f.explanation
+                .contains("node-2 → tor is Established but does not announce it"),
+            "{}",
+            f.explanation
+        );
+        let tp = step(&r, "traffic-policy");
+        assert_eq!(tp.severity, Severity::Warning);
+        assert!(
+            tp.explanation
+                .contains("node-2 has a ready endpoint but does not advertise the IP over BGP"),
+            "{}",
+            tp.explanation
+        );
+
+        // node-2's session is down: named, with the router losing node-2 as a next hop.
+        let mut s = bgp_snapshot();
+        s.bgp_sessions[1] = session_state("node-2", "tor", "Connect", "Down", &[], &[]);
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.explanation.contains(
+                "node-2 → tor: Connect, BFD Down is down, so the router gets no route from node-2"
+            ),
+            "{}",
+            f.explanation
+        );
+    }
+
+    #[test]
+    fn bgp_nobody_announcing_says_why() {
+        // No serving endpoint anywhere.
+        let mut s = bgp_snapshot();
+        for st in s.bgp_sessions.iter_mut().filter_map(|x| x.status.as_mut()) {
+            st.advertised.clear();
+            st.prefixes_advertised = 0;
+        }
+        let mut no_eps = s.clone();
+        no_eps.slices.clear();
+        let r = report(&no_eps, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.title,
+            "198.51.100.100 not advertised over BGP: no session announces it"
+        );
+        assert!(
+            f.explanation
+                .contains("the Service has no serving endpoint")
+        );
+
+        // The advertisement selects only node-1; policy Local and the endpoints are on node-2.
+        let mut s2 = s.clone();
+        s2.bgp_advs[0].spec.node_selectors = vec![
+            serde_json::from_value(json!({"matchLabels": {"kubernetes.io/hostname": "node-1"}}))
+                .expect("selector"),
+        ];
+        s2.nodes[0].metadata.labels =
+            Some([("kubernetes.io/hostname".to_string(), "node-1".to_string())].into());
+        if let Some(eps) = s2.slices[0].endpoints.as_mut() {
+            eps.retain(|e| e.node_name.as_deref() == Some("node-2"));
+        }
+        let r = report(&s2, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.explanation.contains(
+                "policy Local: the nodes with a serving endpoint (node-2) are not among those the BGPAdvertisements select (node-1)"
+            ),
+            "{}",
+            f.explanation
+        );
+
+        // The status lists only part of the prefixes: unknown, not a fault.
+        let mut s3 = s.clone();
+        for st in s3.bgp_sessions.iter_mut().filter_map(|x| x.status.as_mut()) {
+            st.advertised = (0..64).map(|i| format!("203.0.113.{i}/32")).collect();
+            st.prefixes_advertised = 100;
+        }
+        let r = report(&s3, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(
+            f.title,
+            "198.51.100.100: whether it is advertised over BGP is unknown"
+        );
+    }
+
+    #[test]
+    fn bgp_aggregated_prefixes_and_named_peers() {
+        // aggregationLength 27: the session announces 198.51.100.96/27, which holds the IP.
+        let mut s = bgp_snapshot();
+        for st in s.bgp_sessions.iter_mut().filter_map(|x| x.status.as_mut()) {
+            st.advertised = vec!["198.51.100.96/27".into()];
+        }
+        let r = report(&s, "default", "web", None).expect("found");
+        assert_eq!(step(&r, "bgp-advertised").severity, Severity::Ok);
+        assert_eq!(
+            r.bgp[0].sessions[0].announced.as_deref(),
+            Some("198.51.100.96/27")
+        );
+
+        // The advertisement names a peer no session is with.
+        let mut s = bgp_snapshot();
+        s.bgp_advs[0].spec.peers = vec!["tor6".into()];
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.title,
+            "198.51.100.100 not advertised over BGP: no session with peer tor6"
+        );
+        assert!(
+            f.explanation
+                .contains("the speakers report sessions with tor")
+        );
+
+        // serviceSelectors that do not select the Service: not BGP's, so the L2 step is back.
+        let mut s = bgp_snapshot();
+        s.bgp_advs[0].spec.service_selectors =
+            vec![serde_json::from_value(json!({"matchLabels": {"bgp": "yes"}})).expect("selector")];
+        let r = report(&s, "default", "web", None).expect("found");
+        assert!(r.bgp.is_empty());
+        assert_eq!(step(&r, "announced").severity, Severity::Error);
+    }
+
+    #[test]
+    fn bgp_json_carries_the_sessions_and_rules_follow_an_advertiser() {
+        let s = bgp_snapshot();
+        let r = report(&s, "default", "web", None).expect("found");
+        let v = serde_json::to_value(&r).expect("json");
+        assert_eq!(v["advertisers"], json!(["node-1", "node-2"]));
+        assert_eq!(v["bgp"][0]["ip"], "198.51.100.100");
+        assert_eq!(v["bgp"][0]["advertisements"], json!(["bgp"]));
+        assert_eq!(v["bgp"][0]["sessions"][1]["node"], "node-2");
+        assert_eq!(v["bgp"][0]["sessions"][1]["bgp_state"], "Established");
+        assert_eq!(v["bgp"][0]["sessions"][1]["announced"], "198.51.100.100/32");
+        assert!(
+            v["steps"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|f| f["check"] == "bgp-advertised"
+                    && f["title"]
+                        == "198.51.100.100 advertised over BGP by node-1, node-2 to tor (Established, BFD Up)"))
+        );
+        // Without --node, the rules are read as the first advertising node's.
+        let rules = crate::rules::parse(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-SERVICES -d 198.51.100.100/32 -p tcp -m tcp --dport 80 -j KUBE-EXT-A\n-A KUBE-EXT-A -j KUBE-SVL-A\n-A KUBE-SVL-A -j KUBE-SEP-B\n-A KUBE-SEP-B -p tcp -j DNAT --to-destination 192.0.2.2:8080\nCOMMIT\n",
+        )
+        .expect("parses");
+        let w = walk_rules(&s, &r, &rules, &RulesOptions::default());
+        assert_eq!(w[0].node.as_deref(), Some("node-1"));
+        assert_eq!(
+            w[0].findings[0].severity,
+            Severity::Ok,
+            "{:?}",
+            w[0].findings
+        );
+    }
+
+    #[test]
+    fn bgp_kinds_not_installed_is_said_where_l2_does_not_cover() {
+        let mut s = base_snapshot();
+        s.bgp_unread.advertisements = Some("not installed".into());
+        let r = report(&s, "default", "web", None).expect("found");
+        let f = step(&r, "bgp-advertised");
+        assert_eq!(f.severity, Severity::Info);
+        assert_eq!(
+            f.title,
+            "BGP mode's kinds are not installed: only L2 announcement was checked"
+        );
+        s.bgp_unread.advertisements = Some("forbidden: no".into());
+        let r = report(&s, "default", "web", None).expect("found");
+        assert_eq!(step(&r, "bgp-advertised").severity, Severity::Warning);
     }
 }

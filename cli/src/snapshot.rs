@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ferrolb_addresses::{IpRange, parse_pool_entry};
-use ferrolb_crds::bgp::BGPAdvertisement;
+use ferrolb_crds::bgp::{BGPAdvertisement, BGPPeer, BGPSessionState};
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
@@ -45,6 +45,12 @@ pub struct Snapshot {
     pub l2advs: Vec<L2Advertisement>,
     /// ferrolb BGP advertisements (BGP mode): a pool one covers needs no L2Advertisement.
     pub bgp_advs: Vec<BGPAdvertisement>,
+    /// ferrolb BGP peers.
+    pub bgp_peers: Vec<BGPPeer>,
+    /// BGP sessions as the speakers report them, one per (node, BGPPeer).
+    pub bgp_sessions: Vec<BGPSessionState>,
+    /// Which of BGP mode's kinds could not be read, and why.
+    pub bgp_unread: BgpUnread,
     /// `networking.k8s.io/v1` ServiceCIDRs.
     pub service_cidrs: Vec<ServiceCIDR>,
     /// `kube-system/kube-proxy`, when present.
@@ -62,6 +68,18 @@ pub struct Snapshot {
     pub speaker_metrics: BTreeMap<String, String>,
     /// What could not be read, and why (a missing CRD, no permission).
     pub gaps: Vec<String>,
+}
+
+/// Why BGP mode's objects could not be read (`not installed`, `forbidden: …`); `None` where
+/// they were read, or the snapshot was built by hand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BgpUnread {
+    /// BGPAdvertisements.
+    pub advertisements: Option<String>,
+    /// BGPPeers.
+    pub peers: Option<String>,
+    /// BGPSessionStates.
+    pub sessions: Option<String>,
 }
 
 /// A Service's `namespace/name`.
@@ -336,6 +354,186 @@ pub fn bgp_adv_covers(adv: &BGPAdvertisement, pool: &IPAddressPool) -> bool {
         &adv.spec.ip_address_pool_selectors,
         pool,
     )
+}
+
+/// Whether a BGPAdvertisement covers `svc`'s IPs from `pool`: it covers the pool, and its
+/// `serviceSelectors` (none: all Services) select the Service.
+pub fn bgp_adv_covers_service(adv: &BGPAdvertisement, pool: &IPAddressPool, svc: &Service) -> bool {
+    bgp_adv_covers(adv, pool)
+        && ferrolb_crds::selector::any_matches(
+            &adv.spec.service_selectors,
+            &svc.metadata.labels.clone().unwrap_or_default(),
+        )
+        .unwrap_or(false)
+}
+
+/// Nodes a BGPAdvertisement lets announce (its node selectors; not the exclusion label).
+pub fn bgp_selected_nodes<'a>(snap: &'a Snapshot, adv: &BGPAdvertisement) -> Vec<&'a Node> {
+    snap.nodes
+        .iter()
+        .filter(|n| {
+            !labels(n).contains_key(EXCLUDE_LABEL)
+                && ferrolb_crds::selector::any_matches(&adv.spec.node_selectors, &labels(n))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// One BGP session's part in announcing an IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BgpSessionView {
+    /// The node whose speaker runs it.
+    pub node: String,
+    /// The BGPPeer.
+    pub peer: String,
+    /// RFC 4271 state (`Established`, `Connect`, …).
+    pub bgp_state: String,
+    /// BFD state (`Up`, `Down`, …), `N/A` without a BFDProfile.
+    pub bfd_state: String,
+    /// The prefix holding the IP that the session announces, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announced: Option<String>,
+    /// Why the speaker does not announce the IP's prefix on this session, when it lists it
+    /// among the desired prefixes it does not announce.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_announced: Option<String>,
+    /// The status lists only part of the session's prefixes (the speaker writes at most 64),
+    /// and not the IP's: whether it is announced cannot be told.
+    pub truncated: bool,
+    /// The session's last error, in the speaker's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl BgpSessionView {
+    /// Whether the session is Established.
+    pub fn established(&self) -> bool {
+        self.bgp_state == "Established"
+    }
+}
+
+/// The BGP side of one external IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BgpView {
+    /// The IP.
+    pub ip: IpAddr,
+    /// The BGPAdvertisements that cover its pool and the Service.
+    pub advertisements: Vec<String>,
+    /// The peers they announce to; empty: every peer.
+    pub peers: Vec<String>,
+    /// The nodes they let announce (node selectors, minus excluded nodes).
+    pub selected_nodes: Vec<String>,
+    /// The sessions with those peers, as the speakers report them.
+    pub sessions: Vec<BgpSessionView>,
+    /// The nodes that announce the IP on at least one session.
+    pub advertising_nodes: Vec<String>,
+}
+
+/// The words for a reason a speaker gives in `notAdvertised` (its labels, snake case, or words
+/// already).
+pub fn bgp_reason_words(why: &str) -> String {
+    match why.trim() {
+        "family_not_negotiated" => "the router did not negotiate the address family".into(),
+        "no_next_hop" => {
+            "the session has no local address of the prefix's family to give as next hop".into()
+        }
+        "next_hop_family" => {
+            "the next hop is of the other address family (RFC 8950 is not supported)".into()
+        }
+        "unencodable" => "the route's attributes cannot be encoded in one UPDATE".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The BGP side of `ip`, one of `svc`'s external IPs: `None` when no BGPAdvertisement covers
+/// its pool and the Service. Reads the BGPSessionStates: a session announces the IP when its
+/// `advertised` list holds a prefix containing it, and does not, with the speaker's reason, when
+/// its `notAdvertised` list does.
+pub fn bgp_view(snap: &Snapshot, svc: &Service, ip: IpAddr) -> Option<BgpView> {
+    let pool = pool_of(&snap.pools, ip).filter(|p| !is_node_pool(p))?;
+    let advs: Vec<&BGPAdvertisement> = snap
+        .bgp_advs
+        .iter()
+        .filter(|a| bgp_adv_covers_service(a, pool, svc))
+        .collect();
+    if advs.is_empty() {
+        return None;
+    }
+    let mut peers: Vec<String> = Vec::new();
+    if advs.iter().all(|a| !a.spec.peers.is_empty()) {
+        peers = advs.iter().flat_map(|a| a.spec.peers.clone()).collect();
+        peers.sort();
+        peers.dedup();
+    }
+    let mut selected_nodes: Vec<String> = advs
+        .iter()
+        .flat_map(|a| bgp_selected_nodes(snap, a))
+        .map(name_of)
+        .collect();
+    selected_nodes.sort();
+    selected_nodes.dedup();
+    let mut sessions = Vec::new();
+    for st in snap.bgp_sessions.iter().filter_map(|s| s.status.as_ref()) {
+        if !peers.is_empty() && !peers.contains(&st.peer) {
+            continue;
+        }
+        let announced = st
+            .advertised
+            .iter()
+            .filter_map(|p| {
+                crate::rules::Net::parse(p)
+                    .filter(|n| n.contains(&ip))
+                    .map(|n| (n.len, p))
+            })
+            .max()
+            .map(|(_, p)| p.clone());
+        let not_announced = if announced.is_some() {
+            None
+        } else {
+            st.not_advertised.iter().find_map(|entry| {
+                let (prefix, why) = entry.split_once(": ").unwrap_or((entry.as_str(), ""));
+                crate::rules::Net::parse(prefix)
+                    .filter(|n| n.contains(&ip))
+                    .map(|_| format!("{prefix}: {}", bgp_reason_words(why)))
+            })
+        };
+        let listed = i64::try_from(st.advertised.len()).unwrap_or(i64::MAX);
+        sessions.push(BgpSessionView {
+            node: st.node.clone(),
+            peer: st.peer.clone(),
+            bgp_state: if st.bgp_state.is_empty() {
+                "Idle".into()
+            } else {
+                st.bgp_state.clone()
+            },
+            bfd_state: if st.bfd_state.is_empty() {
+                "N/A".into()
+            } else {
+                st.bfd_state.clone()
+            },
+            truncated: announced.is_none()
+                && not_announced.is_none()
+                && st.prefixes_advertised > listed,
+            announced,
+            not_announced,
+            last_error: st.last_error.clone().filter(|e| !e.is_empty()),
+        });
+    }
+    sessions.sort_by(|a, b| (&a.node, &a.peer).cmp(&(&b.node, &b.peer)));
+    let mut advertising_nodes: Vec<String> = sessions
+        .iter()
+        .filter(|s| s.announced.is_some())
+        .map(|s| s.node.clone())
+        .collect();
+    advertising_nodes.dedup();
+    Some(BgpView {
+        ip,
+        advertisements: advs.iter().map(|a| name_of(*a)).collect(),
+        peers,
+        selected_nodes,
+        sessions,
+        advertising_nodes,
+    })
 }
 
 fn covers(

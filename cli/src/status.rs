@@ -1,15 +1,16 @@
 //! `status`: what ferrolb is doing, read from what its components already publish: pool usage
 //! and conditions, the node announcing each Service IP (the `ferrolb.io/Announced` condition),
-//! the speakers per node, the latest announcer changes (the speakers' events), and Services
-//! without an IP with the controller's reason. Pure over a [`Snapshot`].
+//! the speakers per node, the latest announcer changes (the speakers' events), Services
+//! without an IP with the controller's reason, and BGP mode's sessions (the BGPSessionStates)
+//! with the nodes advertising each IP over BGP. Pure over a [`Snapshot`].
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::snapshot::{
-    ANNOUNCED, Snapshot, ingress_ips, ip_source, is_ours, key, name_of, node_ready, pod_node_ready,
-    service_condition, speaker_pods,
+    ANNOUNCED, Snapshot, bgp_view, ingress_ips, ip_source, is_ours, key, name_of, node_ready,
+    pod_node_ready, service_condition, speaker_pods,
 };
 
 /// How many announcer changes are shown.
@@ -44,6 +45,26 @@ pub struct IpLine {
     /// The `Announced` condition (L2), or the `ForwarderReady` condition (forwarder mode):
     /// status and message.
     pub announced: Option<(String, String)>,
+    /// BGP mode: the nodes advertising it on at least one session, when a BGPAdvertisement
+    /// covers its pool (`None` when none does).
+    pub bgp_advertisers: Option<Vec<String>>,
+}
+
+/// One BGP session, as its speaker reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BgpSessionLine {
+    /// Node.
+    pub node: String,
+    /// BGPPeer.
+    pub peer: String,
+    /// RFC 4271 state.
+    pub bgp_state: String,
+    /// BFD state, `N/A` without BFD.
+    pub bfd_state: String,
+    /// Prefixes announced.
+    pub prefixes: i64,
+    /// The last error, in words.
+    pub last_error: Option<String>,
 }
 
 /// A speaker.
@@ -124,6 +145,11 @@ pub struct Status {
     pub changes: Vec<Change>,
     /// Services without an IP.
     pub pending: Vec<Pending>,
+    /// BGP sessions (empty without BGP mode).
+    pub bgp_sessions: Vec<BgpSessionLine>,
+    /// Whether BGP mode is configured (a BGPAdvertisement or BGPPeer exists): the text then
+    /// lists the sessions even when there are none.
+    pub bgp_configured: bool,
     /// What could not be read.
     pub gaps: Vec<String>,
 }
@@ -172,12 +198,18 @@ pub fn build(snap: &Snapshot) -> Status {
             .map(|c| (c.status.clone(), c.message.clone()));
         for ip in list {
             let src = ip_source(snap, s, ip);
+            let bgp_advertisers = if src.node.is_none() {
+                bgp_view(snap, s, ip).map(|v| v.advertising_nodes)
+            } else {
+                None
+            };
             ips.push(IpLine {
                 service: key(s),
                 ip: ip.to_string(),
                 pool: src.pool,
                 node: src.node,
                 announced: ann.clone(),
+                bgp_advertisers,
             });
         }
     }
@@ -246,7 +278,23 @@ pub fn build(snap: &Snapshot) -> Status {
         .collect();
     changes.sort_by(|a, b| b.time.cmp(&a.time));
     changes.truncate(RECENT_EVENTS);
+    let mut bgp_sessions: Vec<BgpSessionLine> = snap
+        .bgp_sessions
+        .iter()
+        .filter_map(|x| x.status.as_ref())
+        .map(|st| BgpSessionLine {
+            node: st.node.clone(),
+            peer: st.peer.clone(),
+            bgp_state: st.bgp_state.clone(),
+            bfd_state: st.bfd_state.clone(),
+            prefixes: st.prefixes_advertised,
+            last_error: st.last_error.clone().filter(|e| !e.is_empty()),
+        })
+        .collect();
+    bgp_sessions.sort_by(|a, b| (&a.node, &a.peer).cmp(&(&b.node, &b.peer)));
     Status {
+        bgp_configured: !snap.bgp_advs.is_empty() || !snap.bgp_peers.is_empty(),
+        bgp_sessions,
         pools,
         ips,
         speakers,
@@ -305,7 +353,19 @@ pub fn text(s: &Status) -> String {
             (Some((st, m)), Some(n)) if st == "True" => format!("{n}'s address; {m}"),
             (Some((_, m)), Some(n)) => format!("{n}'s address; NOT PUBLISHED: {m}"),
             (None, Some(n)) => format!("{n}'s address; no ForwarderReady condition"),
+            (None, None) if i.bgp_advertisers.is_some() => String::new(),
             (None, None) => "no announcement condition".into(),
+        };
+        let ann = match (&i.bgp_advertisers, ann.is_empty()) {
+            (None, _) => ann,
+            (Some(by), empty) => {
+                let bgp = if by.is_empty() {
+                    "NOT ADVERTISED over BGP (kubectl ferrolb trace says why)".to_string()
+                } else {
+                    format!("advertised over BGP by {}", by.join(", "))
+                };
+                if empty { bgp } else { format!("{ann}; {bgp}") }
+            }
         };
         let _ = writeln!(
             o,
@@ -352,6 +412,41 @@ pub fn text(s: &Status) -> String {
                 " (node not Ready)"
             }
         );
+    }
+    if s.bgp_configured || !s.bgp_sessions.is_empty() {
+        let _ = writeln!(o, "\nBGP sessions:");
+        if s.bgp_sessions.is_empty() {
+            let _ = writeln!(
+                o,
+                "  (none: the speakers do not run with --bgp, or no BGPPeer selects a node)"
+            );
+        }
+        let node_width = s
+            .bgp_sessions
+            .iter()
+            .map(|b| b.node.len())
+            .max()
+            .unwrap_or(0);
+        let peer_width = s
+            .bgp_sessions
+            .iter()
+            .map(|b| b.peer.len())
+            .max()
+            .unwrap_or(0);
+        for b in &s.bgp_sessions {
+            let _ = writeln!(
+                o,
+                "  {:<node_width$} -> {:<peer_width$}  {:<11}  BFD {:<9}  {} prefix(es){}",
+                b.node,
+                b.peer,
+                b.bgp_state,
+                b.bfd_state,
+                b.prefixes,
+                b.last_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("  last error: {e}"))
+            );
+        }
     }
     let _ = writeln!(o, "\nRecent announcer changes:");
     if s.changes.is_empty() {
@@ -486,5 +581,39 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn bgp_sessions_and_advertisers() {
+        let mut s = crate::service::tests::bgp_snapshot();
+        if let Some(st) = s.bgp_sessions[1].status.as_mut() {
+            st.last_error = Some("received NOTIFICATION 6/2 administrative shutdown".into());
+        }
+        let st = build(&s);
+        assert_eq!(
+            st.ips[0].bgp_advertisers.as_deref(),
+            Some(&["node-1".to_string(), "node-2".to_string()][..])
+        );
+        assert_eq!(st.bgp_sessions.len(), 2);
+        assert_eq!(st.bgp_sessions[0].bgp_state, "Established");
+        let t = text(&st);
+        assert!(t.contains("advertised over BGP by node-1, node-2"), "{t}");
+        assert!(!t.contains("no announcement condition"), "{t}");
+        assert!(t.contains("BGP sessions:"), "{t}");
+        assert!(
+            t.contains("node-2 -> tor  Established  BFD Up         1 prefix(es)  last error: received NOTIFICATION 6/2 administrative shutdown"),
+            "{t}"
+        );
+        // No session state at all while BGP is configured: said, not left blank.
+        s.bgp_sessions.clear();
+        let t = text(&build(&s));
+        assert!(t.contains("NOT ADVERTISED over BGP"), "{t}");
+        assert!(
+            t.contains("(none: the speakers do not run with --bgp"),
+            "{t}"
+        );
+        // Without BGP mode, no BGP section.
+        let t = text(&build(&base_snapshot()));
+        assert!(!t.contains("BGP sessions:"), "{t}");
     }
 }
