@@ -1,0 +1,149 @@
+//! `kubectl ferrolb trace` on a Service of a BGP pool, in the BGP lab (kube-apiserver, three
+//! stand-in nodes with kube-proxy, `ferrolb-speaker --bgp` processes, BIRD 2 as the router):
+//! the announce step names the nodes advertising the IP to the router with the sessions' BGP
+//! and BFD states, and says so in words when no session is Established (BIRD killed). Short on
+//! purpose: the BGP behaviours themselves are `tests/bgp.rs`'s.
+//!
+//! Needs root, iproute2, BIRD 2, and `cargo build -p ferrolb-controller -p ferrolb-speaker -p
+//! ferrolb-cli -p ferrolb-e2e --bins`.
+
+#[path = "../src/bgp.rs"]
+mod bgp;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, ensure};
+use bgp::{BgpLab, NS, peer};
+use ferrolb_lab::router;
+use serde_json::json;
+
+/// Generous bound for convergence seen by polling tools.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// `kubectl-ferrolb ARGS` with the lab's kubeconfig: exit code and standard output.
+fn plugin(env: &BgpLab, args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
+    let bin = ferrolb_e2e::binary("kubectl-ferrolb");
+    let out = Command::new(&bin)
+        .args(args)
+        .env("KUBECONFIG", env.lab.kubeconfig())
+        .env_remove("FERROLB_NAMESPACE")
+        .env_remove("FERROLB_RULES")
+        .env_remove("FERROLB_OUTPUT")
+        .output()
+        .with_context(|| format!("run {bin}"))?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+/// Polls `trace svc/web` until its text holds `words` and exits with `status`.
+async fn trace_until(env: &BgpLab, status: i32, words: &[String]) -> anyhow::Result<String> {
+    let started = Instant::now();
+    loop {
+        let (code, out) = plugin(env, &["trace", "svc/web", "-n", NS])?;
+        if code == Some(status) && words.iter().all(|w| out.contains(w.as_str())) {
+            return Ok(out);
+        }
+        if started.elapsed() > CONVERGE {
+            return Err(anyhow!(
+                "trace after {CONVERGE:?} (exit {code:?}, want {status}) does not say {words:?}:\n{out}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn scenario(env: &mut BgpLab) -> anyhow::Result<()> {
+    env.start_bird()?;
+    env.apply(&[
+        json!({
+            "apiVersion": "ferrolb.io/v1beta1",
+            "kind": "BFDProfile",
+            "metadata": {"name": "lab"},
+            "spec": {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3},
+        }),
+        peer(
+            "tor",
+            std::net::IpAddr::V4(router::LAN_V4),
+            json!({"bfdProfile": "lab"}),
+        ),
+        json!({
+            "apiVersion": "ferrolb.io/v1beta1",
+            "kind": "BGPAdvertisement",
+            "metadata": {"name": "bgp"},
+            "spec": {"ipAddressPools": ["bgp"]},
+        }),
+    ])
+    .await?;
+    env.start_speakers()?;
+    // Policy Local, endpoints on node-1 and node-2: those two advertise, node-3 does not.
+    env.apply(&[BgpLab::service("web", true, false)]).await?;
+    env.set_endpoints("web", &["node-1", "node-2"]).await?;
+    let ip = env.service_ips("web", 1).await?[0];
+    env.wait_next_hops(ip, &["node-1", "node-2"], CONVERGE)
+        .await?;
+
+    let ok = trace_until(
+        env,
+        0,
+        &[format!(
+            "[ok] {ip} advertised over BGP by node-1, node-2 to tor (Established, BFD Up)"
+        )],
+    )
+    .await?;
+    ensure!(
+        !ok.contains("[error]") && !ok.contains("[warning]") && !ok.contains("Announced"),
+        "a working BGP Service traces with a fault, or an L2 step:\n{ok}"
+    );
+    ensure!(
+        ok.contains("advertised over BGP by node-1, node-2"),
+        "the policy step does not compare endpoints with advertisers:\n{ok}"
+    );
+    println!("--- trace, working:\n{ok}");
+    let (_, js) = plugin(env, &["trace", "svc/web", "-n", NS, "-o", "json"])?;
+    let v: serde_json::Value = serde_json::from_str(&js).context("trace's JSON")?;
+    ensure!(
+        v["service"]["advertisers"] == json!(["node-1", "node-2"])
+            && v["service"]["bgp"][0]["sessions"]
+                .as_array()
+                .is_some_and(|s| s.len() == 3),
+        "trace -o json: {}",
+        v["service"]
+    );
+    let (_, status) = plugin(env, &["status"])?;
+    ensure!(
+        status.contains("advertised over BGP by node-1, node-2")
+            && status.contains("BGP sessions:"),
+        "status:\n{status}"
+    );
+    println!("--- status:\n{status}");
+
+    // The router gone: every session leaves Established, and trace says so.
+    env.kill_bird();
+    let broken = trace_until(
+        env,
+        1,
+        &[format!(
+            "[error] {ip} not advertised over BGP: no session is Established"
+        )],
+    )
+    .await?;
+    println!("--- trace, BIRD killed:\n{broken}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_in_the_bgp_lab() {
+    let started = Instant::now();
+    let mut env = BgpLab::up(3, &[]).await.expect("lab, controller");
+    let r = scenario(&mut env).await;
+    if r.is_err() {
+        println!("{}", bgp::logs(&env));
+    }
+    let down = env.down();
+    println!("cli BGP lab test took {:.1?}", started.elapsed());
+    r.expect("trace in the BGP lab");
+    down.expect("clean teardown");
+}
