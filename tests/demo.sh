@@ -6,7 +6,10 @@
 # image the chart names and imports it on every node, installs the Helm chart (its controller
 # Deployment and speaker DaemonSet run as pods), applies the example pool, runs a backend Deployment
 # behind a LoadBalancer Service (Kubernetes writes its EndpointSlices), and shows the Service
-# answering from the client with the name of the pod that served it.
+# answering from the client with the name of the pod that served it. Then forwarder mode: a pool of
+# the nodes' own addresses and a second Service of the same backend from it, published on every
+# node's InternalIP (kube-proxy forwards), with its ForwarderReady condition and a page fetched
+# through each node address.
 # The lab keeps running afterwards; the last lines say how to look around and how to tear it down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,10 @@ LAB="$BIN/ferrolb-lab"
 NS=ferrolb-system
 # Bounds for pods to be scheduled, started and Ready on a busy machine.
 ROLLOUT_TIMEOUT=180s
+# The forwarder Service's port: clear of the deny-list (forwarder.denyPorts), the speakers' own ports
+# and the first Service's 80. Its node addresses are awaited up to FWD_WAIT_STEPS half-seconds.
+FWD_PORT=8088
+FWD_WAIT_STEPS=120
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
@@ -29,6 +36,8 @@ ls -lh "$IMAGE" | awk '{print $5, $9}'
 say "Bringing up a lab: etcd, kube-apiserver, controller-manager, scheduler, 3 real nodes with kube-proxy, a client"
 eval "$("$LAB" up --nodes 3 --kube-proxy --image "$IMAGE")"
 RUN="$FERROLB_LAB_RUN_DIR"
+# On a failure the lab stays up for a look; say how to remove it.
+trap 'rc=$?; [[ $rc -eq 0 ]] || echo "demo failed (exit $rc); the lab $FERROLB_LAB is left up: eval \"\$($LAB env $FERROLB_LAB)\" to look, $LAB down $FERROLB_LAB to remove it" >&2' EXIT
 run kubectl get nodes -o wide
 
 say "Installing the chart: CRDs, RBAC, the controller Deployment and the speaker DaemonSet"
@@ -118,13 +127,82 @@ for _ in 1 2 3 4; do
     run "$LAB" exec client -- curl -s --max-time 5 "http://$IP/"
 done
 
+say "Forwarder mode: a second pool, made of the nodes' own addresses (no spare addresses needed)"
+# autoAssign false: only Services that ask for it by name get node addresses.
+NODE_POOL=nodes
+NODE_POOL_YAML="apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: $NODE_POOL}
+spec:
+  nodeAddresses: {addressType: InternalIP}
+  autoAssign: false"
+echo "$NODE_POOL_YAML"
+kubectl apply -f - <<<"$NODE_POOL_YAML"
+
+say "A second LoadBalancer Service of the same backend, on port $FWD_PORT, from the node pool"
+kubectl apply -f - <<YAML
+apiVersion: v1
+kind: Service
+metadata:
+  name: hello-nodes
+  namespace: demo
+  annotations: {ferrolb.io/address-pool: $NODE_POOL}
+spec:
+  type: LoadBalancer
+  selector: {app: hello}
+  ports: [{name: http, port: $FWD_PORT, targetPort: 8080}]
+YAML
+
+# Every node is eligible here, so wait for all of them (each speaker checks the port on its node
+# every 2 s, then the controller publishes); fewer than all is shown, none is a failure.
+NODE_IPS=$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}' | tr ' ' '\n' | grep -v : | sort | xargs)
+FWD_IPS=""
+for _ in $(seq 1 "$FWD_WAIT_STEPS"); do
+    FWD_IPS=$(kubectl -n demo get svc hello-nodes -o jsonpath='{range .status.loadBalancer.ingress[*]}{.ip}{"\n"}{end}' 2>/dev/null | sort | xargs || true)
+    [[ "$FWD_IPS" == "$NODE_IPS" ]] && break
+    sleep 0.5
+done
+FWD_COND=$(kubectl -n demo get svc hello-nodes -o jsonpath='{range .status.conditions[?(@.type=="ferrolb.io/ForwarderReady")]}{.type}={.status} {.reason}: {.message}{end}' 2>/dev/null || true)
+if [[ -z "$FWD_IPS" ]]; then
+    echo "the forwarder Service got no node addresses within $((FWD_WAIT_STEPS / 2)) s (nodes: $NODE_IPS)" >&2
+    echo "its condition: ${FWD_COND:-(none)}" >&2
+    echo "see kubectl get forwardernodes; kubectl -n $NS logs deploy/ferrolb-controller" >&2
+    exit 1
+fi
+[[ "$FWD_IPS" == "$NODE_IPS" ]] || echo "(only $FWD_IPS of the nodes' $NODE_IPS published within $((FWD_WAIT_STEPS / 2)) s)"
+
+say "kubectl get svc: the L2 Service on its pool's IP, the forwarder one on the nodes' own addresses"
+run kubectl -n demo get svc
+say "Why these nodes: the Service's ferrolb.io/ForwarderReady condition, and each node's port check"
+echo "$FWD_COND"
+run kubectl get forwardernodes
+run kubectl get ipaddresspools
+
+# kube-proxy on each node turns the published addresses into rules within a sync; bounded wait for
+# the first answer, then one request per published node address.
+FWD_IP=${FWD_IPS%% *}
+OK=""
+for _ in $(seq 1 30); do
+    if "$LAB" exec client -- curl -s --max-time 2 -o /dev/null "http://$FWD_IP:$FWD_PORT/"; then OK=1; break; fi
+    sleep 0.5
+done
+[[ -n "$OK" ]] || { echo "http://$FWD_IP:$FWD_PORT/ did not answer the client within ~75 s; see kubectl get svc -n demo hello-nodes -o yaml" >&2; exit 1; }
+
+say "The client fetches a page through each node's own address (LAN → that node → kube-proxy → a backend pod)"
+for ip in $FWD_IPS; do
+    printf '$ %s\n' "$LAB exec client -- curl -s --max-time 5 http://$ip:$FWD_PORT/"
+    BODY=$("$LAB" exec client -- curl -s --max-time 5 "http://$ip:$FWD_PORT/") || BODY=""
+    echo "$BODY"
+    [[ "$BODY" == pod=* ]] || { echo "http://$ip:$FWD_PORT/ gave no answer from a backend pod" >&2; exit 1; }
+done
+
 cat <<EOF2
 
 The lab $FERROLB_LAB keeps running. To look around:
   eval "\$($LAB env)"            # KUBECONFIG, kubectl and helm on PATH
   kubectl get pods -A -o wide; kubectl get ipaddresspools; kubectl describe svc -n demo hello
   kubectl -n $NS logs deploy/ferrolb-controller; kubectl -n $NS logs ds/ferrolb-speaker
-  $LAB exec client -- curl http://$IP/
+  $LAB exec client -- curl http://$IP/; $LAB exec client -- curl http://$FWD_IP:$FWD_PORT/
   ls $RUN/nodes/*/pod-logs       # every container's log, as the kubelets wrote it
 To tear it down:
   make lab-down                   # or: $LAB down $FERROLB_LAB
