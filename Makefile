@@ -40,7 +40,7 @@ lab-down: ## Tear down the most recent lab
 clean-labs: ## Tear down every lab whose owner is gone
 	-$(LAB) gc
 
-demo: tools build ## The whole story on this machine: real nodes, the chart's pods, a Service with an IP answering from a pod
+demo: tools build ## The whole story on this machine: real nodes, the chart's pods, an L2 Service and a forwarder Service answering from pods
 	@tests/demo.sh
 
 bench-controller: tools ## Allocator and controller figures at 1k/10k/50k/100k Services: create → IP, restart, RSS and writes (about 2 h on two busy cores; FERROLB_BENCH_SIZES=1000,10000 for a short run)
