@@ -742,6 +742,37 @@ fn session_words(s: &BgpSessionView) -> String {
     t
 }
 
+/// Sessions in words, those in the same state with the same peer and last error together
+/// ("node-1, node-2 → tor: Active, BFD Down (last error: …)").
+fn sessions_words(v: &[&BgpSessionView]) -> String {
+    let mut groups: Vec<(BgpSessionView, Vec<String>)> = Vec::new();
+    for s in v {
+        let key = BgpSessionView {
+            node: String::new(),
+            ..(*s).clone()
+        };
+        match groups.iter_mut().find(|(k, _)| {
+            k.peer == key.peer
+                && k.bgp_state == key.bgp_state
+                && k.bfd_state == key.bfd_state
+                && k.last_error == key.last_error
+        }) {
+            Some((_, nodes)) => nodes.push(s.node.clone()),
+            None => groups.push((key, vec![s.node.clone()])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, nodes)| {
+            session_words(&BgpSessionView {
+                node: nodes.join(", "),
+                ..k
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn quoted_list(v: &[String]) -> String {
     if v.is_empty() {
         "none".into()
@@ -840,24 +871,47 @@ fn bgp_finding(
             format!("{ip} not advertised over BGP: no session is Established"),
         )
         .because(
-            v.sessions
-                .iter()
-                .map(session_words)
-                .collect::<Vec<_>>()
-                .join("; "),
+            sessions_words(&v.sessions.iter().collect::<Vec<_>>()),
         )
         .fix("check the router's side (it must accept the nodes' addresses with the right AS numbers and MD5 password) and that the nodes reach peerAddress:port; each session's lastError says what failed (kubectl get bgpsessionstates)");
     }
-    let refused: Vec<String> = v
-        .sessions
+    // "PREFIX not announced on NODES → PEER: WHY", sessions with the same peer and reason
+    // together.
+    let mut refused_groups: Vec<((String, String), Vec<String>)> = Vec::new();
+    for s in &v.sessions {
+        let Some(w) = &s.not_announced else { continue };
+        let key = (s.peer.clone(), w.clone());
+        match refused_groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, nodes)) => nodes.push(s.node.clone()),
+            None => refused_groups.push((key, vec![s.node.clone()])),
+        }
+    }
+    let refused: Vec<String> = refused_groups
         .iter()
-        .filter_map(|s| {
-            s.not_announced
-                .as_ref()
-                .map(|w| format!("{} → {} does not announce {w}", s.node, s.peer))
+        .map(|((peer, w), nodes)| {
+            let (prefix, why) = w
+                .split_once(": ")
+                .unwrap_or((w.as_str(), "no reason given"));
+            format!(
+                "{prefix} not announced on {} → {peer}: {why}",
+                nodes.join(", ")
+            )
         })
         .collect();
-    let refused_fix = "the reason is the speaker's: for an address family the router did not negotiate, set dualStackAddressFamily on the BGPPeer or peer over the IP's family; for a missing next hop, give the node an address of that family on the way to the router";
+    let mut refused_fixes: Vec<&str> = Vec::new();
+    for ((_, w), _) in &refused_groups {
+        let fix = if w.contains("family") {
+            "set dualStackAddressFamily: true on the BGPPeer, or add a BGPPeer over the IP's family (an IPv6 peer address for IPv6 IPs)"
+        } else if w.contains("next hop") {
+            "give the nodes an address of the IP's family on the interface towards the router"
+        } else {
+            "the reason is the speaker's; its log says more"
+        };
+        if !refused_fixes.contains(&fix) {
+            refused_fixes.push(fix);
+        }
+    }
+    let refused_fix = refused_fixes.join("; ");
     if v.advertising_nodes.is_empty() {
         if !refused.is_empty() {
             return Finding::new(
@@ -983,9 +1037,12 @@ fn bgp_finding(
         ));
     } else {
         f.severity = Severity::Warning;
-        f = f.because(problems.join("; ")).fix(
-            "each session's state and lastError: kubectl get bgpsessionstates; the nodes that do announce keep the IP reachable meanwhile",
-        );
+        let mut fix = refused_fix;
+        if !fix.is_empty() {
+            fix.push_str("; ");
+        }
+        fix.push_str("each session's state and lastError: kubectl get bgpsessionstates; the nodes that do announce keep the IP reachable meanwhile");
+        f = f.because(problems.join("; ")).fix(fix);
     }
     f
 }
@@ -1838,6 +1895,13 @@ pub(crate) mod tests {
             f.explanation,
             "node-1 → tor: Connect, BFD Down (last error: TCP connect to 198.51.100.1:179 timed out); node-2 → tor: Active, BFD Down"
         );
+        // Sessions alike are said once, with their nodes.
+        s.bgp_sessions[0] = session_state("node-1", "tor", "Active", "Down", &[], &[]);
+        let r = report(&s, "default", "web", None).expect("found");
+        assert_eq!(
+            step(&r, "bgp-advertised").explanation,
+            "node-1, node-2 → tor: Active, BFD Down"
+        );
     }
 
     #[test]
@@ -1853,7 +1917,7 @@ pub(crate) mod tests {
         assert_eq!(f.severity, Severity::Error);
         assert_eq!(
             f.title,
-            "198.51.100.100 not advertised over BGP: node-1 → tor does not announce 198.51.100.100/32: the router did not negotiate the address family; node-2 → tor does not announce 198.51.100.100/32: the router did not negotiate the address family"
+            "198.51.100.100 not advertised over BGP: 198.51.100.100/32 not announced on node-1, node-2 → tor: the router did not negotiate the address family"
         );
         assert!(
             f.fix
@@ -1877,7 +1941,7 @@ pub(crate) mod tests {
         );
         assert!(
             f.explanation.contains(
-                "node-2 → tor does not announce 198.51.100.100/32: family not carried on this session (set dualStackAddressFamily)"
+                "198.51.100.100/32 not announced on node-2 → tor: family not carried on this session (set dualStackAddressFamily)"
             ),
             "{}",
             f.explanation

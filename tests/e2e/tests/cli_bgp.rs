@@ -112,6 +112,37 @@ async fn scenario(env: &mut BgpLab) -> anyhow::Result<()> {
         "trace -o json: {}",
         v["service"]
     );
+    // A dual-stack Service with only an IPv4 peer: its IPv6 IP is desired but not carried on
+    // the IPv4 sessions (no dualStackAddressFamily), and trace gives the speakers' reason.
+    env.apply(&[BgpLab::service("dual", false, true)]).await?;
+    env.set_endpoints("dual", &["node-1"]).await?;
+    let dual = env.service_ips("dual", 2).await?;
+    let (v4, v6) = bgp::by_family(&dual);
+    let (v4, v6) = (
+        v4.ok_or_else(|| anyhow!("no IPv4: {dual:?}"))?,
+        v6.ok_or_else(|| anyhow!("no IPv6: {dual:?}"))?,
+    );
+    let started = Instant::now();
+    let out = loop {
+        let (code, out) = plugin(env, &["trace", "svc/dual", "-n", NS])?;
+        let want = [
+            format!(
+                "[ok] {v4} advertised over BGP by node-1, node-2, node-3 to tor (Established, BFD Up)"
+            ),
+            format!(
+                "[error] {v6} not advertised over BGP: {v6}/128 not announced on node-1, node-2, node-3 → tor: family not carried on this session (set dualStackAddressFamily)"
+            ),
+        ];
+        if code == Some(1) && want.iter().all(|w| out.contains(w.as_str())) {
+            break out;
+        }
+        ensure!(
+            started.elapsed() < CONVERGE,
+            "trace svc/dual (exit {code:?}) does not say {want:?}:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("--- trace, dual-stack with an IPv4 peer only:\n{out}");
     let (_, status) = plugin(env, &["status"])?;
     ensure!(
         status.contains("advertised over BGP by node-1, node-2")
@@ -131,6 +162,11 @@ async fn scenario(env: &mut BgpLab) -> anyhow::Result<()> {
     )
     .await?;
     println!("--- trace, BIRD killed:\n{broken}");
+    // Past BFD's detection time (3 × 300 ms) and the speakers' one-second write limit: still
+    // broken, as the states settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = trace_until(env, 1, &[format!("[error] {ip} not advertised over BGP")]).await?;
+    println!("--- trace, BIRD killed, 3 s later:\n{settled}");
     Ok(())
 }
 
