@@ -47,7 +47,7 @@ bench-controller: tools ## Allocator and controller figures at 1k/10k/50k/100k S
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_controller
 
-bench-failover: tools build ## Failover time against an oracle and with real speaker pods, ARP latency against the kernel
+bench-failover: tools build ## Failover time against an oracle and with real speaker pods, ARP latency against the kernel, then 10 min of mixed load: false failovers and kills under it (FERROLB_BENCH_CONTENTION_SECONDS=0 skips it, FERROLB_BENCH_PARTS=contention runs only it)
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_failover
 
