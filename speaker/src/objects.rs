@@ -100,10 +100,6 @@ pub struct ObservedCondition {
     /// a condition is removed when the Service stops being ours; after the removal it no
     /// longer is, so nothing is written again, even if someone else keeps a copy.
     pub by_speaker: bool,
-    /// The Service's resourceVersion when this was observed. A write is trusted to be in flight
-    /// only while nothing newer is published; comparing content alone misses a racing writer
-    /// whose late write put back exactly what was published when ours was sent.
-    pub resource_version: Option<String>,
 }
 
 /// Whether `manager` owns the `type: ty` entry of `status.conditions` (a list-map keyed by
@@ -200,7 +196,6 @@ impl ServiceInfo {
                 reason: c.reason.clone(),
                 message: c.message.clone(),
                 by_speaker: owns_condition(meta, FIELD_MANAGER, ANNOUNCED_CONDITION),
-                resource_version: meta.resource_version.clone(),
             });
         Some(ServiceInfo {
             namespace: meta.namespace.clone()?,

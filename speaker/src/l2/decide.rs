@@ -875,45 +875,6 @@ mod tests {
     }
 
     #[test]
-    fn a_write_overtaken_by_a_late_copy_of_what_was_published_is_repeated() {
-        // After a healed partition two speakers write within milliseconds: ours ("n1") is sent
-        // while "n2" is published, and the other speaker's late write of "n2" lands after ours.
-        // The content is what it was when we wrote; only the resourceVersion tells.
-        let mut p = plan_one("198.51.100.70", &["n1", "n2"]);
-        let published = |rv: &str| ObservedCondition {
-            status: "True".into(),
-            reason: "Announced".into(),
-            message: "announced by n2".into(),
-            by_speaker: true,
-            resource_version: Some(rv.into()),
-        };
-        p.services.get_mut("ns/web").expect("web").observed = Some(published("10"));
-        let d: BTreeMap<SvcKey, Desired> = [(
-            "ns/web".to_string(),
-            Desired {
-                announced: true,
-                reason: Reason::Announced,
-                message: "announced by n1".into(),
-            },
-        )]
-        .into();
-        let t0 = Instant::now();
-        let mut t = StatusTracker::default();
-        assert_eq!(t.writes(&d, &p, t0).len(), 1);
-        assert!(
-            t.writes(&d, &p, t0 + Duration::from_millis(5)).is_empty(),
-            "in flight while nothing newer is published"
-        );
-        p.services.get_mut("ns/web").expect("web").observed = Some(published("12"));
-        assert_eq!(
-            t.writes(&d, &p, t0 + Duration::from_millis(20)).len(),
-            1,
-            "repeated at once, not after the 30 s trust"
-        );
-        assert!(t.writes(&d, &p, t0 + Duration::from_millis(30)).is_empty());
-    }
-
-    #[test]
     fn a_write_whose_echo_is_lost_is_repeated_later() {
         let p = plan_one("198.51.100.70", &["n1"]);
         let d: BTreeMap<SvcKey, Desired> = [(
