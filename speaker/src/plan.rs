@@ -1033,7 +1033,6 @@ mod tests {
             reason: "Announced".into(),
             message: "announced by n1 on eth0".into(),
             by_speaker: true,
-            ..Default::default()
         };
         let why = |edit: &dyn Fn(&mut ServiceInfo)| {
             let mut s = base();

@@ -832,7 +832,6 @@ mod tests {
             reason: "Announced".into(),
             message: "announced by n1 on eth0".into(),
             by_speaker: true,
-            ..Default::default()
         });
         for s in 2..100 {
             assert!(t.writes(&d, &p, t0 + Duration::from_secs(s)).is_empty());
@@ -868,7 +867,6 @@ mod tests {
             reason: "Announced".into(),
             message: "announced by n2".into(),
             by_speaker: true,
-            ..Default::default()
         });
         assert_eq!(t.writes(&d, &p, t0 + Duration::from_millis(50)).len(), 1);
         assert!(t.writes(&d, &p, t0 + Duration::from_millis(60)).is_empty());
@@ -924,7 +922,6 @@ mod tests {
             reason: "Announced".into(),
             message: "announced by n1 on eth0".into(),
             by_speaker: true,
-            ..Default::default()
         });
         let mut v = view(&all, &[]);
         unable(&mut v, &all, "198.51.100.70");
@@ -1091,7 +1088,6 @@ mod tests {
                     reason: "Announced".into(),
                     message: "announced by n2 on eth0".into(),
                     by_speaker: true,
-                    ..Default::default()
                 }),
             },
         );
@@ -1181,7 +1177,6 @@ mod tests {
                 reason: "Announced".into(),
                 message: "announced by n3 on eth0".into(),
                 by_speaker: true,
-                ..Default::default()
             });
         }
         assert_eq!(t.removals(&stale, &p, t0 + Duration::from_secs(3)).len(), 1);
