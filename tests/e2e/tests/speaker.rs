@@ -1243,3 +1243,488 @@ async fn speaker_in_the_lab() {
         failed.join("\n")
     );
 }
+
+/// The ServiceAccount the idle test's speakers authenticate as: the lab's API server audits
+/// every request made with ServiceAccount credentials (and none of the lab's own), so the audit
+/// log holds exactly the speakers' requests.
+const IDLE_SA_NS: &str = "ferrolb-system";
+const IDLE_SA: &str = "speaker";
+/// Services announced while idle (`FERROLB_IDLE_SERVICES` changes it, at most 132: the pool).
+const IDLE_SERVICES: usize = 6;
+/// Watches one speaker keeps in L2 mode: Services, EndpointSlices, Nodes, IPAddressPools and
+/// L2Advertisements for the plan, hostPort Pods on its node for the forwarder check.
+const WATCHES_PER_SPEAKER: usize = 6;
+
+/// One request the API server audited.
+#[derive(Debug, Clone)]
+struct Audited {
+    /// The node whose address the request came from (`?` if none).
+    node: String,
+    verb: String,
+    /// `resource[/subresource]`.
+    resource: String,
+    code: i64,
+}
+
+impl Audited {
+    fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+}
+
+/// Requests by ServiceAccount `user` completed between `from` and `to` (a watch is audited when
+/// it ends), from the lab's audit log and its rotated copies.
+fn audited(
+    lab: &Lab,
+    user: &str,
+    from: k8s_openapi::jiff::Timestamp,
+    to: k8s_openapi::jiff::Timestamp,
+) -> Vec<Audited> {
+    let node_of: BTreeMap<String, String> = lab
+        .nodes()
+        .iter()
+        .map(|n| (n.ipv4.to_string(), n.name.clone()))
+        .collect();
+    let log = lab.audit_log();
+    let files: Vec<std::path::PathBuf> = log
+        .parent()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| l.contains(user)) {
+            let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if ev["user"]["username"].as_str() != Some(user) {
+                continue;
+            }
+            let Some(at) = ev["stageTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            else {
+                continue;
+            };
+            if at < from || at > to {
+                continue;
+            }
+            let r = &ev["objectRef"];
+            let mut resource = r["resource"].as_str().unwrap_or("?").to_string();
+            if let Some(sub) = r["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            let node = ev["sourceIPs"][0]
+                .as_str()
+                .and_then(|ip| node_of.get(ip))
+                .cloned()
+                .unwrap_or_else(|| "?".into());
+            out.push(Audited {
+                node,
+                verb: ev["verb"].as_str().unwrap_or("?").to_string(),
+                resource,
+                code: ev["responseStatus"]["code"].as_i64().unwrap_or(0),
+            });
+        }
+    }
+    out
+}
+
+/// `apiserver_request_total` by `verb resource[/subresource]`, over every client.
+fn apiserver_requests(lab: &Lab) -> anyhow::Result<BTreeMap<String, f64>> {
+    let out = lab.kubectl(&["get", "--raw", "/metrics"])?;
+    ensure!(out.status.success(), "/metrics: {}", text(&out));
+    let mut by = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let sub = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        );
+        *by.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(by)
+}
+
+/// A speaker's own counters of API requests (by kind), ownership changes and peers declared
+/// dead, from its /metrics (empty when unreadable).
+fn speaker_counters(lab: &Lab, node: &str, ip: &str) -> BTreeMap<String, f64> {
+    let url = format!("http://{ip}:7473/metrics");
+    let Ok(out) = lab.exec(node, &["curl", "-s", "-m", "2", &url]) else {
+        return BTreeMap::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with("ferrolb_speaker_api_requests_total")
+                || l.starts_with("ferrolb_speaker_ownership_changes_total")
+                || l.starts_with("ferrolb_speaker_peer_down_total")
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((
+                k.trim_start_matches("ferrolb_speaker_").to_string(),
+                v.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `after - before`, keeping only what changed.
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect()
+}
+
+fn per_minute(m: &BTreeMap<String, f64>, seconds: f64) -> String {
+    if m.is_empty() {
+        return "0/min: none".into();
+    }
+    let total: f64 = m.values().sum();
+    let mut parts: Vec<(f64, &String)> = m.iter().map(|(k, v)| (*v, k)).collect();
+    parts.sort_by(|a, b| b.0.total_cmp(&a.0));
+    format!(
+        "{:.1}/min: {}",
+        total * 60.0 / seconds,
+        parts
+            .iter()
+            .map(|(v, k)| format!("{k} {:.1}", v * 60.0 / seconds))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Idle speakers make no API writes and no polling: with Services announced and settled, the
+/// speakers' requests (every one audited, as they run with a ServiceAccount) over a quiet window
+/// (`FERROLB_IDLE_SECONDS`, default 60) are only watch re-opens, at most one per watch (kube-rs
+/// asks for 290 s watches), and at most one re-list per watch; not a single create, update,
+/// patch or delete. For context the test prints the API server's `apiserver_request_total` over
+/// all clients in the same window, and with `FERROLB_IDLE_COMPARE=1` the same with the speakers
+/// stopped; `FERROLB_IDLE_HOGS=N` runs N CPU hogs (in the client namespace) through the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_speakers_make_no_writes() {
+    let seconds: u64 = std::env::var("FERROLB_IDLE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let compare = std::env::var("FERROLB_IDLE_COMPARE").is_ok_and(|v| v == "1");
+    let hogs: usize = std::env::var("FERROLB_IDLE_HOGS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let services: usize = std::env::var("FERROLB_IDLE_SERVICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(IDLE_SERVICES);
+    let lab = Lab::up(LabOptions {
+        nodes: 3,
+        kube_proxy: false,
+        kubelet: false,
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab");
+    let result = idle_run(&lab, seconds, services, hogs, compare).await;
+    let run_dir = lab.run_dir().to_path_buf();
+    let report = lab.down();
+    assert!(
+        report.problems.is_empty(),
+        "teardown: {:?}",
+        report.problems
+    );
+    assert!(
+        !Path::new(&run_dir).exists(),
+        "{} left behind",
+        run_dir.display()
+    );
+    if let Err(e) = result {
+        panic!("{e:#}");
+    }
+}
+
+async fn idle_run(
+    lab: &Lab,
+    seconds: u64,
+    services: usize,
+    hogs: usize,
+    compare: bool,
+) -> anyhow::Result<()> {
+    install_crds(lab)?;
+    let _controller = start_host_controller(lab)?;
+    let client = lab.client().await?;
+    apply(
+        &client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": IDLE_SA_NS}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": IDLE_SA, "namespace": IDLE_SA_NS}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                   "metadata": {"name": "ferrolb-idle-speaker"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                   "subjects": [{"kind": "ServiceAccount", "name": IDLE_SA, "namespace": IDLE_SA_NS}]}),
+            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+                   "metadata": {"name": "lan"},
+                   "spec": {"addresses": ["198.51.100.64/27", "198.51.100.100-198.51.100.199"]}}),
+            l2adv(json!([])),
+        ],
+    )
+    .await?;
+    let kubeconfig = lab
+        .service_account_kubeconfig(IDLE_SA_NS, IDLE_SA)?
+        .display()
+        .to_string();
+    let speaker_bin = binary("ferrolb-speaker");
+    let started = k8s_openapi::jiff::Timestamp::now();
+    let mut speakers = BTreeMap::new();
+    for n in lab.nodes() {
+        let metrics = format!("{}:7473", n.ipv4);
+        let p = lab.spawn(
+            &n.name,
+            &[
+                &speaker_bin,
+                "--node-name",
+                &n.name,
+                "--kubeconfig",
+                &kubeconfig,
+                "--metrics-addr",
+                &metrics,
+                "--log-level",
+                "info",
+            ],
+            &format!("speaker-{}", n.name),
+        )?;
+        speakers.insert(n.name.clone(), p);
+    }
+    let mut objs = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..services {
+        let name = format!("idle-{i}");
+        let node = &lab.nodes()[i % lab.nodes().len()];
+        objs.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"type": "LoadBalancer",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+        }));
+        objs.push(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-lab"), "namespace": NS,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [node.ipv4.to_string()], "nodeName": node.name,
+                           "conditions": {"ready": true, "serving": true}}],
+        }));
+        names.push(name);
+    }
+    apply(&client, &objs).await?;
+    let api: Api<Service> = Api::namespaced(client.clone(), NS);
+    eventually(
+        "every idle Service announced",
+        Duration::from_secs(120),
+        || async {
+            let list = api.list(&Default::default()).await?;
+            let announced = list
+                .items
+                .iter()
+                .filter(|s| {
+                    s.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| names.iter().any(|m| m == n))
+                })
+                .filter(|s| {
+                    s.status
+                        .as_ref()
+                        .and_then(|st| st.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.type_ == "ferrolb.io/Announced" && c.status == "True")
+                        })
+                })
+                .count();
+            Ok((announced == names.len()).then_some(()))
+        },
+    )
+    .await?;
+    // Let the last writes and events land before the window opens.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let user = format!("system:serviceaccount:{IDLE_SA_NS}:{IDLE_SA}");
+    let from = k8s_openapi::jiff::Timestamp::now();
+    // The audit log sees the speakers: each listed and wrote on its way up (the conditions).
+    let startup = audited(lab, &user, started, from);
+    for n in lab.nodes() {
+        let lists = startup
+            .iter()
+            .filter(|a| a.node == n.name && a.verb == "list")
+            .count();
+        ensure!(
+            lists >= WATCHES_PER_SPEAKER,
+            "the audit log shows {lists} lists by the speaker on {} at start-up: {startup:?}",
+            n.name
+        );
+    }
+    let startup_writes = startup.iter().filter(|a| a.is_write()).count();
+    ensure!(
+        startup_writes > 0,
+        "the audit log shows no condition write by any speaker at start-up"
+    );
+    let counters = |lab: &Lab| -> Vec<BTreeMap<String, f64>> {
+        lab.nodes()
+            .iter()
+            .map(|n| speaker_counters(lab, &n.name, &n.ipv4.to_string()))
+            .collect()
+    };
+    let c0 = counters(lab);
+    let a0 = apiserver_requests(lab)?;
+    let limit = (seconds + 2).to_string();
+    let mut hog_procs = Vec::new();
+    for i in 0..hogs {
+        hog_procs.push(lab.spawn(
+            "client",
+            &["timeout", &limit, "sha256sum", "/dev/zero"],
+            &format!("idle-hog-{i}"),
+        )?);
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    for mut h in hog_procs {
+        if h.wait_timeout(Duration::from_secs(5)).is_none() {
+            let _ = h.kill();
+        }
+    }
+    let a1 = apiserver_requests(lab)?;
+    let c1 = counters(lab);
+    let to = k8s_openapi::jiff::Timestamp::now();
+    let seen = audited(lab, &user, from, to);
+    let all = delta(&a0, &a1);
+    let secs = seconds as f64;
+
+    let mut by_node: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for a in &seen {
+        *by_node
+            .entry(a.node.clone())
+            .or_default()
+            .entry(format!("{} {} {}", a.verb, a.resource, a.code))
+            .or_insert(0.0) += 1.0;
+    }
+    println!(
+        "idle for {seconds} s ({hogs} CPU hogs), {services} Services announced, 3 speakers ({WATCHES_PER_SPEAKER} watches each; \
+         {} requests and {startup_writes} writes audited at start-up):",
+        startup.len()
+    );
+    for (i, n) in lab.nodes().iter().enumerate() {
+        let m = by_node.remove(&n.name).unwrap_or_default();
+        println!("  speaker {} (audit): {}", n.name, per_minute(&m, secs));
+        println!(
+            "  speaker {} (own counters, changes in the window): {:?}",
+            n.name,
+            delta(&c0[i], &c1[i])
+        );
+    }
+    for (n, m) in &by_node {
+        println!("  from {n} (audit): {}", per_minute(m, secs));
+    }
+    println!(
+        "  API server, all clients (apiserver_request_total, 2 scrapes included): {}",
+        per_minute(&all, secs)
+    );
+
+    let mut problems = Vec::new();
+    let writes: Vec<&Audited> = seen.iter().filter(|a| a.is_write()).collect();
+    if !writes.is_empty() {
+        problems.push(format!(
+            "{} API writes by idle speakers: {writes:?}",
+            writes.len()
+        ));
+    }
+    // kube-rs opens 290 s watches: in a window no longer than that, each watch ends (and is
+    // re-opened) at most once; a re-list follows only a watch that could not resume.
+    let windows = (secs / 290.0).ceil().max(1.0) as usize;
+    for n in lab.nodes() {
+        let mine = seen.iter().filter(|a| a.node == n.name);
+        let watches = mine.clone().filter(|a| a.verb == "watch").count();
+        let reads = mine.filter(|a| !a.is_write() && a.verb != "watch").count();
+        if watches > WATCHES_PER_SPEAKER * windows {
+            problems.push(format!(
+                "speaker {}: {watches} watches ended in {seconds} s (at most {} expected)",
+                n.name,
+                WATCHES_PER_SPEAKER * windows
+            ));
+        }
+        if reads > WATCHES_PER_SPEAKER * windows {
+            problems.push(format!(
+                "speaker {}: {reads} lists/gets in {seconds} s (at most {} expected)",
+                n.name,
+                WATCHES_PER_SPEAKER * windows
+            ));
+        }
+    }
+    let unknown = seen.iter().filter(|a| a.node == "?").count();
+    if unknown > 0 {
+        problems.push(format!(
+            "{unknown} requests by the speakers' account from no node's address"
+        ));
+    }
+
+    if compare {
+        for (n, mut p) in std::mem::take(&mut speakers) {
+            p.signal(Signal::Term)?;
+            if p.wait_timeout(Duration::from_secs(5)).is_none() {
+                problems.push(format!("speaker on {n} did not stop after SIGTERM"));
+                let _ = p.kill();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let b0 = apiserver_requests(lab)?;
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let b1 = apiserver_requests(lab)?;
+        println!(
+            "  API server, all clients, speakers stopped: {}",
+            per_minute(&delta(&b0, &b1), secs)
+        );
+    }
+    for (n, p) in speakers.iter_mut() {
+        if !p.is_running() {
+            problems.push(format!("speaker on {n} exited:\n{}", tail(&p.log(), 20)));
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
