@@ -35,8 +35,10 @@
 //!
 //! A suspect refutes by raising its incarnation: it learns of the suspicion from any packet
 //! (items about a member are put first in packets to it), answers every accuser it knows of
-//! directly and gossips its new incarnation; an Ack carries the incarnation too, so the
-//! accuser's next ping also clears it. Only an accuser runs a suspicion timer (its own failed
+//! directly and through `k` random relays (each gets the accusation back from the suspect and,
+//! holding it for stale, tells the accuser: the path between accuser and suspect may be the
+//! broken one, as the failed probe suggests) and gossips its new incarnation; an Ack carries
+//! the incarnation too, so the accuser's next ping also clears it. Only an accuser runs a suspicion timer (its own failed
 //! probe is the evidence); when it expires the accuser declares the member Dead, sends that to
 //! every member directly (the next announcer of each of the dead member's IPs learns at once)
 //! and gossips it. A Dead of an older incarnation is ignored; a member that hears itself
@@ -91,7 +93,7 @@
 //!   5 bucket-hash requests/s, whatever the cluster size; an idle packet is about 40 bytes of
 //!   payload, a bucket-hash request about 300. The legacy protocol sends `40 · (n − 1)`
 //!   packets/s: 360 at 10 members, 39,960 at 1,000. Events cost extra, bounded per event: a
-//!   death costs its declarer one datagram per member, a refutation one per accuser.
+//!   death costs its declarer one datagram per member, a refutation `1 + 2k` per accuser.
 //! - *No false death from a 300 ms stall.* A suspicion starts at the earliest one probe timeout
 //!   (25 ms) after the unanswered Ping left, and an accuser waits at least `suspicion_min`
 //!   (325 ms): nobody can declare a member dead before 350 ms of silence toward the Ping that

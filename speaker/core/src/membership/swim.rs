@@ -636,10 +636,11 @@ impl Membership {
                 match self.merge(idx, r, Some(&accuser), now, out) {
                     Merge::Changed => self.swim.queue.push(item),
                     Merge::Confirmed => {}
-                    // Only when the accuser itself tells us: every member relaying its old
-                    // suspicion by gossip answering it would make a crowd.
+                    // Only when the accuser itself tells us, or the suspect asks us to (see
+                    // `tell_refuted`): every member relaying its old suspicion by gossip
+                    // answering it would make a crowd.
                     Merge::Stale | Merge::Same
-                        if from.is_some_and(|f| self.peers[f].name == accuser) =>
+                        if from.is_some_and(|f| f == idx || self.peers[f].name == accuser) =>
                     {
                         self.help_refute(idx, &r, &accuser, out)
                     }
@@ -759,7 +760,7 @@ impl Membership {
                     self.refute(incarnation, now);
                 }
                 if let Some(by) = by {
-                    self.tell_refuted(&by, out);
+                    self.tell_refuted(&by, generation, incarnation, out);
                 }
             }
             Status::Alive => {
@@ -784,7 +785,13 @@ impl Membership {
         self.swim.queue.push(me);
     }
 
-    fn tell_refuted(&mut self, to: &str, out: &mut Vec<Action>) {
+    /// Answers accuser `to`, which suspects (or declared dead) this speaker's `incarnation`:
+    /// directly, and through `indirect_probes` random members, in case the path between the
+    /// accuser and this speaker is what fails (its probes did). Each relay gets the accusation
+    /// back from its subject: its header already carries the newer incarnation, so the relay
+    /// holds the accusation for stale and tells the accuser (`help_refute`), as the helpers of
+    /// an indirect probe carry an Ack around a broken path.
+    fn tell_refuted(&mut self, to: &str, generation: u64, incarnation: u32, out: &mut Vec<Action>) {
         if to == self.name || self.swim.refuted_to.iter().any(|n| n == to) {
             return;
         }
@@ -796,6 +803,31 @@ impl Membership {
         }
         let me = self.my_alive();
         self.notice(idx, vec![me], out);
+        let n = self.peers.len();
+        let mut relays: Vec<usize> = Vec::new();
+        for _ in 0..self.config.indirect_probes.saturating_mul(4) {
+            if relays.len() >= self.config.indirect_probes || n == 0 {
+                break;
+            }
+            let i = self.swim.rng.below(n);
+            let p = &self.peers[i];
+            if i != idx
+                && !relays.contains(&i)
+                && !p.speaks_legacy()
+                && p.rec.is_some_and(|r| r.status == Status::Alive)
+            {
+                relays.push(i);
+            }
+        }
+        let ask = Item::Suspect {
+            name: self.name.clone(),
+            generation,
+            incarnation,
+            accuser: to.to_string(),
+        };
+        for r in relays {
+            self.notice(r, vec![ask.clone()], out);
+        }
     }
 
     /// Moves this speaker to generation `g`: peers take it for a new instance.
