@@ -76,6 +76,19 @@ pub fn start_host_controller(lab: &ferrolb_lab::Lab) -> anyhow::Result<HostProce
 /// Runs the lab's `helm` against it (its kubeconfig, and Helm's cache, configuration and data
 /// under the lab's run directory, so nothing lands in the user's home) and returns its stdout
 /// if it succeeded.
+/// Runs `cmd` in the lab host `host` and returns its standard output; a non-zero exit is an
+/// error naming the host, the command and its standard error.
+pub fn exec_ok(lab: &ferrolb_lab::Lab, host: &str, cmd: &[&str]) -> anyhow::Result<String> {
+    let out = lab.exec(host, cmd)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{host}: {}: {}",
+        cmd.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 pub fn helm(lab: &ferrolb_lab::Lab, args: &[&str]) -> anyhow::Result<String> {
     use anyhow::Context as _;
     let home = lab.run_dir().join("helm");

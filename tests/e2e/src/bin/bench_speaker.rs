@@ -250,14 +250,7 @@ struct Bench {
 
 impl Bench {
     fn exec_ok(&self, host: &str, cmd: &[&str]) -> anyhow::Result<String> {
-        let out = self.lab.exec(host, cmd)?;
-        ensure!(
-            out.status.success(),
-            "{host}: {}: {}",
-            cmd.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        ferrolb_e2e::exec_ok(&self.lab, host, cmd)
     }
 
     fn start_speaker(&mut self, node: &str, ip: &str) -> anyhow::Result<()> {
