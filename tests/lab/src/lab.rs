@@ -276,6 +276,13 @@ impl Lab {
                 }
             });
             let mut net = run_all(&lab.plan.setup_commands());
+            if net.is_ok() {
+                net = lab
+                    .plan
+                    .neighbour_batches()
+                    .iter()
+                    .try_for_each(|(ns, script)| run_ip_batch(ns, script));
+            }
             if kubelet && net.is_ok() {
                 net = run_all(&lab.plan.pod_route_commands());
             }
@@ -1027,6 +1034,37 @@ pub(crate) fn output(argv: &[String]) -> Result<Output, LabError> {
             cmd: argv.join(" "),
             source,
         })
+}
+
+/// Runs `ip -n <netns> -batch -` with `script` on its standard input.
+fn run_ip_batch(netns: &str, script: &str) -> Result<(), LabError> {
+    use std::io::Write as _;
+    let argv = strings(&["ip", "-n", netns, "-batch", "-"]);
+    let spawn_err = |source| LabError::Spawn {
+        cmd: argv.join(" "),
+        source,
+    };
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    // Taking stdin closes it (EOF) before the wait. A failed write shows up as ip's own error.
+    let wrote = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(script.as_bytes()),
+        None => Ok(()),
+    };
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if out.status.success() {
+        return wrote.map_err(spawn_err);
+    }
+    Err(LabError::Command {
+        cmd: argv.join(" "),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
 }
 
 /// Runs each argv in order, stopping at the first failure.

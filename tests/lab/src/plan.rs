@@ -322,6 +322,36 @@ impl Plan {
         cmds
     }
 
+    /// Static neighbour entries, one `ip -batch` script per host namespace: every other host's
+    /// IPv4 and IPv6 address mapped to its MAC, `nud permanent`.
+    ///
+    /// Every namespace shares the host kernel's neighbour tables, whose dynamic entries are capped
+    /// by the host's `gc_thresh3` (1,024 by default). Node-to-node membership traffic needs
+    /// n x (n - 1) entries, 2,450 at 50 nodes; past the cap the kernel drops datagrams while
+    /// `sendto` reports success. Permanent entries are not garbage-collected and do not count
+    /// against the cap, so a large lab works without touching a host setting. LoadBalancer IPs
+    /// never get an entry: they must still be resolved by ARP and NDP, which is what the speakers
+    /// are tested on.
+    pub fn neighbour_batches(&self) -> Vec<(String, String)> {
+        self.hosts()
+            .map(|h| {
+                let script = self
+                    .hosts()
+                    .filter(|peer| peer.name != h.name)
+                    .flat_map(|peer| {
+                        [peer.ipv4.to_string(), peer.ipv6.to_string()].map(|addr| {
+                            format!(
+                                "neigh replace {addr} lladdr {} dev {HOST_IFACE} nud permanent\n",
+                                peer.mac
+                            )
+                        })
+                    })
+                    .collect();
+                (h.netns.clone(), script)
+            })
+            .collect()
+    }
+
     /// The commands that build the LAN, in order. Each entry is an argv (program first).
     ///
     /// Veth pairs are created directly between two lab namespaces, so no interface ever
@@ -628,6 +658,34 @@ mod tests {
             "{client:?}"
         );
         assert!(cmds.iter().all(|c| c[..2] == ["ip", "-n"]));
+    }
+
+    #[test]
+    fn neighbour_entries_cover_every_other_host_and_no_service_ip() {
+        let plan = Plan::new("t", 3).expect("plan");
+        let batches = plan.neighbour_batches();
+        assert_eq!(batches.len(), 5, "cp, three nodes, client");
+        let (ns, script) = &batches[1];
+        assert_eq!(ns, "t-node-1");
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines.len(), 8, "four other hosts, two families: {lines:?}");
+        assert!(lines.contains(
+            &"neigh replace 198.51.100.12 lladdr 02:fb:00:00:00:0c dev eth0 nud permanent"
+        ));
+        assert!(lines.contains(
+            &"neigh replace 2001:db8::200 lladdr 02:fb:00:00:00:c8 dev eth0 nud permanent"
+        ));
+        assert!(!script.contains("198.51.100.11 "), "no entry for itself");
+        for (_, script) in &batches {
+            for line in script.lines() {
+                let addr: std::net::IpAddr =
+                    line.split(' ').nth(2).expect("addr").parse().expect("ip");
+                assert!(
+                    plan.hosts().any(|h| addr == h.ipv4 || addr == h.ipv6),
+                    "{line}"
+                );
+            }
+        }
     }
 
     #[test]
