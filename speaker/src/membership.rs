@@ -311,6 +311,17 @@ fn young(
         .collect()
 }
 
+/// Each of `alive` with its IPs as `of` lists them.
+fn records_of<'a>(
+    alive: &BTreeSet<String>,
+    of: impl Fn(&str) -> &'a [IpAddr],
+) -> BTreeMap<String, BTreeSet<IpAddr>> {
+    alive
+        .iter()
+        .map(|n| (n.clone(), of(n).iter().copied().collect()))
+        .collect()
+}
+
 /// The poll timeout that wakes at `until` or just after it (rounded up to whole milliseconds:
 /// rounding down would wake early and spin until the deadline).
 fn poll_timeout(now: Instant, until: Instant) -> PollTimeout {
@@ -841,70 +852,72 @@ impl Worker {
 
     /// Publishes a new snapshot if anything in it changed. `events` says whether a peer came up
     /// or went down, or the peer list or this node's records changed (the view is rebuilt).
+    ///
+    /// Called every turn, so an unchanged snapshot must cost no allocation of the view and wake
+    /// nobody: the engine runs on another thread and every publish wakes it.
     fn publish(&mut self, now: Instant, events: bool) {
-        let mut next = Snapshot {
-            view: MemberView::default(),
-            settled: !self.left && self.membership.settled(now),
-            health: self.membership.health(),
-            suspects: self.membership.suspects(),
-            stalls: self.stalls,
-            left: self.left,
-        };
-        if events || std::mem::take(&mut self.view_stale) || self.records_changed() {
+        let rebuild = events || std::mem::take(&mut self.view_stale) || self.records_changed();
+        let yf = young_for(&self.cfg);
+        self.up_since
+            .retain(|_, at| now.saturating_duration_since(*at) < yf);
+        let settled = !self.left && self.membership.settled(now);
+        let health = self.membership.health();
+        let suspects = self.membership.suspects();
+        let view = if rebuild {
             let alive = self.membership.alive();
-            let claims = alive
-                .iter()
-                .map(|n| {
-                    (
-                        n.clone(),
-                        self.membership.claims(n).iter().copied().collect(),
-                    )
-                })
-                .collect();
-            let unable = alive
-                .iter()
-                .map(|n| {
-                    (
-                        n.clone(),
-                        self.membership.unable(n).iter().copied().collect(),
-                    )
-                })
-                .collect();
-            next.view = MemberView {
-                young: BTreeSet::new(),
+            let claims = records_of(&alive, |n| self.membership.claims(n));
+            let unable = records_of(&alive, |n| self.membership.unable(n));
+            let young = young(&self.up_since, &alive, now, yf);
+            let view = MemberView {
+                young,
                 alive,
                 claims,
                 unable,
             };
+            (view != self.snapshot.view).then_some(view)
         } else {
-            next.view = std::mem::take(&mut self.snapshot.view);
+            // Only the young set can change without a rebuild.
+            let young = young(&self.up_since, &self.snapshot.view.alive, now, yf);
+            (young != self.snapshot.view.young).then(|| MemberView {
+                young,
+                ..self.snapshot.view.clone()
+            })
+        };
+        let s = &self.snapshot;
+        let same = view.is_none()
+            && settled == s.settled
+            && health == s.health
+            && suspects == s.suspects
+            && self.stalls == s.stalls
+            && self.left == s.left;
+        if same {
+            return;
         }
-        let yf = young_for(&self.cfg);
-        self.up_since
-            .retain(|_, at| now.saturating_duration_since(*at) < yf);
-        next.view.young = young(&self.up_since, &next.view.alive, now, yf);
-        if next != self.snapshot {
-            if next.health != self.snapshot.health {
-                self.metrics.set(
-                    m::MEMBERSHIP_HEALTH,
-                    m::MEMBERSHIP_HEALTH_HELP,
-                    &[],
-                    f64::from(next.health),
-                );
-            }
-            if next.suspects.len() != self.snapshot.suspects.len() {
-                self.metrics.set(
-                    m::MEMBERSHIP_SUSPECTS,
-                    m::MEMBERSHIP_SUSPECTS_HELP,
-                    &[],
-                    next.suspects.len() as f64,
-                );
-            }
-            self.snapshot = next;
-            self.snapshots.send_replace(Arc::new(self.snapshot.clone()));
-        } else {
-            self.snapshot = next;
+        if health != s.health {
+            self.metrics.set(
+                m::MEMBERSHIP_HEALTH,
+                m::MEMBERSHIP_HEALTH_HELP,
+                &[],
+                f64::from(health),
+            );
         }
+        if suspects.len() != s.suspects.len() {
+            self.metrics.set(
+                m::MEMBERSHIP_SUSPECTS,
+                m::MEMBERSHIP_SUSPECTS_HELP,
+                &[],
+                suspects.len() as f64,
+            );
+        }
+        self.snapshot = Snapshot {
+            view: view.unwrap_or_else(|| std::mem::take(&mut self.snapshot.view)),
+            settled,
+            health,
+            suspects,
+            stalls: self.stalls,
+            left: self.left,
+        };
+        self.snapshots.send_replace(Arc::new(self.snapshot.clone()));
     }
 
     /// Moves the counters to the metrics registry, at most every [`FLUSH_EVERY`].
@@ -1198,6 +1211,39 @@ mod tests {
 
     fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
         list.iter().map(|s| s.parse().expect("ip")).collect()
+    }
+
+    /// A settled pair with nothing changing publishes (and so wakes the engine) next to never:
+    /// a snapshot goes out only when something in it changed, not every turn.
+    #[test]
+    fn a_settled_pair_publishes_only_changes() {
+        let cfg = Config::default();
+        let mut a = Heartbeats::spawn("a".into(), 0, cfg, Metrics::default()).expect("a");
+        let mut b = Heartbeats::spawn("b".into(), 0, cfg, Metrics::default()).expect("b");
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        a.set_peers(&[("b".into(), loopback(b.port()))]);
+        b.set_peers(&[("a".into(), loopback(a.port()))]);
+        wait_for(&a, "a settled", |s| s.settled && s.view.alive.len() == 2);
+        // Past the young period, which ends with one more publish.
+        std::thread::sleep(young_for(&cfg) + cfg.interval * 4);
+        let mut rx = a.subscribe();
+        rx.borrow_and_update();
+        let (mut publishes, window) = (0, Duration::from_millis(500));
+        let t0 = Instant::now();
+        while t0.elapsed() < window {
+            if rx.has_changed().expect("membership thread alive") {
+                rx.borrow_and_update();
+                publishes += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Twenty intervals; a publish per turn would be 20 or more. A lost probe on a loaded
+        // machine may change the health score (and back) once or twice.
+        assert!(
+            publishes <= 4,
+            "{publishes} snapshots in {window:?} without a change"
+        );
+        assert!(rx.borrow().settled);
     }
 
     /// Two membership threads on loopback, with the default SWIM timings: they find each
