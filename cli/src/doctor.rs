@@ -9,8 +9,8 @@ use ferrolb_addresses::IpRange;
 
 use crate::findings::{Finding, Severity};
 use crate::snapshot::{
-    Snapshot, adv_covers, bgp_adv_covers, is_node_pool, name_of, node_pool_nodes, pod_node_ready,
-    pool_ranges, selected_nodes, speaker_pods,
+    Snapshot, adv_covers, bgp_adv_covers, bgp_selected_nodes, is_node_pool, name_of,
+    node_pool_nodes, pod_node_ready, pool_ranges, selected_nodes, speaker_pods,
 };
 
 /// Every check, in the order they are shown.
@@ -316,13 +316,20 @@ pub fn kube_proxy_ipvs_strict_arp(snap: &Snapshot) -> Vec<Finding> {
     }
 }
 
-/// Nodes that L2Advertisements select but that run no ready speaker.
+/// Nodes that L2Advertisements, BGPAdvertisements or node pools select but that run no ready
+/// speaker.
 pub fn speakers_missing(snap: &Snapshot) -> Vec<Finding> {
     const CHECK: &str = "speakers-missing";
     let speakers = speaker_pods(snap);
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     for adv in &snap.l2advs {
         for n in selected_nodes(snap, adv) {
+            wanted.insert(name_of(n));
+        }
+    }
+    // BGP mode: the nodes a BGPAdvertisement lets announce are the next hops routers get.
+    for adv in &snap.bgp_advs {
+        for n in bgp_selected_nodes(snap, adv) {
             wanted.insert(name_of(n));
         }
     }
@@ -336,7 +343,7 @@ pub fn speakers_missing(snap: &Snapshot) -> Vec<Finding> {
         return vec![Finding::new(
             Severity::Info,
             CHECK,
-            "no L2Advertisement or node pool selects any node: no speaker is needed",
+            "no L2Advertisement, BGPAdvertisement or node pool selects any node: no speaker is needed",
         )];
     }
     if speakers.is_empty() {
@@ -344,9 +351,9 @@ pub fn speakers_missing(snap: &Snapshot) -> Vec<Finding> {
             Finding::new(
                 Severity::Error,
                 CHECK,
-                format!("no speaker pods found, and L2Advertisements or node pools select {} node(s)", wanted.len()),
+                format!("no speaker pods found, and advertisements or node pools select {} node(s)", wanted.len()),
             )
-            .because("without speakers nobody answers ARP/NDP for the IPs (speakers run outside Kubernetes cannot be seen from here)")
+            .because("without speakers nobody answers ARP/NDP for the IPs or announces them over BGP (speakers run outside Kubernetes cannot be seen from here)")
             .fix("install the chart (helm install ferrolb charts/ferrolb -n ferrolb-system) or check the speaker DaemonSet"),
         ];
     }
@@ -375,7 +382,7 @@ pub fn speakers_missing(snap: &Snapshot) -> Vec<Finding> {
                 CHECK,
                 format!("no ready speaker on {}", names.join(", ")),
             )
-            .because("L2Advertisements or node pools select these nodes, but no speaker there can announce: IPs fail over to fewer nodes, Local Services with endpoints only there stay unannounced, and forwarder mode leaves these nodes out")
+            .because("advertisements or node pools select these nodes, but no speaker there can announce: IPs fail over to fewer nodes, routers lose these next hops, Local Services with endpoints only there stay unannounced, and forwarder mode leaves these nodes out")
             .fix("check the DaemonSet's tolerations and nodeSelector, and the pods' events (kubectl -n ferrolb-system get pods -o wide)"),
         ]
     }
@@ -663,6 +670,32 @@ mod tests {
         assert!(errors(&speakers_missing(&s)).is_empty());
         s.pods.clear();
         assert_eq!(errors(&speakers_missing(&s)), ["speakers-missing"]);
+    }
+
+    #[test]
+    fn speaker_missing_on_a_node_bgp_announces_from() {
+        let mut s = snap();
+        s.l2advs.clear();
+        s.pods
+            .retain(|p| p.spec.as_ref().and_then(|x| x.node_name.as_deref()) != Some("node-2"));
+        assert_eq!(
+            speakers_missing(&s)[0].severity,
+            Severity::Info,
+            "nothing selects a node"
+        );
+        s.bgp_advs.push(
+            serde_json::from_value(json!({"metadata": {"name": "all"}, "spec": {}}))
+                .expect("bgp adv"),
+        );
+        let f = speakers_missing(&s);
+        assert_eq!(errors(&f), ["speakers-missing"]);
+        assert_eq!(f[0].title, "no ready speaker on node-2");
+        s.bgp_advs[0] = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "spec": {"nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "node-1"}}]}
+        }))
+        .expect("bgp adv");
+        assert!(errors(&speakers_missing(&s)).is_empty());
     }
 
     #[test]
