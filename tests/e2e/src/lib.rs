@@ -1,15 +1,16 @@
 //! Helpers shared by ferrolb's lab tests and benchmarks (the tests themselves live in `tests/`).
 //!
 //! They find the workspace's binaries, pack them into the ferrolb image real lab nodes run, read
-//! what a pod's containers logged from the kubelet's files, wait for rollouts, apply objects
-//! written as JSON, and wait for conditions with a deadline, so every test reads as the scenario
-//! it checks. They never start or stop anything in a lab themselves beyond the command asked for.
+//! what a pod's containers logged from the kubelet's files and what the API server audited
+//! ([`audit`]), wait for rollouts, apply objects written as JSON, and wait for conditions with a
+//! deadline, so every test reads as the scenario it checks. They never start or stop anything in a lab themselves beyond the command asked for.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod audit;
 pub mod measure;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};

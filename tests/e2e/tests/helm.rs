@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow, bail, ensure};
 use ferrolb_crds::{ForwarderNode, IPAddressPool};
 use ferrolb_e2e::{
-    apply, eventually, ferrolb_image, pod_log, stdout_of, text, wait_rollout, workspace,
+    apply, audit, eventually, ferrolb_image, pod_log, stdout_of, text, wait_rollout, workspace,
 };
 use ferrolb_lab::{Lab, LabOptions, LabProcess};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -573,38 +573,30 @@ impl std::fmt::Display for Access {
     }
 }
 
-/// From the audit log: what `user` was allowed, and every request it was refused.
-fn audited(log: &str, user: &str) -> (BTreeSet<Access>, Vec<String>) {
+/// From the audit log's events: what `user` was allowed, and every request it was refused.
+fn audited(events: &[audit::Event], user: &str) -> (BTreeSet<Access>, Vec<String>) {
     let mut used = BTreeSet::new();
     let mut refused = Vec::new();
-    for line in log.lines() {
-        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if ev["user"]["username"].as_str() != Some(user) {
-            continue;
-        }
-        let o = &ev["objectRef"];
-        let resource = match o["subresource"].as_str() {
-            Some(sub) => format!("{}/{sub}", o["resource"].as_str().unwrap_or_default()),
-            None => o["resource"].as_str().unwrap_or_default().to_string(),
-        };
+    for e in events.iter().filter(|e| e.user == user) {
         let access = Access {
-            group: o["apiGroup"].as_str().unwrap_or_default().to_string(),
-            resource,
-            verb: ev["verb"].as_str().unwrap_or_default().to_string(),
+            group: e.api_group.clone(),
+            // Empty for a request that named no resource (discovery): never counted as used.
+            resource: if e.resource.is_empty() {
+                String::new()
+            } else {
+                e.resource_path()
+            },
+            verb: e.verb.clone(),
         };
-        let code = ev["responseStatus"]["code"].as_i64().unwrap_or(0);
-        if code == 401 || code == 403 {
+        if e.code == 401 || e.code == 403 {
             refused.push(format!(
-                "{access} {} -> {code}: {}",
-                ev["requestURI"].as_str().unwrap_or_default(),
-                ev["responseStatus"]["message"].as_str().unwrap_or_default()
+                "{access} {} -> {}: {}",
+                e.request_uri, e.code, e.message
             ));
         } else if !access.resource.is_empty() {
             // A server-side apply that creates its object is authorized as a create too, inside
             // the one request the log records as a patch; the API server answers it 201.
-            if access.verb == "patch" && code == 201 {
+            if access.verb == "patch" && e.code == 201 {
                 used.insert(Access {
                     verb: "create".into(),
                     ..access.clone()
@@ -1448,7 +1440,9 @@ async fn grants_of(env: &Env, sa: &str) -> anyhow::Result<(Vec<PolicyRule>, Vec<
 /// roles grant but [`RARELY_USED`]: least privilege, measured. Reads the roles from the cluster,
 /// so it runs before the uninstall.
 async fn rbac_from_audit(env: &Env) -> anyhow::Result<String> {
-    let log = std::fs::read_to_string(env.lab.audit_log()).context("read the audit log")?;
+    let log = audit::read(&env.lab.audit_log())
+        .context("read the audit log")?
+        .events;
     let mut report = Vec::new();
     for sa in ["ferrolb-controller", "ferrolb-speaker"] {
         let (rules, roles) = grants_of(env, sa).await?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure};
 use ferrolb_e2e::{
-    HostProcess, apply, binary, eventually, install_crds, start_host_controller, text,
+    HostProcess, apply, audit, binary, eventually, install_crds, start_host_controller, text,
 };
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use k8s_openapi::api::core::v1::Service;
@@ -1268,15 +1268,12 @@ struct Audited {
 
 impl Audited {
     fn is_write(&self) -> bool {
-        matches!(
-            self.verb.as_str(),
-            "create" | "update" | "patch" | "delete" | "deletecollection"
-        )
+        audit::is_write_verb(&self.verb)
     }
 }
 
 /// Requests by ServiceAccount `user` completed between `from` and `to` (a watch is audited when
-/// it ends), from the lab's audit log and its rotated copies.
+/// it ends), from the lab's audit log and its rotated copies; none if the log cannot be read.
 fn audited(
     lab: &Lab,
     user: &str,
@@ -1288,60 +1285,24 @@ fn audited(
         .iter()
         .map(|n| (n.ipv4.to_string(), n.name.clone()))
         .collect();
-    let log = lab.audit_log();
-    let files: Vec<std::path::PathBuf> = log
-        .parent()
-        .and_then(|d| std::fs::read_dir(d).ok())
+    let events = audit::read_user(&lab.audit_log(), user)
+        .map(|log| log.events)
+        .unwrap_or_default();
+    events
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    let mut out = Vec::new();
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        for line in text.lines().filter(|l| l.contains(user)) {
-            let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if ev["user"]["username"].as_str() != Some(user) {
-                continue;
-            }
-            let Some(at) = ev["stageTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-            else {
-                continue;
-            };
-            if at < from || at > to {
-                continue;
-            }
-            let r = &ev["objectRef"];
-            let mut resource = r["resource"].as_str().unwrap_or("?").to_string();
-            if let Some(sub) = r["subresource"].as_str() {
-                resource = format!("{resource}/{sub}");
-            }
-            let node = ev["sourceIPs"][0]
-                .as_str()
+        .filter(|e| audit::within(e.stage_us, from, to))
+        .map(|e| Audited {
+            node: e
+                .source_ips
+                .first()
                 .and_then(|ip| node_of.get(ip))
                 .cloned()
-                .unwrap_or_else(|| "?".into());
-            out.push(Audited {
-                node,
-                verb: ev["verb"].as_str().unwrap_or("?").to_string(),
-                resource,
-                code: ev["responseStatus"]["code"].as_i64().unwrap_or(0),
-            });
-        }
-    }
-    out
+                .unwrap_or_else(|| "?".into()),
+            resource: e.resource_path(),
+            code: i64::from(e.code),
+            verb: e.verb,
+        })
+        .collect()
 }
 
 /// `apiserver_request_total` by `verb resource[/subresource]`, over every client.

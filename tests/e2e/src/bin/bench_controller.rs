@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ferrolb_addresses::{Family, IpRange};
 use ferrolb_allocator::{Allocator, FamilyPolicy, PoolConfig, Request, ServiceKey};
-use ferrolb_e2e::{apply, binary, install_crds};
+use ferrolb_e2e::{apply, audit, binary, install_crds};
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -250,8 +250,9 @@ async fn probe(client: &kube::Client, name: &str) -> (f64, f64) {
     (seen.unwrap_or(f64::NAN), ip.unwrap_or(f64::NAN))
 }
 
-/// Write requests the controller's ServiceAccount made between `from` and `to`, by
-/// `resource[/subresource]`, read from the API server's audit log and its rotated copies.
+/// Write requests the controller's ServiceAccount made between `from` and `to` (received in
+/// that span, both ends included), by `resource[/subresource]`, read from the API server's audit
+/// log and its rotated copies; none if the log cannot be read.
 fn audited_writes(
     lab: &Lab,
     from: Timestamp,
@@ -259,54 +260,14 @@ fn audited_writes(
 ) -> std::collections::BTreeMap<String, u64> {
     let user = format!("system:serviceaccount:{SA_NS}:{SA_NAME}");
     let mut by_resource = std::collections::BTreeMap::new();
-    let log = lab.audit_log();
-    let Some(dir) = log.parent() else {
-        return by_resource;
-    };
-    let files = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".jsonl"))
-        });
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        for line in text.lines().filter(|l| l.contains(&user)) {
-            let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if ev["user"]["username"].as_str() != Some(&user) {
-                continue;
-            }
-            let verb = ev["verb"].as_str().unwrap_or_default();
-            if !matches!(
-                verb,
-                "create" | "update" | "patch" | "delete" | "deletecollection"
-            ) {
-                continue;
-            }
-            let Some(at) = ev["requestReceivedTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-            else {
-                continue;
-            };
-            if at < from || at > to {
-                continue;
-            }
-            let r = &ev["objectRef"];
-            let mut what = r["resource"].as_str().unwrap_or("?").to_string();
-            if let Some(sub) = r["subresource"].as_str() {
-                what = format!("{what}/{sub}");
-            }
-            *by_resource.entry(what).or_insert(0) += 1;
-        }
+    let events = audit::read_user(&lab.audit_log(), &user)
+        .map(|log| log.events)
+        .unwrap_or_default();
+    for e in events
+        .iter()
+        .filter(|e| e.is_write() && audit::within(e.received_us, from, to))
+    {
+        *by_resource.entry(e.resource_path()).or_insert(0) += 1;
     }
     by_resource
 }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use clap::{Parser, Subcommand};
+use ferrolb_e2e::audit;
 use ferrolb_e2e::measure::{self, Target};
 use ferrolb_e2e::{apply, binary, install_crds, start_host_controller};
 use ferrolb_lab::{Lab, LabOptions, LabProcess};
@@ -762,14 +763,16 @@ async fn small(args: &Args, speaker_bin: &str, self_bin: &str) -> anyhow::Result
     }
     drop(_controller);
     // The speakers are gone, so every request they made, watches included, is in the audit log.
-    let audit = std::fs::read_to_string(bench.lab.audit_log()).context("read the audit log")?;
     let user = format!("system:serviceaccount:default:{SPEAKER_SA}");
+    let audit = audit::read_user(&bench.lab.audit_log(), &user)
+        .context("read the audit log")?
+        .events;
     ensure!(
-        !measure::audited_requests(&audit, &user, 0, i64::MAX).is_empty(),
+        !audit::requests_by_kind(&audit, &user, 0, i64::MAX).is_empty(),
         "the audit log has no request of {user}: the count below would mean nothing"
     );
-    let idle_api = measure::audited_requests(&audit, &user, idle_from, idle_to);
-    let quiet_api = measure::audited_requests(&audit, &user, idle_from, flood_to);
+    let idle_api = audit::requests_by_kind(&audit, &user, idle_from, idle_to);
+    let quiet_api = audit::requests_by_kind(&audit, &user, idle_from, flood_to);
     let report = bench.lab.down();
     if !report.problems.is_empty() {
         eprintln!("teardown problems: {:?}", report.problems);
