@@ -175,6 +175,7 @@ impl Args {
                     suspicion_min: self.suspicion_timeout,
                     suspicion_max: self.suspicion_timeout + spread,
                     sync_interval: d.sync_interval.max(interval),
+                    probe_slack: d.probe_slack.min(interval * 2 / 5),
                     ..d
                 }
             }

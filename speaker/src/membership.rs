@@ -649,7 +649,10 @@ impl Worker {
             }
             self.receive(&mut buf, &mut changed);
             let now = Instant::now();
-            if !self.left && (self.state_dirty || now >= self.membership.next_timeout()) {
+            // Awake anyway: a deadline within the slack (the next probe) is taken now rather
+            // than with a wake-up of its own (the core keeps the probe schedule).
+            let slack = self.membership.config().probe_slack;
+            if !self.left && (self.state_dirty || now + slack >= self.membership.next_timeout()) {
                 self.state_dirty = false;
                 let actions = self.membership.tick(now, &self.claims);
                 changed |= self.perform(actions, now);

@@ -314,6 +314,55 @@ fn events(actions: &[Action]) -> Vec<Event> {
         .collect()
 }
 
+fn pings(actions: &[Action]) -> Vec<u32> {
+    sends(actions)
+        .into_iter()
+        .filter_map(|(_, p)| match p.body {
+            Body::Ping { seq } => Some(seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A probe due within `probe_slack` starts when the shell ticks early (it is awake for a
+/// datagram anyway), and the schedule is kept: the next probe is due one interval after the
+/// planned time, not after the early start, so probing is no more frequent than without slack.
+#[test]
+fn a_probe_due_within_the_slack_starts_early_and_keeps_the_schedule() {
+    let t0 = Instant::now();
+    let cfg = Config::default();
+    let mut m = Membership::new(name(0), 1, cfg, t0);
+    let _ = m.set_peers(vec![(name(1), addr(1))]);
+    let hello = packet(&name(1), 5, 0, Body::Ping { seq: 1 }, vec![]);
+    m.on_datagram(addr(1), &hello, t0).expect("valid");
+    let ack = |seq| packet(&name(1), 5, 0, Body::Ack { seq }, vec![]);
+
+    let t = m.next_timeout().max(t0);
+    let first = pings(&m.tick(t, &[]));
+    assert_eq!(first.len(), 1, "the first probe");
+    m.on_datagram(addr(1), &ack(first[0]), t + MS)
+        .expect("valid");
+    let due = t + cfg.interval;
+
+    let early = due - cfg.probe_slack - MS;
+    assert!(
+        pings(&m.tick(early, &[])).is_empty(),
+        "earlier than the slack"
+    );
+    let within = due - cfg.probe_slack + MS;
+    let second = pings(&m.tick(within, &[]));
+    assert_eq!(second.len(), 1, "within the slack: the probe starts now");
+    m.on_datagram(addr(1), &ack(second[0]), within + MS)
+        .expect("valid");
+
+    let next_due = due + cfg.interval;
+    assert!(
+        pings(&m.tick(next_due - cfg.probe_slack - MS, &[])).is_empty(),
+        "the next probe is planned from the due time, not from the early start"
+    );
+    assert_eq!(pings(&m.tick(next_due, &[])).len(), 1);
+}
+
 #[test]
 fn late_packet_after_leave_is_stale() {
     let t0 = Instant::now();

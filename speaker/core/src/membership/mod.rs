@@ -200,6 +200,10 @@ pub struct Config {
     pub sync_interval: Duration,
     /// SWIM: suspects this member re-pings per period (those it accuses). Default 2.
     pub reprobe_suspects: usize,
+    /// SWIM: how early a probe may start when [`Membership::tick`] is called before it is due
+    /// (a shell awake for a datagram anyway), saving the wake-up of its own; the probe schedule
+    /// is kept. Zero starts probes only when due. Default 10 ms.
+    pub probe_slack: Duration,
 }
 
 impl Config {
@@ -264,6 +268,7 @@ impl Default for Config {
             max_datagram: codec::MIN_DATAGRAM,
             sync_interval: Duration::from_millis(200),
             reprobe_suspects: 2,
+            probe_slack: Duration::from_millis(10),
         }
     }
 }

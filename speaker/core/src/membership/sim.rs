@@ -531,6 +531,12 @@ impl Sim {
                     Life::Stalled(_) => self.nodes[to].inbox.push((from, bytes)),
                     Life::Up => {
                         self.deliver(from, to, &bytes);
+                        // As the speaker's thread does: awake anyway, it ticks when a deadline
+                        // (a probe) is due within the slack.
+                        let m = &self.nodes[to].m;
+                        if m.next_timeout() <= self.at(self.now) + m.config().probe_slack {
+                            self.tick(to);
+                        }
                         self.schedule(to);
                     }
                 },

@@ -919,8 +919,15 @@ impl Membership {
         }
         self.probe_phases(now, out);
         self.suspicion_timers(now, out);
-        if self.swim.probe.is_none() && now >= self.swim.next_probe {
+        // A probe due within `probe_slack` starts now: the shell ticks early only when it is
+        // awake anyway (a datagram came in), so the ping rides on that wake-up instead of one of
+        // its own. The schedule is kept: the next probe is due an interval after this one was.
+        let planned = self.swim.next_probe;
+        if self.swim.probe.is_none() && now + self.config.probe_slack >= planned {
             self.start_probe(now, out);
+            if planned > now {
+                self.swim.next_probe = planned + self.scaled(self.config.interval);
+            }
             self.repings(now, out);
         }
         self.sync_tick(now, out);
