@@ -651,8 +651,7 @@ impl Worker {
             let now = Instant::now();
             // Awake anyway: a deadline within the slack (the next probe) is taken now rather
             // than with a wake-up of its own (the core keeps the probe schedule).
-            let slack = self.membership.config().probe_slack;
-            if !self.left && (self.state_dirty || now + slack >= self.membership.next_timeout()) {
+            if !self.left && (self.state_dirty || self.membership.tick_due(now)) {
                 self.state_dirty = false;
                 let actions = self.membership.tick(now, &self.claims);
                 changed |= self.perform(actions, now);
@@ -1216,16 +1215,22 @@ mod tests {
         list.iter().map(|s| s.parse().expect("ip")).collect()
     }
 
-    /// A settled pair with nothing changing publishes (and so wakes the engine) next to never:
-    /// a snapshot goes out only when something in it changed, not every turn.
-    #[test]
-    fn a_settled_pair_publishes_only_changes() {
-        let cfg = Config::default();
+    /// Two membership threads `a` and `b` on loopback, each given the other as its peer.
+    fn pair(cfg: Config) -> (Heartbeats, Heartbeats) {
         let mut a = Heartbeats::spawn("a".into(), 0, cfg, Metrics::default()).expect("a");
         let mut b = Heartbeats::spawn("b".into(), 0, cfg, Metrics::default()).expect("b");
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         a.set_peers(&[("b".into(), loopback(b.port()))]);
         b.set_peers(&[("a".into(), loopback(a.port()))]);
+        (a, b)
+    }
+
+    /// A settled pair with nothing changing publishes (and so wakes the engine) next to never:
+    /// a snapshot goes out only when something in it changed, not every turn.
+    #[test]
+    fn a_settled_pair_publishes_only_changes() {
+        let cfg = Config::default();
+        let (a, _b) = pair(cfg);
         wait_for(&a, "a settled", |s| s.settled && s.view.alive.len() == 2);
         // Past the young period, which ends with one more publish.
         std::thread::sleep(young_for(&cfg) + cfg.interval * 4);
@@ -1256,11 +1261,8 @@ mod tests {
     #[test]
     fn two_threads_find_each_other_and_detect_a_death() {
         let cfg = Config::default();
-        let mut a = Heartbeats::spawn("a".into(), 0, cfg, Metrics::default()).expect("a");
-        let mut b = Heartbeats::spawn("b".into(), 0, cfg, Metrics::default()).expect("b");
+        let (mut a, mut b) = pair(cfg);
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        a.set_peers(&[("b".into(), loopback(b.port()))]);
-        b.set_peers(&[("a".into(), loopback(a.port()))]);
         let both: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
         wait_for(&a, "a sees b", |s| s.view.alive == both && s.settled);
         wait_for(&b, "b sees a", |s| s.view.alive == both && s.settled);

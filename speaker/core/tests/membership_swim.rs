@@ -346,10 +346,15 @@ fn a_probe_due_within_the_slack_starts_early_and_keeps_the_schedule() {
 
     let early = due - cfg.probe_slack - MS;
     assert!(
+        !m.tick_due(early),
+        "a shell ticks early only within the slack"
+    );
+    assert!(
         pings(&m.tick(early, &[])).is_empty(),
         "earlier than the slack"
     );
     let within = due - cfg.probe_slack + MS;
+    assert!(m.tick_due(within));
     let second = pings(&m.tick(within, &[]));
     assert_eq!(second.len(), 1, "within the slack: the probe starts now");
     m.on_datagram(addr(1), &ack(second[0]), within + MS)

@@ -639,6 +639,13 @@ impl Membership {
             .collect()
     }
 
+    /// Whether a shell awake at `now` anyway (a datagram came in) should call
+    /// [`Membership::tick`]: a deadline is due within [`Config::probe_slack`], so the probe it
+    /// may be rides on this wake-up instead of one of its own.
+    pub fn tick_due(&self, now: Instant) -> bool {
+        now + self.config.probe_slack >= self.next_timeout()
+    }
+
     /// The latest time the shell should call [`Membership::tick`].
     pub fn next_timeout(&self) -> Instant {
         match self.config.protocol {

@@ -533,8 +533,7 @@ impl Sim {
                         self.deliver(from, to, &bytes);
                         // As the speaker's thread does: awake anyway, it ticks when a deadline
                         // (a probe) is due within the slack.
-                        let m = &self.nodes[to].m;
-                        if m.next_timeout() <= self.at(self.now) + m.config().probe_slack {
+                        if self.nodes[to].m.tick_due(self.at(self.now)) {
                             self.tick(to);
                         }
                         self.schedule(to);
