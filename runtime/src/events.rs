@@ -26,25 +26,31 @@ const CACHE_MAX: usize = 4096;
 /// The API server rejects longer notes (bytes).
 pub const NOTE_MAX: usize = 1024;
 
-/// What makes two events the same event.
+/// What makes two events the same event: its type, reason, action, note and the objects it is
+/// about. Kept as one string (each field length-prefixed, so no two keys share a text) because
+/// the cache holds one key per Service that had an event in the last six minutes: at a few
+/// thousand Services created at once, nine `String`s apiece were most of the controller's memory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     warning: bool,
-    reason: String,
-    action: String,
-    note: String,
-    regarding: [Option<String>; 5],
-    related: Option<[Option<String>; 5]>,
+    text: Box<str>,
 }
 
-fn reference_key(r: &ObjectReference) -> [Option<String>; 5] {
-    [
-        r.api_version.clone(),
-        r.kind.clone(),
-        r.namespace.clone(),
-        r.name.clone(),
-        r.uid.clone(),
-    ]
+/// Appends `field` to a key's text, length-prefixed; `-` for a field that is absent.
+fn push_field(text: &mut String, field: Option<&str>) {
+    use std::fmt::Write as _;
+    match field {
+        Some(f) => {
+            let _ = write!(text, "{}:{f}", f.len());
+        }
+        None => text.push('-'),
+    }
+}
+
+fn push_reference(text: &mut String, r: &ObjectReference) {
+    for field in [&r.api_version, &r.kind, &r.namespace, &r.name, &r.uid] {
+        push_field(text, field.as_deref());
+    }
 }
 
 /// `note` cut to what the API server accepts, on a character boundary.
@@ -61,13 +67,87 @@ pub fn truncate_note(note: &str) -> String {
 
 /// The key under which `ev` about `regarding` is folded. Pure.
 pub fn key_of(ev: &Event, regarding: &ObjectReference) -> Key {
+    let mut text = String::new();
+    push_field(&mut text, Some(&ev.reason));
+    push_field(&mut text, Some(&ev.action));
+    push_field(
+        &mut text,
+        Some(&truncate_note(ev.note.as_deref().unwrap_or_default())),
+    );
+    push_reference(&mut text, regarding);
+    match &ev.secondary {
+        Some(related) => {
+            text.push('+');
+            push_reference(&mut text, related);
+        }
+        None => text.push('-'),
+    }
     Key {
         warning: ev.type_ == EventType::Warning,
-        reason: ev.reason.clone(),
-        action: ev.action.clone(),
-        note: truncate_note(ev.note.as_deref().unwrap_or_default()),
-        regarding: reference_key(regarding),
-        related: ev.secondary.as_ref().map(reference_key),
+        text: text.into_boxed_str(),
+    }
+}
+
+/// What the cache keeps of a published event: enough to count a repeat in its series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Where the event object is.
+    pub namespace: Box<str>,
+    /// Its name.
+    pub name: Box<str>,
+    /// Its series count (1 for an event seen once).
+    pub count: i32,
+    /// When it was last seen.
+    pub last_seen: Timestamp,
+}
+
+/// Events published lately, by key: bounded in age ([`CACHE_TTL`]) and size (`max`, the
+/// oldest forgotten first). Pure; [`Recorder`] keeps one behind a lock.
+#[derive(Debug)]
+pub struct Cache {
+    max: usize,
+    events: HashMap<Key, Published>,
+}
+
+impl Cache {
+    /// An empty cache of at most `max` events.
+    pub fn new(max: usize) -> Cache {
+        Cache {
+            max,
+            events: HashMap::new(),
+        }
+    }
+
+    /// The event published under `key` that a repeat at `now` continues, if any; forgets those
+    /// too old to be continued.
+    pub fn continued(&mut self, key: &Key, now: Timestamp) -> Option<Published> {
+        self.events.retain(|_, e| e.last_seen + CACHE_TTL > now);
+        self.events.get(key).cloned()
+    }
+
+    /// Remembers `event` under `key`, forgetting the oldest event if the cache is full.
+    pub fn remember(&mut self, key: Key, event: Published) {
+        if self.events.len() >= self.max
+            && !self.events.contains_key(&key)
+            && let Some(oldest) = self
+                .events
+                .iter()
+                .min_by_key(|(_, e)| e.last_seen)
+                .map(|(k, _)| k.clone())
+        {
+            self.events.remove(&oldest);
+        }
+        self.events.insert(key, event);
+    }
+
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
     }
 }
 
@@ -114,20 +194,12 @@ pub fn new_event(
     }
 }
 
-fn last_seen(e: &K8sEvent) -> Timestamp {
-    e.series
-        .as_ref()
-        .map(|s| s.last_observed_time.0)
-        .or_else(|| e.event_time.as_ref().map(|t| t.0))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
 /// Publishes events, folding repeats into a series. Cheap to clone; clones share the cache.
 #[derive(Clone)]
 pub struct Recorder {
     client: kube::Client,
     reporter: Reporter,
-    cache: Arc<Mutex<HashMap<Key, K8sEvent>>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -144,7 +216,7 @@ impl Recorder {
         Recorder {
             client,
             reporter,
-            cache: Arc::default(),
+            cache: Arc::new(Mutex::new(Cache::new(CACHE_MAX))),
         }
     }
 
@@ -157,28 +229,17 @@ impl Recorder {
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let key = key_of(ev, regarding);
-        let earlier = {
-            let mut cache = self.cache.lock().await;
-            cache.retain(|_, e| last_seen(e) + CACHE_TTL > now);
-            cache.get(&key).cloned()
-        };
-        let api_for = |e: &K8sEvent| -> Api<K8sEvent> {
-            Api::namespaced(
-                self.client.clone(),
-                e.metadata.namespace.as_deref().unwrap_or("default"),
-            )
-        };
+        let earlier = self.cache.lock().await.continued(&key, now);
         let continued = match earlier {
             Some(mut e) => {
-                let count = e.series.as_ref().map_or(2, |s| s.count.saturating_add(1));
-                e.series = Some(EventSeries {
-                    count,
+                e.count = e.count.saturating_add(1);
+                e.last_seen = now;
+                let body = serde_json::json!({ "series": EventSeries {
+                    count: e.count,
                     last_observed_time: MicroTime(now),
-                });
-                let name = e.metadata.name.clone().unwrap_or_default();
-                let body = serde_json::json!({ "series": e.series });
-                match api_for(&e)
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+                }});
+                match Api::<K8sEvent>::namespaced(self.client.clone(), &e.namespace)
+                    .patch(&e.name, &PatchParams::default(), &Patch::Merge(&body))
                     .await
                 {
                     Ok(_) => Some(e),
@@ -189,24 +250,23 @@ impl Recorder {
             }
             None => None,
         };
-        let event = match continued {
+        let published = match continued {
             Some(e) => e,
             None => {
                 let e = new_event(&self.reporter, ev, regarding, now);
-                api_for(&e).create(&PostParams::default(), &e).await?
+                let namespace = e.metadata.namespace.clone().unwrap_or_default();
+                let created = Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
+                    .create(&PostParams::default(), &e)
+                    .await?;
+                Published {
+                    namespace: namespace.into(),
+                    name: created.metadata.name.unwrap_or_default().into(),
+                    count: 1,
+                    last_seen: now,
+                }
             }
         };
-        let mut cache = self.cache.lock().await;
-        if cache.len() >= CACHE_MAX
-            && !cache.contains_key(&key)
-            && let Some(oldest) = cache
-                .iter()
-                .min_by_key(|(_, e)| last_seen(e))
-                .map(|(k, _)| k.clone())
-        {
-            cache.remove(&oldest);
-        }
-        cache.insert(key, event);
+        self.cache.lock().await.remember(key, published);
         Ok(())
     }
 }
@@ -250,6 +310,89 @@ mod tests {
         assert_ne!(
             a,
             key_of(&ev("Announced", "announced by node-1 on eth0"), &other)
+        );
+    }
+
+    #[test]
+    fn fields_cannot_run_into_each_other() {
+        // With plain separators these two would share a key text.
+        let mut a = ev("Announced", "x");
+        a.action = "A:B".into();
+        let mut b = ev("Announced", "x");
+        b.action = "A".into();
+        b.reason = "Announced:B".into();
+        assert_ne!(key_of(&a, &svc()), key_of(&b, &svc()));
+        let mut no_uid = svc();
+        no_uid.uid = None;
+        let mut empty_uid = svc();
+        empty_uid.uid = Some(String::new());
+        let e = ev("Announced", "x");
+        assert_ne!(key_of(&e, &no_uid), key_of(&e, &empty_uid));
+        let mut related = ev("Announced", "x");
+        related.secondary = Some(svc());
+        assert_ne!(key_of(&e, &svc()), key_of(&related, &svc()));
+        let mut warning = ev("Announced", "x");
+        warning.type_ = EventType::Warning;
+        assert_ne!(key_of(&e, &svc()), key_of(&warning, &svc()));
+    }
+
+    fn published(name: &str, at: Timestamp) -> Published {
+        Published {
+            namespace: "shop".into(),
+            name: name.into(),
+            count: 1,
+            last_seen: at,
+        }
+    }
+
+    #[test]
+    fn a_repeat_continues_the_event_for_six_minutes() {
+        let t0 = Timestamp::from_second(1_700_000_000).expect("valid");
+        let key = key_of(&ev("Announced", "announced by node-1 on eth0"), &svc());
+        let mut cache = Cache::new(8);
+        assert_eq!(cache.continued(&key, t0), None);
+        cache.remember(key.clone(), published("web.1", t0));
+        let later = t0 + SignedDuration::from_mins(5);
+        assert_eq!(
+            cache.continued(&key, later).map(|e| e.name),
+            Some("web.1".into())
+        );
+        assert_eq!(cache.continued(&key, t0 + CACHE_TTL), None);
+        assert!(cache.is_empty(), "expired events are forgotten");
+    }
+
+    #[test]
+    fn a_full_cache_forgets_the_oldest_event() {
+        let t0 = Timestamp::from_second(1_700_000_000).expect("valid");
+        let keys: Vec<Key> = (0..3)
+            .map(|i| key_of(&ev("Announced", &format!("n{i}")), &svc()))
+            .collect();
+        let mut cache = Cache::new(2);
+        cache.remember(
+            keys[0].clone(),
+            published("a", t0 + SignedDuration::from_secs(2)),
+        );
+        cache.remember(keys[1].clone(), published("b", t0));
+        // Replacing a key already held evicts nothing.
+        cache.remember(
+            keys[0].clone(),
+            published("a2", t0 + SignedDuration::from_secs(3)),
+        );
+        assert_eq!(cache.len(), 2);
+        cache.remember(
+            keys[2].clone(),
+            published("c", t0 + SignedDuration::from_secs(4)),
+        );
+        assert_eq!(cache.len(), 2);
+        let now = t0 + SignedDuration::from_secs(5);
+        assert_eq!(cache.continued(&keys[1], now), None, "the oldest went");
+        assert_eq!(
+            cache.continued(&keys[0], now).map(|e| e.name),
+            Some("a2".into())
+        );
+        assert_eq!(
+            cache.continued(&keys[2], now).map(|e| e.name),
+            Some("c".into())
         );
     }
 
