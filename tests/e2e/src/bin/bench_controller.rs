@@ -288,11 +288,13 @@ fn breakdown(m: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 /// The controller's malloc setting: the chart's (`GLIBC_TUNABLES`, two arenas), unless
-/// `FERROLB_BENCH_MALLOC=default` asks for glibc's defaults.
-fn malloc_env() -> Option<&'static str> {
+/// `FERROLB_BENCH_MALLOC` says otherwise: `default` for glibc's defaults, or tunables of its
+/// own (`glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=…`) to compare settings.
+fn malloc_env() -> Option<String> {
     match std::env::var("FERROLB_BENCH_MALLOC").as_deref() {
         Ok("default") => None,
-        _ => Some("GLIBC_TUNABLES=glibc.malloc.arena_max=2"),
+        Ok(t) if t.starts_with("glibc.") => Some(format!("GLIBC_TUNABLES={t}")),
+        _ => Some("GLIBC_TUNABLES=glibc.malloc.arena_max=2".into()),
     }
 }
 
@@ -310,8 +312,9 @@ fn start_controller(
     // FERROLB_BENCH_WRAP="valgrind --tool=massif --massif-out-file=/tmp/massif.%p" (the VmRSS
     // figures are then the profiler's).
     let wrap_env = std::env::var("FERROLB_BENCH_WRAP").unwrap_or_default();
+    let malloc = malloc_env();
     let mut argv: Vec<&str> = vec!["env"];
-    argv.extend(malloc_env());
+    argv.extend(malloc.as_deref());
     if wrapper.is_empty() {
         argv.extend(wrap_env.split_whitespace());
     }
@@ -449,7 +452,7 @@ async fn lab_table() -> anyhow::Result<Vec<Row>> {
     println!(
         "sizes {sizes:?}, time budget {minutes} min, {CREATE_CONCURRENCY} creates in flight, \
          {PROBES} probes per size, controller malloc: {}",
-        malloc_env().unwrap_or("glibc defaults")
+        malloc_env().as_deref().unwrap_or("glibc defaults")
     );
     let lab = Lab::up(LabOptions {
         nodes: 1,
