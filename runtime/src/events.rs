@@ -4,8 +4,9 @@
 //! note, so a later "announced by node-1 on eth1" would show as an earlier "announced by node-1
 //! on eth0" with a higher count.
 //!
-//! Building the event and its cache key is pure ([`new_event`], [`key_of`]); [`Recorder`] only
-//! keeps the cache and talks to the API server. The cache is bounded in age and size.
+//! Building the event, its cache key and the cache's decisions are pure ([`new_event`],
+//! [`key_of`], [`Cache`]); [`Recorder`] only holds the cache and talks to the API server. The
+//! cache is bounded in age and size, and keeps a few hundred bytes per event.
 
 use std::collections::HashMap;
 use std::sync::Arc;
