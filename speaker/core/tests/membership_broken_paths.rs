@@ -3,38 +3,16 @@
 //! pairs of node namespaces), the suspect's direct answer is lost too; it also goes through
 //! random relays, which tell the accuser.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ferrolb_speaker_core::membership::codec::{self, Body, Datagram, Item, Packet};
+use common::{packet, sends};
+use ferrolb_speaker_core::membership::codec::{Body, Item};
 use ferrolb_speaker_core::membership::sim::{Net, Sim, addr, name};
-use ferrolb_speaker_core::membership::{Action, Config, DownReason, Event, Membership};
-
-fn packet(from: &str, generation: u64, incarnation: u32, body: Body, items: Vec<Item>) -> Vec<u8> {
-    Packet {
-        from: from.into(),
-        generation,
-        incarnation,
-        state_version: 0,
-        body,
-        items,
-    }
-    .encode()
-}
-
-fn sends(actions: &[Action]) -> Vec<(SocketAddr, Packet)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { to, bytes } => match codec::decode(bytes) {
-                Ok(Datagram::Packet(p)) => Some((*to, p)),
-                other => panic!("not a version 3 packet: {other:?}"),
-            },
-            Action::Event(_) => None,
-        })
-        .collect()
-}
+use ferrolb_speaker_core::membership::{Config, DownReason, Event, Membership};
 
 #[test]
 fn a_suspect_answers_its_accuser_directly_and_through_relays() {

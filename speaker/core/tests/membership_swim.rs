@@ -5,10 +5,13 @@
 //! property tests: no false death without loss or stalls beyond the bounds, every death detected
 //! within the bound, claims converge, and the version 3 codec round-trips and never panics.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::{packet, sends};
 use ferrolb_speaker_core::membership::codec::{self, Body, Datagram, Item, Packet, Status};
 use ferrolb_speaker_core::membership::sim::{self, Claims, Life, Net, Sim, addr, name};
 use ferrolb_speaker_core::membership::{
@@ -276,32 +279,6 @@ fn leave_is_immediate_and_not_undone() {
         .flat_map(|i| s.member(2).claims(&name(i)).to_vec())
         .collect();
     assert_eq!(taken.len(), list.len());
-}
-
-/// A packet from `from` with the given header and body.
-fn packet(from: &str, generation: u64, incarnation: u32, body: Body, items: Vec<Item>) -> Vec<u8> {
-    Packet {
-        from: from.into(),
-        generation,
-        incarnation,
-        state_version: 0,
-        body,
-        items,
-    }
-    .encode()
-}
-
-fn sends(actions: &[Action]) -> Vec<(SocketAddr, Packet)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { to, bytes } => match codec::decode(bytes) {
-                Ok(Datagram::Packet(p)) => Some((*to, p)),
-                other => panic!("not a version 3 packet: {other:?}"),
-            },
-            Action::Event(_) => None,
-        })
-        .collect()
 }
 
 fn events(actions: &[Action]) -> Vec<Event> {
