@@ -573,6 +573,26 @@ pub fn peer(name: &str, address: IpAddr, extra: serde_json::Value) -> serde_json
     })
 }
 
+/// A BFDProfile of 300 ms × 3: a silent peer is down after 900 ms.
+pub fn bfd_profile(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "ferrolb.io/v1beta1",
+        "kind": "BFDProfile",
+        "metadata": {"name": name},
+        "spec": {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3},
+    })
+}
+
+/// The BGPAdvertisement `bgp` of the lab's pool `bgp`, to every peer.
+pub fn advertisement() -> serde_json::Value {
+    json!({
+        "apiVersion": "ferrolb.io/v1beta1",
+        "kind": "BGPAdvertisement",
+        "metadata": {"name": "bgp"},
+        "spec": {"ipAddressPools": ["bgp"]},
+    })
+}
+
 /// The last `n` lines of `s`.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();

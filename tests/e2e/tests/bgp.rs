@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure};
-use bgp::{BgpLab, NS, by_family, peer};
+use bgp::{BgpLab, NS, advertisement, bfd_profile, by_family, peer};
 use ferrolb_lab::router;
 use serde_json::json;
 
@@ -36,24 +36,14 @@ async fn setup() -> anyhow::Result<BgpLab> {
     let mut env = BgpLab::up(3, &["--bgp-drain-delay", "1s"]).await?;
     env.start_bird()?;
     env.apply(&[
-        json!({
-            "apiVersion": "ferrolb.io/v1beta1",
-            "kind": "BFDProfile",
-            "metadata": {"name": "lab"},
-            "spec": {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3},
-        }),
+        bfd_profile("lab"),
         peer(
             "tor",
             IpAddr::V4(router::LAN_V4),
             json!({"bfdProfile": "lab", "enableGracefulRestart": true}),
         ),
         peer("tor6", IpAddr::V6(router::LAN_V6), json!({})),
-        json!({
-            "apiVersion": "ferrolb.io/v1beta1",
-            "kind": "BGPAdvertisement",
-            "metadata": {"name": "bgp"},
-            "spec": {"ipAddressPools": ["bgp"]},
-        }),
+        advertisement(),
     ])
     .await?;
     env.start_speakers()?;

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
-use bgp::{BgpLab, NS, peer};
+use bgp::{BgpLab, NS, advertisement, bfd_profile, peer};
 use ferrolb_lab::router;
 use serde_json::json;
 
@@ -58,23 +58,13 @@ async fn trace_until(env: &BgpLab, status: i32, words: &[String]) -> anyhow::Res
 async fn scenario(env: &mut BgpLab) -> anyhow::Result<()> {
     env.start_bird()?;
     env.apply(&[
-        json!({
-            "apiVersion": "ferrolb.io/v1beta1",
-            "kind": "BFDProfile",
-            "metadata": {"name": "lab"},
-            "spec": {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3},
-        }),
+        bfd_profile("lab"),
         peer(
             "tor",
             std::net::IpAddr::V4(router::LAN_V4),
             json!({"bfdProfile": "lab"}),
         ),
-        json!({
-            "apiVersion": "ferrolb.io/v1beta1",
-            "kind": "BGPAdvertisement",
-            "metadata": {"name": "bgp"},
-            "spec": {"ipAddressPools": ["bgp"]},
-        }),
+        advertisement(),
     ])
     .await?;
     env.start_speakers()?;

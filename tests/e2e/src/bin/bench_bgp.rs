@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail};
-use bgp::{BgpLab, peer, percentile};
+use bgp::{BgpLab, advertisement, bfd_profile, peer, percentile};
 use clap::Parser;
 use ferrolb_lab::{Signal, router};
 use serde_json::json;
@@ -516,10 +516,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args,
     };
     b.env.start_bird()?;
-    let profile = json!({
-        "apiVersion": "ferrolb.io/v1beta1", "kind": "BFDProfile", "metadata": {"name": "bench"},
-        "spec": {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3},
-    });
+    let profile = bfd_profile("bench");
     let with_bfd = peer(
         "tor",
         IpAddr::V4(router::LAN_V4),
@@ -529,8 +526,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .apply(&[
             profile,
             with_bfd.clone(),
-            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement",
-                "metadata": {"name": "bgp"}, "spec": {"ipAddressPools": ["bgp"]}}),
+            advertisement(),
             BgpLab::service("echo", true, false),
         ])
         .await?;
