@@ -102,6 +102,17 @@ pub struct Published {
     pub last_seen: Timestamp,
 }
 
+impl Published {
+    /// The same event seen again at `now`: one more in its series.
+    pub fn repeated(self, now: Timestamp) -> Published {
+        Published {
+            count: self.count.saturating_add(1),
+            last_seen: now,
+            ..self
+        }
+    }
+}
+
 /// Events published lately, by key: bounded in age ([`CACHE_TTL`]) and size (`max`, the
 /// oldest forgotten first). Pure; [`Recorder`] keeps one behind a lock.
 #[derive(Debug)]
@@ -232,9 +243,8 @@ impl Recorder {
         let key = key_of(ev, regarding);
         let earlier = self.cache.lock().await.continued(&key, now);
         let continued = match earlier {
-            Some(mut e) => {
-                e.count = e.count.saturating_add(1);
-                e.last_seen = now;
+            Some(e) => {
+                let e = e.repeated(now);
                 let body = serde_json::json!({ "series": EventSeries {
                     count: e.count,
                     last_observed_time: MicroTime(now),
@@ -316,12 +326,12 @@ mod tests {
 
     #[test]
     fn fields_cannot_run_into_each_other() {
-        // With plain separators these two would share a key text.
+        // Joined with plain `:` separators, both would read "Announced:A:B".
         let mut a = ev("Announced", "x");
         a.action = "A:B".into();
         let mut b = ev("Announced", "x");
-        b.action = "A".into();
-        b.reason = "Announced:B".into();
+        b.reason = "Announced:A".into();
+        b.action = "B".into();
         assert_ne!(key_of(&a, &svc()), key_of(&b, &svc()));
         let mut no_uid = svc();
         no_uid.uid = None;
@@ -358,6 +368,8 @@ mod tests {
             cache.continued(&key, later).map(|e| e.name),
             Some("web.1".into())
         );
+        let again = published("web.1", t0).repeated(later);
+        assert_eq!((again.count, again.last_seen), (2, later));
         assert_eq!(cache.continued(&key, t0 + CACHE_TTL), None);
         assert!(cache.is_empty(), "expired events are forgotten");
     }
