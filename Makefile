@@ -43,7 +43,7 @@ clean-labs: ## Tear down every lab whose owner is gone
 demo: tools build ## The whole story on this machine: real nodes, the chart's pods, an L2 Service and a forwarder Service answering from pods
 	@tests/demo.sh
 
-bench-controller: tools ## Allocator and controller figures at 1k/10k/50k/100k Services: create → IP, restart, RSS and writes (50k: about 1 h of creates on two cores, the API server does O(n) work per ClusterIP, 100k several hours; FERROLB_BENCH_SIZES=1000,10000 for a short run)
+bench-controller: tools ## Allocator and controller figures at 1k/10k/50k/100k Services: create → IP, restart, RSS and writes (about 15 min; bulk Services are copies written into etcd, FERROLB_BENCH_BULK=api creates them through the API: hours for 100k, the API server does O(n) work per ClusterIP; FERROLB_BENCH_SIZES=1000,10000 for a short run)
 	$(CARGO) build --release --workspace --bins
 	FERROLB_PROFILE=release $(CARGO) run --release -p ferrolb-e2e --bin bench_controller
 

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod audit;
+pub mod etcd_load;
 pub mod measure;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};

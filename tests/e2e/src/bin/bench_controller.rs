@@ -6,10 +6,19 @@
 //!   echo; API writes per created Service, counted in the API server's audit log (the controller
 //!   runs as a ServiceAccount, so every request it makes is audited) beside its own metric;
 //!   restart-to-ready of a fresh controller process vs a bare LIST of the same objects, and the
-//!   writes it makes on restart (the goal is none); VmRSS per Service after the Services were
-//!   created one by one and again after the restart; optionally valgrind massif's heap at one size.
+//!   writes it makes on restart (the goal is none); VmRSS per Service after the controller took the
+//!   Services in and again after the restart; optionally valgrind massif's heap at one size.
 //!
-//! Bounded: at most [`PROBES`] probes per size, each with a 10 s deadline; Service creation stops
+//! The bulk Services (all but the probes) are by default copies of one that went the whole way
+//! (created through the API, given a ClusterIP, an EndpointSlice and an IP by the controller),
+//! written straight into etcd ([`ferrolb_e2e::etcd_load`]) with their EndpointSlices and
+//! ClusterIP IPAddresses; the controller takes them in from its watch like any Service that
+//! already has an IP, and the bench counts the writes that costs. The lab's API server cannot
+//! create 100k Services through its API in a bench's time (see [`PER_NAMESPACE`]).
+//! `FERROLB_BENCH_BULK=api` creates them through the API instead, so the controller allocates
+//! every one (about an hour for 50k).
+//!
+//! Bounded: at most [`PROBES`] probes per size, each with a 10 s deadline; bulk creation stops
 //! at the time budget (`FERROLB_BENCH_MINUTES`, default 150): the rate reached is reported and the
 //! last row is measured at the size reached.
 //! `FERROLB_BENCH_SIZES=1000,10000` picks other sizes; `FERROLB_BENCH_MASSIF=50000` runs massif
@@ -23,13 +32,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ferrolb_addresses::{Family, IpRange};
 use ferrolb_allocator::{Allocator, FamilyPolicy, PoolConfig, Request, ServiceKey};
+use ferrolb_e2e::etcd_load::{self, PUTS_PER_CURL};
 use ferrolb_e2e::{apply, audit, binary, install_crds};
 use ferrolb_lab::{Lab, LabOptions, LabProcess, Signal};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
@@ -175,7 +187,8 @@ fn svc(ns: &str, name: &str) -> Service {
 /// Service in one namespace it took 67 % of a core at 26k Services (13 % spread out). The create
 /// rate still falls as n grows (95/s at 5k, 8/s at 45k): after every ClusterIP it allocates,
 /// kube-apiserver 1.36 counts all allocated ones (`createIPAddress` lists every IPAddress for
-/// its metrics), under the allocator's lock, so 100k creates take hours on two cores.
+/// its metrics), under the allocator's lock, so 100k creates take hours on two cores: hence
+/// the copies written into etcd ([`Bulk::Etcd`]).
 const PER_NAMESPACE: usize = 1_000;
 
 /// The namespace of bulk Service `i`.
@@ -183,8 +196,23 @@ fn bulk_namespace(i: usize) -> String {
     format!("bulk-{:03}", i / PER_NAMESPACE)
 }
 
-/// Creates bulk Service `s<i>` (in [`bulk_namespace`]) for `i` in `from..to` with
-/// [`CREATE_CONCURRENCY`] requests in flight, stopping at `deadline`. Returns how many exist
+/// Bulk Service `i`'s name.
+fn bulk_name(i: usize) -> String {
+    format!("s{i:06}")
+}
+
+/// Creates the namespaces of bulk Services `from..to`.
+async fn bulk_namespaces(client: &kube::Client, from: usize, to: usize) -> anyhow::Result<()> {
+    let namespaces: BTreeSet<String> = (from..to).map(bulk_namespace).collect();
+    let objects: Vec<serde_json::Value> = namespaces
+        .iter()
+        .map(|ns| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .collect();
+    apply(client, &objects).await
+}
+
+/// Creates bulk Service `s<i>` (in [`bulk_namespace`]) for `i` in `from..to` through the API
+/// with [`CREATE_CONCURRENCY`] requests in flight, stopping at `deadline`. Returns how many exist
 /// afterwards (`from` + created) and the seconds spent. Already existing names count as created
 /// (a retried run).
 async fn create_many(
@@ -193,12 +221,7 @@ async fn create_many(
     to: usize,
     deadline: Instant,
 ) -> anyhow::Result<(usize, f64)> {
-    let namespaces: BTreeSet<String> = (from..to).map(bulk_namespace).collect();
-    let objects: Vec<serde_json::Value> = namespaces
-        .iter()
-        .map(|ns| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-        .collect();
-    apply(client, &objects).await?;
+    bulk_namespaces(client, from, to).await?;
     let t = Instant::now();
     let results: Vec<Result<(), kube::Error>> = futures::stream::iter(from..to)
         .take_while(|_| futures::future::ready(Instant::now() < deadline))
@@ -207,7 +230,7 @@ async fn create_many(
             let api: Api<Service> = Api::namespaced(client.clone(), &ns);
             async move {
                 match api
-                    .create(&PostParams::default(), &svc(&ns, &format!("s{i:06}")))
+                    .create(&PostParams::default(), &svc(&ns, &bulk_name(i)))
                     .await
                 {
                     Ok(_) => Ok(()),
@@ -229,6 +252,258 @@ async fn create_many(
         );
     }
     Ok((from + results.len(), secs))
+}
+
+/// How the bulk Services come to exist (`FERROLB_BENCH_BULK`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bulk {
+    /// Copies of bulk Service 0 written into etcd (the default).
+    Etcd,
+    /// Created one by one through the API (`api`).
+    Api,
+}
+
+fn bulk_mode() -> Bulk {
+    match std::env::var("FERROLB_BENCH_BULK").as_deref() {
+        Ok("api") => Bulk::Api,
+        _ => Bulk::Etcd,
+    }
+}
+
+/// Where the copies' ClusterIPs start: the upper half of the bench's /108 ServiceCIDR, which
+/// the API server's random allocation seldom reaches first at these sizes (and skips when taken).
+const COPY_CLUSTER_IPS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfff0, 0, 0, 0, 0x8, 0);
+/// Where the copies' LoadBalancer IPs start: the upper half of the bench pool (a /96), above
+/// the lowest free addresses the controller gives the probes.
+const COPY_INGRESS_IPS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1, 0, 0, 0, 0x8000, 0);
+
+fn nth(base: Ipv6Addr, i: usize) -> String {
+    Ipv6Addr::from(u128::from(base) + i as u128).to_string()
+}
+
+/// Bulk Service 0 as the API server, kube-controller-manager and the controller left it: the
+/// Service, its EndpointSlice and its ClusterIP's IPAddress, as JSON for etcd.
+struct Template {
+    service: String,
+    slice: String,
+    slice_name: String,
+    address: String,
+    service_uid: String,
+    slice_uid: String,
+    address_uid: String,
+    cluster_ip: String,
+    ingress_ip: String,
+    /// The three objects' `creationTimestamp`s (distinct): copies are created when written,
+    /// else the API server's ClusterIP repair would take a copy's IPAddress, seen a moment
+    /// before its Service, for one leaked a minute ago and delete it.
+    created: Vec<String>,
+}
+
+fn dynamic_api(
+    client: &kube::Client,
+    gvk: (&str, &str, &str),
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(gvk.0, gvk.1, gvk.2));
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+impl Template {
+    /// Waits (at most 60 s) until bulk Service 0 has its IP, its `IPAllocated` condition, its
+    /// EndpointSlice and its IPAddress, and the controller's writes have settled; reads the three
+    /// objects and checks that etcd holds them where [`etcd_load::key`] says.
+    async fn capture(client: &kube::Client, lab: &Lab) -> anyhow::Result<Template> {
+        let (ns, name) = (bulk_namespace(0), bulk_name(0));
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let slices = dynamic_api(
+            client,
+            ("discovery.k8s.io", "v1", "EndpointSlice"),
+            Some(&ns),
+        );
+        let addresses = dynamic_api(client, ("networking.k8s.io", "v1", "IPAddress"), None);
+        let by_service =
+            ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (svc, slice, address) = loop {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "bulk Service {ns}/{name} did not get an IP, an EndpointSlice and an IPAddress within 60 s"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let svc = services.get(&name).await?;
+            let status = svc.status.clone().unwrap_or_default();
+            let has_ip = status
+                .load_balancer
+                .and_then(|lb| lb.ingress)
+                .is_some_and(|i| !i.is_empty());
+            let has_condition = status.conditions.is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == ferrolb_crds::conditions::IP_ALLOCATED)
+            });
+            let cluster_ip = svc.spec.as_ref().and_then(|s| s.cluster_ip.clone());
+            let slice = slices.list(&by_service).await?.items.into_iter().next();
+            let address = match &cluster_ip {
+                Some(ip) => addresses.get_opt(ip).await?,
+                None => None,
+            };
+            if let (true, true, Some(slice), Some(address)) =
+                (has_ip, has_condition, slice, address)
+            {
+                break (svc, slice, address);
+            }
+        };
+        // The controller's writes for it have settled when its resourceVersion stays put.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let again = services.get(&name).await?;
+        anyhow::ensure!(
+            again.metadata.resource_version == svc.metadata.resource_version,
+            "bulk Service {ns}/{name} still changes 3 s after it got its IP"
+        );
+        let service = dynamic_api(client, ("", "v1", "Service"), Some(&ns))
+            .get(&name)
+            .await?;
+        // Items of a list come without apiVersion and kind; etcd's copies need them.
+        let text = |o: &DynamicObject, api_version: &str, kind: &str| {
+            let mut o = o.clone();
+            o.types = Some(kube::core::TypeMeta {
+                api_version: api_version.into(),
+                kind: kind.into(),
+            });
+            serde_json::to_value(o).map_err(anyhow::Error::from)
+        };
+        let spec = svc.spec.clone().unwrap_or_default();
+        let ingress_ip = svc
+            .status
+            .and_then(|s| s.load_balancer?.ingress?.into_iter().next()?.ip)
+            .context("no ingress IP")?;
+        let uid = |o: &DynamicObject| o.metadata.uid.clone().context("an object without uid");
+        let mut created: Vec<String> = [&service, &slice, &address]
+            .iter()
+            .filter_map(|o| Some(o.metadata.creation_timestamp.as_ref()?.0.to_string()))
+            .collect();
+        created.sort();
+        created.dedup();
+        let template = Template {
+            created,
+            slice_name: slice
+                .metadata
+                .name
+                .clone()
+                .context("a slice without name")?,
+            service_uid: uid(&service)?,
+            slice_uid: uid(&slice)?,
+            address_uid: uid(&address)?,
+            cluster_ip: spec.cluster_ip.context("no ClusterIP")?,
+            ingress_ip,
+            service: etcd_load::stored(text(&service, "v1", "Service")?)?,
+            slice: etcd_load::stored(text(&slice, "discovery.k8s.io/v1", "EndpointSlice")?)?,
+            address: etcd_load::stored(text(&address, "networking.k8s.io/v1", "IPAddress")?)?,
+        };
+        tokio::task::block_in_place(|| {
+            for key in template.keys(0, &template.created[0])? {
+                anyhow::ensure!(
+                    etcd_load::count(lab, &key)? == 1,
+                    "etcd holds nothing at {key}: the API server's key layout is not the one etcd_load assumes"
+                );
+            }
+            Ok(())
+        })?;
+        Ok(template)
+    }
+
+    /// The substitutions that make copy `i` (`i` = 0 is the template itself), created at `now`.
+    fn pairs(&self, i: usize, now: &str) -> Vec<(String, String)> {
+        let t = |s: &str| s.to_string();
+        let mut pairs = vec![
+            (bulk_name(0), bulk_name(i)),
+            (bulk_namespace(0), bulk_namespace(i)),
+            (t(&self.service_uid), etcd_load::uid(1, i)),
+            (t(&self.slice_uid), etcd_load::uid(2, i)),
+            (t(&self.address_uid), etcd_load::uid(3, i)),
+            (
+                t(&self.cluster_ip),
+                if i == 0 {
+                    t(&self.cluster_ip)
+                } else {
+                    nth(COPY_CLUSTER_IPS, i)
+                },
+            ),
+            (
+                t(&self.ingress_ip),
+                if i == 0 {
+                    t(&self.ingress_ip)
+                } else {
+                    nth(COPY_INGRESS_IPS, i)
+                },
+            ),
+        ];
+        pairs.extend(self.created.iter().map(|c| (t(c), t(now))));
+        pairs
+    }
+
+    fn subst(&self, text: &str, i: usize, now: &str) -> anyhow::Result<String> {
+        let pairs = self.pairs(i, now);
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        etcd_load::substitute(text, &refs)
+    }
+
+    /// Copy `i`'s etcd keys: IPAddress, EndpointSlice, Service.
+    fn keys(&self, i: usize, now: &str) -> anyhow::Result<[String; 3]> {
+        let (ns, name) = (bulk_namespace(i), bulk_name(i));
+        Ok([
+            etcd_load::key("ipaddresses", None, &self.subst(&self.cluster_ip, i, now)?),
+            etcd_load::key(
+                "endpointslices",
+                Some(&ns),
+                &self.subst(&self.slice_name, i, now)?,
+            ),
+            etcd_load::key("services", Some(&ns), &name),
+        ])
+    }
+
+    /// Copy `i` of the three objects, keyed as etcd holds them, in the order they are written:
+    /// the IPAddress and the EndpointSlice before the Service, so that the API server's ClusterIP
+    /// repair and kube-controller-manager find them when the Service arrives (and create none).
+    fn copy(&self, i: usize, now: &str) -> anyhow::Result<[(String, String); 3]> {
+        let [k_addr, k_slice, k_svc] = self.keys(i, now)?;
+        Ok([
+            (k_addr, self.subst(&self.address, i, now)?),
+            (k_slice, self.subst(&self.slice, i, now)?),
+            (k_svc, self.subst(&self.service, i, now)?),
+        ])
+    }
+}
+
+/// Writes copies `from..to` of the template into etcd (see [`Template`]), stopping at
+/// `deadline`. Returns how many bulk Services exist
+/// afterwards and the seconds spent.
+fn load_many(
+    lab: &Lab,
+    template: &Template,
+    from: usize,
+    to: usize,
+    deadline: Instant,
+) -> anyhow::Result<(usize, f64)> {
+    let per_curl = PUTS_PER_CURL / 3;
+    let t = Instant::now();
+    let mut i = from;
+    while i < to && Instant::now() < deadline {
+        let end = (i + per_curl).min(to);
+        let now = Timestamp::from_second(Timestamp::now().as_second())?.to_string();
+        let mut puts = Vec::with_capacity(3 * (end - i));
+        for j in i..end {
+            puts.extend(template.copy(j, &now)?);
+        }
+        etcd_load::put_each(lab, &puts).with_context(|| format!("copies {i}..{end}"))?;
+        i = end;
+    }
+    Ok((i, t.elapsed().as_secs_f64()))
 }
 
 /// Creates one Service and returns (create → watch sees it, create → watch sees its IP) in ms.
@@ -375,8 +650,8 @@ fn stop(ctl: &mut LabProcess) {
 }
 
 /// A bare paginated LIST of every Service and EndpointSlice (what the controller must read at
-/// least once on start), in seconds: the comparator for restart-to-ready.
-async fn bare_list(client: &kube::Client) -> anyhow::Result<(f64, usize)> {
+/// least once on start), in seconds: the comparator for restart-to-ready; and how many of each.
+async fn bare_list(client: &kube::Client) -> anyhow::Result<(f64, usize, usize)> {
     async fn all<K>(api: Api<K>) -> anyhow::Result<usize>
     where
         K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
@@ -393,11 +668,11 @@ async fn bare_list(client: &kube::Client) -> anyhow::Result<(f64, usize)> {
         }
     }
     let t = Instant::now();
-    let (svcs, _) = futures::try_join!(
+    let (svcs, slices) = futures::try_join!(
         all(Api::<Service>::all(client.clone())),
         all(Api::<EndpointSlice>::all(client.clone()))
     )?;
-    Ok((t.elapsed().as_secs_f64(), svcs))
+    Ok((t.elapsed().as_secs_f64(), svcs, slices))
 }
 
 /// Heap from a massif output: `(peak, last snapshot taken before `before_ms`)` in bytes
@@ -429,8 +704,10 @@ fn massif_heap(text: &str, before_ms: u64) -> Option<(u64, u64)> {
 #[derive(Debug, Default, Clone)]
 struct Row {
     n: usize,
-    /// Services created (bulk) per second while growing to `n`.
+    /// Bulk Services created (or written into etcd) per second while growing to `n`.
     create_rate: f64,
+    /// The controller's writes (audited) while it took in the Services written into etcd.
+    intake_writes: Option<u64>,
     ip: (f64, f64),
     echo: (f64, f64),
     probes_ok: usize,
@@ -473,6 +750,16 @@ async fn lab_table() -> anyhow::Result<Vec<Row>> {
         "sizes {sizes:?}, time budget {minutes} min, {CREATE_CONCURRENCY} creates in flight, \
          {PROBES} probes per size, controller malloc: {}",
         malloc_env().as_deref().unwrap_or("glibc defaults")
+    );
+    println!(
+        "bulk Services: {}",
+        match bulk_mode() {
+            Bulk::Etcd =>
+                "copies of the first (created through the API and given its IP by the \
+                           controller) written into etcd; FERROLB_BENCH_BULK=api creates them \
+                           through the API",
+            Bulk::Api => "created through the API (FERROLB_BENCH_BULK=api)",
+        }
     );
     let lab = Lab::up(LabOptions {
         nodes: 1,
@@ -540,20 +827,51 @@ async fn lab_rows(
     let mut owed = 0usize;
     let mut generation = 0;
     let mut budget_spent = false;
+    let mut template: Option<Template> = None;
     for &n in sizes {
         let mut row = Row {
             n,
             ..Row::default()
         };
+        // When the bulk Services of this row started to be written into etcd, and the
+        // controller's write count then: what taking them in cost.
+        let mut loaded_since = None;
         if n > have {
-            let (now_have, secs) = create_many(&client, have, n, budget).await?;
+            let (now_have, secs, how) = match bulk_mode() {
+                Bulk::Api => {
+                    let (now_have, secs) = create_many(&client, have, n, budget).await?;
+                    owed += now_have - have;
+                    (now_have, secs, "created through the API")
+                }
+                Bulk::Etcd => {
+                    bulk_namespaces(&client, have, n).await?;
+                    let mut from = have;
+                    if template.is_none() {
+                        let (created, _) = create_many(&client, have, have + 1, budget).await?;
+                        owed += created - have;
+                        from = created;
+                        template = Some(Template::capture(&client, lab).await?);
+                    }
+                    let template = template.as_ref().context("no template")?;
+                    loaded_since = Some((
+                        Timestamp::now(),
+                        metric(lab, "ferrolb_controller_api_writes_total"),
+                    ));
+                    let (now_have, secs) =
+                        tokio::task::block_in_place(|| load_many(lab, template, from, n, budget))?;
+                    (
+                        now_have,
+                        secs,
+                        "written into etcd with their EndpointSlices and IPAddresses",
+                    )
+                }
+            };
             row.create_rate = (now_have - have) as f64 / secs;
             println!(
-                "created {} Services in {secs:.0} s: {:.0}/s (now {now_have})",
+                "{} Services {how} in {secs:.0} s: {:.0}/s (now {now_have})",
                 now_have - have,
                 row.create_rate
             );
-            owed += now_have - have;
             have = now_have;
             if have < n {
                 println!(
@@ -569,17 +887,21 @@ async fn lab_rows(
         let t = Instant::now();
         let catch_up_deadline = Instant::now() + Duration::from_secs(1800);
         let mut last_writes = -1.0;
+        // Every bulk Service, the probes of earlier rows and none more.
+        let services = (have + rows.len() * PROBES) as f64;
         loop {
             let text = metrics_text(lab);
             let allocs = metric_in(&text, "ferrolb_controller_allocations");
             let writes = metric_in(&text, "ferrolb_controller_api_writes_total");
-            if allocs >= owed as f64 && writes == last_writes {
+            let indexed = metric_in(&text, "ferrolb_controller_services");
+            if allocs >= owed as f64 && indexed >= services && writes == last_writes {
                 break;
             }
             last_writes = writes;
             if Instant::now() > catch_up_deadline {
                 println!(
-                    "the controller did not catch up within 30 min ({allocs} of {owed} allocations)"
+                    "the controller did not catch up within 30 min ({allocs} of {owed} \
+                     allocations, {indexed} of {services} Services)"
                 );
                 break;
             }
@@ -589,6 +911,17 @@ async fn lab_rows(
             "controller caught up {:.0} s after the last create",
             t.elapsed().as_secs_f64()
         );
+        if let Some((since, before)) = loaded_since {
+            let audit = audited_writes(lab, since, Timestamp::now());
+            let by_metric = metric(lab, "ferrolb_controller_api_writes_total") - before;
+            println!(
+                "taking in the Services written into etcd cost the controller {} writes by \
+                 audit ({}), {by_metric} by metric",
+                total(&audit),
+                breakdown(&audit)
+            );
+            row.intake_writes = Some(total(&audit));
+        }
 
         // Probes: create → IP against create → echo, and the writes each change costs.
         let writes_before = metric(lab, "ferrolb_controller_api_writes_total");
@@ -630,7 +963,7 @@ async fn lab_rows(
         );
 
         // Restart: a fresh process must rebuild from the published statuses and write nothing.
-        let (list_s, listed) = bare_list(&client).await?;
+        let (list_s, listed, slices) = bare_list(&client).await?;
         row.list_s = list_s;
         stop(&mut ctl);
         generation += 1;
@@ -646,7 +979,7 @@ async fn lab_rows(
         (row.rss_restart_kib, row.hwm_restart_kib) = rss_kib(ctl.pid());
         owed = 0;
         println!(
-            "n={n}: restart to ready {} (bare LIST of {listed} Services and their EndpointSlices: \
+            "n={n}: restart to ready {} (bare LIST of {listed} Services and {slices} EndpointSlices: \
              {list_s:.2} s); writes in the {} s after ready: {} by audit ({}), {} by metric; \
              VmRSS {:.1} MiB, VmHWM {:.1} MiB",
             row.ready_s
@@ -750,7 +1083,7 @@ fn print_tables(rows: &[Row], rss0: u64) {
     println!(
         "{:>8}  {:>9}  {:>10} {:>10}  {:>11} {:>11}  {:>6}  {:>11} {:>11}",
         "services",
-        "create/s",
+        "bulk/s",
         "ip p50 ms",
         "ip p99 ms",
         "echo p50 ms",
@@ -815,8 +1148,9 @@ fn print_tables(rows: &[Row], rss0: u64) {
         );
     }
     println!(
-        "grown: after the Services were created one by one and probed; restart: a fresh process \
-         {} s after it was ready. Services counted: the bulk ones (probe Services add under 0.5%).",
+        "grown: after the controller took in the bulk Services (allocated each, or adopted the \
+         copies in etcd) and the probes; restart: a fresh process {} s after it was ready. \
+         Services counted: the bulk ones (probe Services add under 0.5%).",
         QUIET_AFTER_READY.as_secs()
     );
     let Some(last) = rows.last() else {
@@ -850,4 +1184,79 @@ async fn main() -> anyhow::Result<()> {
     allocator_table();
     lab_table().await.context("lab rows")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> Template {
+        let created = "2026-12-07T20:55:53Z";
+        Template {
+            service: format!(
+                r#"{{"metadata":{{"name":"s000000","namespace":"bulk-000","uid":"svc-uid","creationTimestamp":"{created}"}},"spec":{{"clusterIP":"2001:db8:fff0::3:7","clusterIPs":["2001:db8:fff0::3:7"]}},"status":{{"loadBalancer":{{"ingress":[{{"ip":"2001:db8:1::"}}]}},"conditions":[{{"message":"2001:db8:1:: from pool bench","lastTransitionTime":"2026-12-07T20:55:54Z"}}]}}}}"#
+            ),
+            slice: format!(
+                r#"{{"metadata":{{"name":"s000000-x7k2p","namespace":"bulk-000","uid":"slice-uid","creationTimestamp":"{created}","ownerReferences":[{{"name":"s000000","uid":"svc-uid"}}]}}}}"#
+            ),
+            slice_name: "s000000-x7k2p".into(),
+            address: format!(
+                r#"{{"metadata":{{"name":"2001:db8:fff0::3:7","uid":"addr-uid","creationTimestamp":"{created}"}},"spec":{{"parentRef":{{"namespace":"bulk-000","name":"s000000"}}}}}}"#
+            ),
+            service_uid: "svc-uid".into(),
+            slice_uid: "slice-uid".into(),
+            address_uid: "addr-uid".into(),
+            cluster_ip: "2001:db8:fff0::3:7".into(),
+            ingress_ip: "2001:db8:1::".into(),
+            created: vec![created.into()],
+        }
+    }
+
+    #[test]
+    fn a_copy_keeps_nothing_of_the_templates_identity() {
+        let now = "2026-12-07T21:00:00Z";
+        let [(k_addr, addr), (k_slice, slice), (k_svc, svc)] =
+            template().copy(1_234, now).expect("copy");
+        assert_eq!(k_addr, "/registry/ipaddresses/2001:db8:fff0::8:4d2");
+        assert_eq!(k_slice, "/registry/endpointslices/bulk-001/s001234-x7k2p");
+        assert_eq!(k_svc, "/registry/services/specs/bulk-001/s001234");
+        for text in [&addr, &slice, &svc] {
+            for old in [
+                "s000000",
+                "bulk-000",
+                "svc-uid",
+                "slice-uid",
+                "addr-uid",
+                "2001:db8:fff0::3:7",
+                "2026-12-07T20:55:53Z",
+            ] {
+                assert!(!text.contains(old), "{old} left in {text}");
+            }
+        }
+        assert!(svc.contains(r#""ip":"2001:db8:1::8000:4d2""#), "{svc}");
+        assert!(
+            svc.contains("2001:db8:1::8000:4d2 from pool bench"),
+            "{svc}"
+        );
+        // Only the creation time is the copy's; later times stay as the template had them.
+        assert!(
+            svc.contains(now) && svc.contains("2026-12-07T20:55:54Z"),
+            "{svc}"
+        );
+        let uid = etcd_load::uid(1, 1_234);
+        assert!(
+            slice.contains(&format!(r#""uid":"{uid}""#)),
+            "the owner is the copy's Service"
+        );
+        assert!(addr.contains(r#""name":"s001234""#), "{addr}");
+    }
+
+    #[test]
+    fn copy_zero_is_the_template() {
+        let t = template();
+        let created = t.created[0].clone();
+        let [_, _, (_, svc)] = t.copy(0, &created).expect("copy");
+        let svc = svc.replace(&etcd_load::uid(1, 0), "svc-uid");
+        assert_eq!(svc, t.service);
+    }
 }
