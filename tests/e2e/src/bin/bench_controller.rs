@@ -270,15 +270,66 @@ fn bulk_mode() -> Bulk {
     }
 }
 
-/// Where the copies' ClusterIPs start: the upper half of the bench's /108 ServiceCIDR, which
-/// the API server's random allocation seldom reaches first at these sizes (and skips when taken).
+/// Where the copies' ClusterIPs start: the upper half of the bench's /108 ServiceCIDR.
 const COPY_CLUSTER_IPS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfff0, 0, 0, 0, 0x8, 0);
+/// The last address of that ServiceCIDR.
+const LAST_CLUSTER_IP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfff0, 0, 0, 0, 0xf, 0xffff);
 /// Where the copies' LoadBalancer IPs start: the upper half of the bench pool (a /96), above
 /// the lowest free addresses the controller gives the probes.
 const COPY_INGRESS_IPS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1, 0, 0, 0, 0x8000, 0);
 
 fn nth(base: Ipv6Addr, i: usize) -> String {
     Ipv6Addr::from(u128::from(base) + i as u128).to_string()
+}
+
+/// The copies' ClusterIPs: consecutive addresses from [`COPY_CLUSTER_IPS`], skipping those the
+/// API server gave out before (it picks at random across its ServiceCIDRs, so the template's and
+/// earlier probes' may lie anywhere; a copy put over one would take it from its Service).
+struct CopyIps {
+    next: u128,
+    taken: BTreeSet<u128>,
+}
+
+impl CopyIps {
+    fn new() -> CopyIps {
+        CopyIps {
+            next: u128::from(COPY_CLUSTER_IPS),
+            taken: BTreeSet::new(),
+        }
+    }
+
+    /// The next free address, or an error past the ServiceCIDR's end.
+    fn take(&mut self) -> anyhow::Result<String> {
+        while self.taken.contains(&self.next) {
+            self.next += 1;
+        }
+        anyhow::ensure!(
+            self.next <= u128::from(LAST_CLUSTER_IP),
+            "the copies' ClusterIPs ran past {LAST_CLUSTER_IP}"
+        );
+        let ip = Ipv6Addr::from(self.next).to_string();
+        self.next += 1;
+        Ok(ip)
+    }
+
+    /// Marks every IPv6 address the API server has handed out (its IPAddress objects) as taken.
+    async fn refresh(&mut self, client: &kube::Client) -> anyhow::Result<()> {
+        let api = dynamic_api(client, ("networking.k8s.io", "v1", "IPAddress"), None);
+        let mut lp = ListParams::default().limit(500);
+        loop {
+            let page = api.list_metadata(&lp).await?;
+            self.taken.extend(
+                page.items
+                    .iter()
+                    .filter_map(|o| o.metadata.name.as_deref()?.parse::<Ipv6Addr>().ok())
+                    .map(u128::from),
+            );
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(c) => lp = lp.continue_token(&c),
+                None => return Ok(()),
+            }
+        }
+    }
 }
 
 /// Bulk Service 0 as the API server, kube-controller-manager and the controller left it: the
@@ -403,7 +454,7 @@ impl Template {
             address: etcd_load::stored(text(&address, "networking.k8s.io/v1", "IPAddress")?)?,
         };
         tokio::task::block_in_place(|| {
-            for key in template.keys(0, &template.created[0])? {
+            for key in template.keys(0, &template.cluster_ip, &template.created[0])? {
                 anyhow::ensure!(
                     etcd_load::count(lab, &key)? == 1,
                     "etcd holds nothing at {key}: the API server's key layout is not the one etcd_load assumes"
@@ -414,8 +465,9 @@ impl Template {
         Ok(template)
     }
 
-    /// The substitutions that make copy `i` (`i` = 0 is the template itself), created at `now`.
-    fn pairs(&self, i: usize, now: &str) -> Vec<(String, String)> {
+    /// The substitutions that make copy `i` (`i` = 0 is the template itself) with `cluster_ip`,
+    /// created at `now`.
+    fn pairs(&self, i: usize, cluster_ip: &str, now: &str) -> Vec<(String, String)> {
         let t = |s: &str| s.to_string();
         let mut pairs = vec![
             (bulk_name(0), bulk_name(i)),
@@ -423,14 +475,7 @@ impl Template {
             (t(&self.service_uid), etcd_load::uid(1, i)),
             (t(&self.slice_uid), etcd_load::uid(2, i)),
             (t(&self.address_uid), etcd_load::uid(3, i)),
-            (
-                t(&self.cluster_ip),
-                if i == 0 {
-                    t(&self.cluster_ip)
-                } else {
-                    nth(COPY_CLUSTER_IPS, i)
-                },
-            ),
+            (t(&self.cluster_ip), t(cluster_ip)),
             (
                 t(&self.ingress_ip),
                 if i == 0 {
@@ -444,8 +489,8 @@ impl Template {
         pairs
     }
 
-    fn subst(&self, text: &str, i: usize, now: &str) -> anyhow::Result<String> {
-        let pairs = self.pairs(i, now);
+    fn subst(&self, text: &str, i: usize, cluster_ip: &str, now: &str) -> anyhow::Result<String> {
+        let pairs = self.pairs(i, cluster_ip, now);
         let refs: Vec<(&str, &str)> = pairs
             .iter()
             .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -454,38 +499,38 @@ impl Template {
     }
 
     /// Copy `i`'s etcd keys: IPAddress, EndpointSlice, Service.
-    fn keys(&self, i: usize, now: &str) -> anyhow::Result<[String; 3]> {
+    fn keys(&self, i: usize, cluster_ip: &str, now: &str) -> anyhow::Result<[String; 3]> {
         let (ns, name) = (bulk_namespace(i), bulk_name(i));
         Ok([
-            etcd_load::key("ipaddresses", None, &self.subst(&self.cluster_ip, i, now)?),
+            etcd_load::key("ipaddresses", None, cluster_ip),
             etcd_load::key(
                 "endpointslices",
                 Some(&ns),
-                &self.subst(&self.slice_name, i, now)?,
+                &self.subst(&self.slice_name, i, cluster_ip, now)?,
             ),
             etcd_load::key("services", Some(&ns), &name),
         ])
     }
 
-    /// Copy `i` of the three objects, keyed as etcd holds them, in the order they are written:
-    /// the IPAddress and the EndpointSlice before the Service, so that the API server's ClusterIP
-    /// repair and kube-controller-manager find them when the Service arrives (and create none).
-    fn copy(&self, i: usize, now: &str) -> anyhow::Result<[(String, String); 3]> {
-        let [k_addr, k_slice, k_svc] = self.keys(i, now)?;
+    /// Copy `i` of the three objects, keyed as etcd holds them: IPAddress, EndpointSlice,
+    /// Service (see [`load_many`] for the order they are written in).
+    fn copy(&self, i: usize, cluster_ip: &str, now: &str) -> anyhow::Result<[(String, String); 3]> {
+        let [k_addr, k_slice, k_svc] = self.keys(i, cluster_ip, now)?;
         Ok([
-            (k_addr, self.subst(&self.address, i, now)?),
-            (k_slice, self.subst(&self.slice, i, now)?),
-            (k_svc, self.subst(&self.service, i, now)?),
+            (k_addr, self.subst(&self.address, i, cluster_ip, now)?),
+            (k_slice, self.subst(&self.slice, i, cluster_ip, now)?),
+            (k_svc, self.subst(&self.service, i, cluster_ip, now)?),
         ])
     }
 }
 
-/// Writes copies `from..to` of the template into etcd (see [`Template`]), stopping at
-/// `deadline`. Returns how many bulk Services exist
-/// afterwards and the seconds spent.
+/// Writes copies `from..to` of the template into etcd (see [`Template`]) with ClusterIPs from
+/// `ips`, stopping at `deadline`. Returns how many bulk Services exist afterwards and the
+/// seconds spent.
 fn load_many(
     lab: &Lab,
     template: &Template,
+    ips: &mut CopyIps,
     from: usize,
     to: usize,
     deadline: Instant,
@@ -496,10 +541,19 @@ fn load_many(
     while i < to && Instant::now() < deadline {
         let end = (i + per_curl).min(to);
         let now = Timestamp::from_second(Timestamp::now().as_second())?.to_string();
-        let mut puts = Vec::with_capacity(3 * (end - i));
+        // The chunk's IPAddresses first, well ahead of their Services, so the API server's
+        // ClusterIP repair has seen them when it checks a Service; each EndpointSlice right
+        // before its Service, so kube-controller-manager finds it and its garbage collector
+        // never looks for the owner before it exists.
+        let mut addresses = Vec::with_capacity(end - i);
+        let mut rest = Vec::with_capacity(2 * (end - i));
         for j in i..end {
-            puts.extend(template.copy(j, &now)?);
+            let [address, slice, service] = template.copy(j, &ips.take()?, &now)?;
+            addresses.push(address);
+            rest.extend([slice, service]);
         }
+        let mut puts = addresses;
+        puts.append(&mut rest);
         etcd_load::put_each(lab, &puts).with_context(|| format!("copies {i}..{end}"))?;
         i = end;
     }
@@ -828,6 +882,7 @@ async fn lab_rows(
     let mut generation = 0;
     let mut budget_spent = false;
     let mut template: Option<Template> = None;
+    let mut copy_ips = CopyIps::new();
     for &n in sizes {
         let mut row = Row {
             n,
@@ -853,12 +908,14 @@ async fn lab_rows(
                         template = Some(Template::capture(&client, lab).await?);
                     }
                     let template = template.as_ref().context("no template")?;
+                    copy_ips.refresh(&client).await?;
                     loaded_since = Some((
                         Timestamp::now(),
                         metric(lab, "ferrolb_controller_api_writes_total"),
                     ));
-                    let (now_have, secs) =
-                        tokio::task::block_in_place(|| load_many(lab, template, from, n, budget))?;
+                    let (now_have, secs) = tokio::task::block_in_place(|| {
+                        load_many(lab, template, &mut copy_ips, from, n, budget)
+                    })?;
                     (
                         now_have,
                         secs,
@@ -1215,8 +1272,9 @@ mod tests {
     #[test]
     fn a_copy_keeps_nothing_of_the_templates_identity() {
         let now = "2026-12-07T21:00:00Z";
-        let [(k_addr, addr), (k_slice, slice), (k_svc, svc)] =
-            template().copy(1_234, now).expect("copy");
+        let [(k_addr, addr), (k_slice, slice), (k_svc, svc)] = template()
+            .copy(1_234, "2001:db8:fff0::8:4d2", now)
+            .expect("copy");
         assert_eq!(k_addr, "/registry/ipaddresses/2001:db8:fff0::8:4d2");
         assert_eq!(k_slice, "/registry/endpointslices/bulk-001/s001234-x7k2p");
         assert_eq!(k_svc, "/registry/services/specs/bulk-001/s001234");
@@ -1252,10 +1310,29 @@ mod tests {
     }
 
     #[test]
+    fn copy_ips_skip_what_the_api_server_gave_out_and_stay_in_the_cidr() {
+        let mut ips = CopyIps::new();
+        let base = u128::from(COPY_CLUSTER_IPS);
+        ips.taken.extend([base + 1, base + 2]);
+        let got: Vec<String> = (0..3).map(|_| ips.take().expect("room")).collect();
+        assert_eq!(
+            got,
+            [
+                "2001:db8:fff0::8:0",
+                "2001:db8:fff0::8:3",
+                "2001:db8:fff0::8:4"
+            ]
+        );
+        ips.next = u128::from(LAST_CLUSTER_IP);
+        assert_eq!(ips.take().expect("the last one"), "2001:db8:fff0::f:ffff");
+        assert!(ips.take().is_err());
+    }
+
+    #[test]
     fn copy_zero_is_the_template() {
         let t = template();
         let created = t.created[0].clone();
-        let [_, _, (_, svc)] = t.copy(0, &created).expect("copy");
+        let [_, _, (_, svc)] = t.copy(0, &t.cluster_ip, &created).expect("copy");
         let svc = svc.replace(&etcd_load::uid(1, 0), "svc-uid");
         assert_eq!(svc, t.service);
     }
