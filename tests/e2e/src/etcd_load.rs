@@ -4,9 +4,9 @@
 //! kube-apiserver reads what etcd holds: an object stored as JSON (with `apiVersion` and `kind`)
 //! decodes as well as one it stored as protobuf itself, and its watch on etcd delivers every put
 //! to the watchers as an `ADDED` event. So a benchmark can create one object through the API, let
-//! the controllers finish with it, read it back, and write copies of it with only names, UIDs and
-//! IPs changed ([`substitute`]): the copies are what the API server and the controllers would
-//! have made, at the speed etcd takes puts.
+//! the controllers finish with it, read it back, and write copies of it with only names, UIDs,
+//! IPs and creation times changed ([`substitute`]): the copies are what the API server and the
+//! controllers would have made, at the speed etcd takes puts.
 //!
 //! Writes go through etcd's JSON gateway with `curl` inside the control-plane namespace, where
 //! etcd listens on loopback only: one put per object, so every object gets its own revision as
