@@ -2,18 +2,20 @@
 //! objects than the lab's API server can create in the time they have.
 //!
 //! kube-apiserver reads what etcd holds: an object stored as JSON (with `apiVersion` and `kind`)
-//! decodes as well as one it stored as protobuf itself, and its watch on etcd delivers every put
-//! to the watchers as an `ADDED` event. So a benchmark can create one object through the API, let
-//! the controllers finish with it, read it back, and write copies of it with only names, UIDs,
-//! IPs and creation times changed ([`substitute`]): the copies are what the API server and the
-//! controllers would have made, at the speed etcd takes puts.
+//! decodes as well as one it stored as protobuf itself, and its watch on etcd delivers every new
+//! key to the watchers as an `ADDED` event. So a benchmark can create one object through the API,
+//! let the controllers finish with it, read it back, and write copies of it with only names,
+//! UIDs, IPs and creation times changed ([`substitute`]): the copies are what the API server and
+//! the controllers would have made, but for their storage encoding (JSON, not protobuf) and
+//! their made-up UIDs, at the speed etcd takes puts. A put never replaces a key that exists
+//! ([`put_each`] fails instead), so a copy cannot silently take another object's place.
 //!
 //! Writes go through etcd's JSON gateway with `curl` inside the control-plane namespace, where
 //! etcd listens on loopback only: one put per object, so every object gets its own revision as
 //! it would from the API server, many puts per `curl` over one connection. (Several objects in
 //! one transaction share a revision, and a client whose watch is cut in the middle of them
-//! resumes after that revision and never sees the rest: a bench loading 1,000 Services that way
-//! lost 124 of them from the controller's watch.)
+//! resumes after that revision and never sees the rest: in a trial loading 1,000 Services 42 to
+//! a transaction, the controller's watch missed 124 of them.)
 
 use std::fmt::Write as _;
 
@@ -89,28 +91,30 @@ pub fn uid(kind: u16, i: usize) -> String {
     format!("00000000-0000-4000-8{:03x}-{i:012x}", kind & 0xfff)
 }
 
-/// A `curl` config that PUTs each `(key, value)` in turn through etcd's gateway, one request
-/// per put over one connection.
+/// A `curl` config that puts each `(key, value)` in turn through etcd's gateway, over one
+/// connection: each a transaction of its own (one revision) that writes only if the key does not
+/// exist yet (its create revision is 0).
 pub fn curl_config(puts: &[(String, String)]) -> String {
-    let mut config = String::from("silent\nshow-error\nmax-time = 300\n");
+    let mut config = String::from("silent\nshow-error\n");
     for (i, (k, v)) in puts.iter().enumerate() {
         if i > 0 {
             config.push_str("next\n");
         }
-        // Base64 needs no escaping; the quotes around it do, inside the config's string.
-        let _ = writeln!(config, r#"url = "{ETCD}/v3/kv/put""#);
-        let _ = writeln!(
-            config,
-            r#"data-binary = "{{\"key\":\"{}\",\"value\":\"{}\"}}""#,
-            B64.encode(k),
-            B64.encode(v)
+        let (k, v) = (B64.encode(k), B64.encode(v));
+        // `next` resets per-request options, so each request has its own time limit.
+        let _ = writeln!(config, r#"url = "{ETCD}/v3/kv/txn""#);
+        config.push_str("max-time = 60\n");
+        let body = format!(
+            r#"{{"compare":[{{"key":"{k}","target":"CREATE","result":"EQUAL","create_revision":"0"}}],"success":[{{"request_put":{{"key":"{k}","value":"{v}"}}}}]}}"#
         );
+        // Base64 needs no escaping; the body's quotes do, inside the config's string.
+        let _ = writeln!(config, r#"data-binary = "{}""#, body.replace('"', "\\\""));
     }
     config
 }
 
 /// Puts every `(key, value)`, in order, each in its own revision; fails with etcd's answer if any
-/// put was refused.
+/// put was refused or its key existed already (the keys before it are written then).
 pub fn put_each(lab: &Lab, puts: &[(String, String)]) -> anyhow::Result<()> {
     for chunk in puts.chunks(PUTS_PER_CURL) {
         let file = lab.run_dir().join("etcd-load.curl");
@@ -124,6 +128,11 @@ pub fn put_each(lab: &Lab, puts: &[(String, String)]) -> anyhow::Result<()> {
                 answer.with_context(|| format!("etcd answered what is not JSON: {out}"))?;
             if answer.get("error").is_some() || answer.get("header").is_none() {
                 anyhow::bail!("etcd refused a put: {answer}");
+            }
+            // A transaction whose comparison failed leaves `succeeded` out (false).
+            if answer.get("succeeded") != Some(&serde_json::Value::Bool(true)) {
+                let key = chunk.get(answers).map_or("?", |(k, _)| k.as_str());
+                anyhow::bail!("etcd already holds {key}: a copy would replace it");
             }
             answers += 1;
         }
@@ -260,14 +269,26 @@ mod tests {
         let config = curl_config(&[("k".into(), "v".into()), ("a".into(), "b".into())]);
         let requests: Vec<&str> = config.split("next\n").collect();
         assert_eq!(requests.len(), 2);
-        assert!(requests[0].contains(r#"data-binary = "{\"key\":\"aw==\",\"value\":\"dg==\"}""#));
-        assert!(requests[1].contains(r#"data-binary = "{\"key\":\"YQ==\",\"value\":\"Yg==\"}""#));
-        assert_eq!(
-            config
-                .matches("url = \"http://127.0.0.1:2379/v3/kv/put\"")
-                .count(),
-            2
-        );
+        for (request, (k, v)) in requests.iter().zip([("aw==", "dg=="), ("YQ==", "Yg==")]) {
+            assert!(request.contains("url = \"http://127.0.0.1:2379/v3/kv/txn\"\n"));
+            assert!(
+                request.contains("max-time = 60\n"),
+                "every request has a limit"
+            );
+            // The body, as curl reads it from the config's quoted string.
+            let quoted = request
+                .lines()
+                .find_map(|l| l.strip_prefix("data-binary = \""))
+                .and_then(|l| l.strip_suffix('"'))
+                .expect("a body");
+            let body: serde_json::Value =
+                serde_json::from_str(&quoted.replace("\\\"", "\"")).expect("JSON");
+            assert_eq!(body["compare"][0]["key"], k);
+            assert_eq!(body["compare"][0]["target"], "CREATE");
+            assert_eq!(body["compare"][0]["create_revision"], "0");
+            assert_eq!(body["success"][0]["request_put"]["key"], k);
+            assert_eq!(body["success"][0]["request_put"]["value"], v);
+        }
     }
 
     #[test]
