@@ -122,26 +122,31 @@ pub fn put_each(lab: &Lab, puts: &[(String, String)]) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", file.display()))?;
         let config = file.display().to_string();
         let out = crate::exec_ok(lab, "cp", &["curl", "-K", &config])?;
-        let mut answers = 0;
-        for answer in serde_json::Deserializer::from_str(&out).into_iter::<serde_json::Value>() {
-            let answer =
-                answer.with_context(|| format!("etcd answered what is not JSON: {out}"))?;
-            if answer.get("error").is_some() || answer.get("header").is_none() {
-                anyhow::bail!("etcd refused a put: {answer}");
-            }
-            // A transaction whose comparison failed leaves `succeeded` out (false).
-            if answer.get("succeeded") != Some(&serde_json::Value::Bool(true)) {
-                let key = chunk.get(answers).map_or("?", |(k, _)| k.as_str());
-                anyhow::bail!("etcd already holds {key}: a copy would replace it");
-            }
-            answers += 1;
-        }
-        anyhow::ensure!(
-            answers == chunk.len(),
-            "etcd answered {answers} of {} puts",
-            chunk.len()
-        );
+        check_answers(&out, chunk)?;
     }
+    Ok(())
+}
+
+/// Checks `curl`'s output for the puts of `chunk`: one answer each, every transaction applied.
+/// A transaction whose comparison failed (the key existed) leaves `succeeded` out.
+pub fn check_answers(out: &str, chunk: &[(String, String)]) -> anyhow::Result<()> {
+    let mut answers = 0;
+    for answer in serde_json::Deserializer::from_str(out).into_iter::<serde_json::Value>() {
+        let answer = answer.with_context(|| format!("etcd answered what is not JSON: {out}"))?;
+        if answer.get("error").is_some() || answer.get("header").is_none() {
+            anyhow::bail!("etcd refused a put: {answer}");
+        }
+        if answer.get("succeeded") != Some(&serde_json::Value::Bool(true)) {
+            let key = chunk.get(answers).map_or("?", |(k, _)| k.as_str());
+            anyhow::bail!("etcd already holds {key}: a copy would replace it");
+        }
+        answers += 1;
+    }
+    anyhow::ensure!(
+        answers == chunk.len(),
+        "etcd answered {answers} of {} puts",
+        chunk.len()
+    );
     Ok(())
 }
 
@@ -289,6 +294,24 @@ mod tests {
             assert_eq!(body["success"][0]["request_put"]["key"], k);
             assert_eq!(body["success"][0]["request_put"]["value"], v);
         }
+    }
+
+    #[test]
+    fn answers_say_which_put_was_not_applied() {
+        let chunk: Vec<(String, String)> = ["a", "b"]
+            .iter()
+            .map(|k| (k.to_string(), String::new()))
+            .collect();
+        let ok = r#"{"header":{"revision":"5"},"succeeded":true}"#;
+        let existed = r#"{"header":{"revision":"5"}}"#;
+        check_answers(&format!("{ok}{ok}"), &chunk).expect("both applied");
+        let err = check_answers(&format!("{ok}{existed}"), &chunk).expect_err("b existed");
+        assert!(err.to_string().contains("already holds b"), "{err}");
+        let err = check_answers(ok, &chunk).expect_err("one answer missing");
+        assert!(err.to_string().contains("1 of 2"), "{err}");
+        let refused = r#"{"error":"etcdserver: too many operations","code":3}"#;
+        let err = check_answers(refused, &chunk).expect_err("refused");
+        assert!(err.to_string().contains("refused"), "{err}");
     }
 
     #[test]

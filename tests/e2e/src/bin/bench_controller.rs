@@ -11,9 +11,8 @@
 //!
 //! The bulk Services (all but the probes and the first) are by default copies of the first,
 //! which went the whole way (created through the API, given a ClusterIP, an EndpointSlice and an
-//! IP by the controller),
-//! written straight into etcd ([`ferrolb_e2e::etcd_load`]) with their EndpointSlices and
-//! ClusterIP IPAddresses; the controller takes them in from its watch like any Service that
+//! IP by the controller), written straight into etcd ([`ferrolb_e2e::etcd_load`]) with their
+//! EndpointSlices and ClusterIP IPAddresses; the controller takes them in from its watch like any Service that
 //! already has an IP, and the bench counts the writes that costs. The lab's API server cannot
 //! create 100k Services through its API in a bench's time (see [`PER_NAMESPACE`]).
 //! `FERROLB_BENCH_BULK=api` creates them through the API instead, so the controller allocates
@@ -212,17 +211,16 @@ async fn bulk_namespaces(client: &kube::Client, from: usize, to: usize) -> anyho
     apply(client, &objects).await
 }
 
-/// Creates bulk Service `s<i>` (in [`bulk_namespace`]) for `i` in `from..to` through the API
-/// with [`CREATE_CONCURRENCY`] requests in flight, stopping at `deadline`. Returns how many exist
-/// afterwards (`from` + created) and the seconds spent. Already existing names count as created
-/// (a retried run).
+/// Creates bulk Service `s<i>` (in [`bulk_namespace`], which must exist) for `i` in `from..to`
+/// through the API with [`CREATE_CONCURRENCY`] requests in flight, stopping at `deadline`.
+/// Returns how many exist afterwards (`from` + created) and the seconds spent. Already existing
+/// names count as created (a retried run).
 async fn create_many(
     client: &kube::Client,
     from: usize,
     to: usize,
     deadline: Instant,
 ) -> anyhow::Result<(usize, f64)> {
-    bulk_namespaces(client, from, to).await?;
     let t = Instant::now();
     let results: Vec<Result<(), kube::Error>> = futures::stream::iter(from..to)
         .take_while(|_| futures::future::ready(Instant::now() < deadline))
@@ -411,30 +409,50 @@ impl Template {
         };
         // The controller's writes for it have settled when its resourceVersion stays put.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let again = services.get(&name).await?;
-        anyhow::ensure!(
-            again.metadata.resource_version == svc.metadata.resource_version,
-            "bulk Service {ns}/{name} still changes 3 s after it got its IP"
-        );
         let service = dynamic_api(client, ("", "v1", "Service"), Some(&ns))
             .get(&name)
             .await?;
+        anyhow::ensure!(
+            service.metadata.resource_version == svc.metadata.resource_version,
+            "bulk Service {ns}/{name} still changes 3 s after it got its IP"
+        );
+        let template = Template::from_objects(&service, &slice, &address)?;
+        tokio::task::block_in_place(|| {
+            for key in template.keys(0, &template.cluster_ip, &template.created[0])? {
+                anyhow::ensure!(
+                    etcd_load::count(lab, &key)? == 1,
+                    "etcd holds nothing at {key}: the API server's key layout is not the one etcd_load assumes"
+                );
+            }
+            Ok(())
+        })?;
+        Ok(template)
+    }
+
+    /// The template from the three objects as the API server returned them. Fails if an
+    /// identity the copies replace is in none of them (a time written otherwise than the API
+    /// server writes it would stay the template's in every copy).
+    fn from_objects(
+        service: &DynamicObject,
+        slice: &DynamicObject,
+        address: &DynamicObject,
+    ) -> anyhow::Result<Template> {
         // Items of a list come without apiVersion and kind; etcd's copies need them.
-        let text = |o: &DynamicObject, api_version: &str, kind: &str| {
+        let stored = |o: &DynamicObject, api_version: &str, kind: &str| {
             let mut o = o.clone();
             o.types = Some(kube::core::TypeMeta {
                 api_version: api_version.into(),
                 kind: kind.into(),
             });
-            serde_json::to_value(o).map_err(anyhow::Error::from)
+            etcd_load::stored(serde_json::to_value(o)?)
         };
-        let spec = svc.spec.clone().unwrap_or_default();
-        let ingress_ip = svc
-            .status
-            .and_then(|s| s.load_balancer?.ingress?.into_iter().next()?.ip)
-            .context("no ingress IP")?;
         let uid = |o: &DynamicObject| o.metadata.uid.clone().context("an object without uid");
-        let mut created: Vec<String> = [&service, &slice, &address]
+        let text = |v: &serde_json::Value, what: &str| {
+            v.as_str()
+                .map(str::to_string)
+                .with_context(|| format!("the Service has no {what}"))
+        };
+        let mut created: Vec<String> = [service, slice, address]
             .iter()
             .filter_map(|o| Some(o.metadata.creation_timestamp.as_ref()?.0.to_string()))
             .collect();
@@ -447,17 +465,18 @@ impl Template {
                 .name
                 .clone()
                 .context("a slice without name")?,
-            service_uid: uid(&service)?,
-            slice_uid: uid(&slice)?,
-            address_uid: uid(&address)?,
-            cluster_ip: spec.cluster_ip.context("no ClusterIP")?,
-            ingress_ip,
-            service: etcd_load::stored(text(&service, "v1", "Service")?)?,
-            slice: etcd_load::stored(text(&slice, "discovery.k8s.io/v1", "EndpointSlice")?)?,
-            address: etcd_load::stored(text(&address, "networking.k8s.io/v1", "IPAddress")?)?,
+            service_uid: uid(service)?,
+            slice_uid: uid(slice)?,
+            address_uid: uid(address)?,
+            cluster_ip: text(&service.data["spec"]["clusterIP"], "ClusterIP")?,
+            ingress_ip: text(
+                &service.data["status"]["loadBalancer"]["ingress"][0]["ip"],
+                "ingress IP",
+            )?,
+            service: stored(service, "v1", "Service")?,
+            slice: stored(slice, "discovery.k8s.io/v1", "EndpointSlice")?,
+            address: stored(address, "networking.k8s.io/v1", "IPAddress")?,
         };
-        // Every identity the copies replace must be there to replace (a time written otherwise
-        // than the API server writes it would stay the template's in every copy).
         let texts = [&template.service, &template.slice, &template.address];
         for (from, _) in template.pairs(1, "", "") {
             anyhow::ensure!(
@@ -465,15 +484,6 @@ impl Template {
                 "{from:?} is in none of the template's objects: copies would keep the template's"
             );
         }
-        tokio::task::block_in_place(|| {
-            for key in template.keys(0, &template.cluster_ip, &template.created[0])? {
-                anyhow::ensure!(
-                    etcd_load::count(lab, &key)? == 1,
-                    "etcd holds nothing at {key}: the API server's key layout is not the one etcd_load assumes"
-                );
-            }
-            Ok(())
-        })?;
         Ok(template)
     }
 
@@ -808,6 +818,7 @@ async fn lab_table() -> anyhow::Result<Vec<Row>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(50_000);
     let budget = Instant::now() + Duration::from_secs(minutes * 60);
+    let bulk = bulk_mode()?;
     println!(
         "\n## In the lab: real kube-apiserver and kube-controller-manager (EndpointSlices), \
          ferrolb-controller (release build) as a process in the control-plane namespace"
@@ -819,7 +830,7 @@ async fn lab_table() -> anyhow::Result<Vec<Row>> {
     );
     println!(
         "bulk Services: {}",
-        match bulk_mode()? {
+        match bulk {
             Bulk::Etcd =>
                 "copies of the first (created through the API and given its IP by the \
                            controller) written into etcd; FERROLB_BENCH_BULK=api creates them \
@@ -834,7 +845,7 @@ async fn lab_table() -> anyhow::Result<Vec<Row>> {
         ..LabOptions::default()
     })
     .await?;
-    let rows = lab_rows(&lab, &sizes, budget, massif_at).await;
+    let rows = lab_rows(&lab, &sizes, bulk, budget, massif_at).await;
     let report = lab.down();
     println!("lab down: {report:?}");
     rows
@@ -843,6 +854,7 @@ async fn lab_table() -> anyhow::Result<Vec<Row>> {
 async fn lab_rows(
     lab: &Lab,
     sizes: &[usize],
+    bulk: Bulk,
     budget: Instant,
     massif_at: usize,
 ) -> anyhow::Result<Vec<Row>> {
@@ -905,14 +917,14 @@ async fn lab_rows(
         // controller's write count then: what taking them in cost.
         let mut loaded_since = None;
         if n > have {
-            let (now_have, secs, how) = match bulk_mode()? {
+            bulk_namespaces(&client, have, n).await?;
+            let (now_have, secs, how) = match bulk {
                 Bulk::Api => {
                     let (now_have, secs) = create_many(&client, have, n, budget).await?;
                     owed += now_have - have;
                     (now_have, secs, "created through the API")
                 }
                 Bulk::Etcd => {
-                    bulk_namespaces(&client, have, n).await?;
                     let mut from = have;
                     if template.is_none() {
                         let (created, _) = create_many(&client, have, have + 1, budget).await?;
@@ -1325,6 +1337,46 @@ mod tests {
             "the owner is the copy's Service"
         );
         assert!(addr.contains(r#""name":"s001234""#), "{addr}");
+    }
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).expect("an object")
+    }
+
+    #[test]
+    fn a_template_is_read_from_the_api_servers_objects() {
+        let meta = |name: &str, uid: &str| {
+            json!({"name": name, "namespace": "bulk-000", "uid": uid, "resourceVersion": "9",
+                   "creationTimestamp": "2026-12-07T20:55:53Z"})
+        };
+        let mut service = json!({"metadata": meta("s000000", "svc-uid"),
+            "spec": {"clusterIP": "2001:db8:fff0::3:7", "clusterIPs": ["2001:db8:fff0::3:7"]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "2001:db8:1::"}]}}});
+        let slice = object(json!({"metadata": meta("s000000-x7k2p", "slice-uid"),
+            "ownerReferences": [{"name": "s000000", "uid": "svc-uid"}]}));
+        let mut address = meta("2001:db8:fff0::3:7", "addr-uid");
+        address["namespace"] = serde_json::Value::Null;
+        let address = object(json!({"metadata": address,
+            "spec": {"parentRef": {"namespace": "bulk-000", "name": "s000000"}}}));
+        let t =
+            Template::from_objects(&object(service.clone()), &slice, &address).expect("a template");
+        assert_eq!(
+            (
+                t.cluster_ip.as_str(),
+                t.ingress_ip.as_str(),
+                t.slice_name.as_str()
+            ),
+            ("2001:db8:fff0::3:7", "2001:db8:1::", "s000000-x7k2p")
+        );
+        assert_eq!(t.created, ["2026-12-07T20:55:53Z"]);
+        let stored: serde_json::Value = serde_json::from_str(&t.slice).expect("JSON");
+        assert_eq!(
+            stored["kind"], "EndpointSlice",
+            "list items get their kind back"
+        );
+        assert!(stored["metadata"].get("resourceVersion").is_none());
+        service["spec"] = json!({});
+        assert!(Template::from_objects(&object(service), &slice, &address).is_err());
     }
 
     #[test]
